@@ -1,0 +1,7 @@
+module github.com/satoru/satoru/services/puller
+
+go 1.26
+
+require github.com/satoru/satoru/shared v0.0.0
+
+replace github.com/satoru/satoru/shared => ../../shared

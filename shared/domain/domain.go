@@ -1,0 +1,181 @@
+// Package domain holds Satoru's data model: sites, targets, jobs, job
+// events and their statuses, as stored in MongoDB and returned by the API.
+package domain
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+)
+
+// Health is a site's (or target's) last known state.
+type Health string
+
+const (
+	HealthUnknown Health = "unknown"
+	HealthSuccess Health = "success"
+	HealthWarning Health = "warning"
+	HealthFailed  Health = "failed"
+)
+
+// JobType names what a job does.
+type JobType string
+
+const (
+	JobPreflight  JobType = "preflight"
+	JobBackup     JobType = "backup"
+	JobRetention  JobType = "retention"
+	JobResticSync JobType = "restic_sync"
+	JobRestore    JobType = "restore"
+)
+
+// JobStatus is where a job is in its life.
+type JobStatus string
+
+const (
+	StatusQueued   JobStatus = "queued"
+	StatusRunning  JobStatus = "running"
+	StatusSuccess  JobStatus = "success"
+	StatusWarning  JobStatus = "warning"
+	StatusFailed   JobStatus = "failed"
+	StatusCanceled JobStatus = "canceled"
+)
+
+// Terminal reports whether no further work happens on a job in status s.
+func (s JobStatus) Terminal() bool {
+	switch s {
+	case StatusSuccess, StatusWarning, StatusFailed, StatusCanceled:
+		return true
+	}
+	return false
+}
+
+// TargetMode says how a target is pulled.
+type TargetMode string
+
+const (
+	ModeDirectory  TargetMode = "directory"
+	ModeSQLiteDump TargetMode = "sqlite_dump"
+)
+
+// Valid reports whether m is a known mode.
+func (m TargetMode) Valid() bool { return m == ModeDirectory || m == ModeSQLiteDump }
+
+// Site is an edge host's configuration. Only the API writes it.
+type Site struct {
+	UUID               string    `bson:"_id" json:"site_uuid"`
+	Name               string    `bson:"name" json:"name"`
+	Host               string    `bson:"host" json:"host"`
+	Port               int       `bson:"port" json:"port"`
+	User               string    `bson:"user" json:"user"`
+	SSHKeyPath         string    `bson:"ssh_key_path,omitempty" json:"ssh_key_path,omitempty"`
+	HostKey            string    `bson:"host_key,omitempty" json:"host_key,omitempty"`
+	TrustOnFirstUse    bool      `bson:"trust_on_first_use" json:"trust_on_first_use"`
+	BandwidthLimitKbps int       `bson:"bandwidth_limit_kbps,omitempty" json:"bandwidth_limit_kbps,omitempty"`
+	CreatedAt          time.Time `bson:"created_at" json:"created_at"`
+	UpdatedAt          time.Time `bson:"updated_at" json:"updated_at"`
+}
+
+// HealthState is a status with the reason and when it was set.
+type HealthState struct {
+	Status    Health    `bson:"status" json:"status"`
+	Message   string    `bson:"message,omitempty" json:"message,omitempty"`
+	UpdatedAt time.Time `bson:"updated_at" json:"updated_at"`
+}
+
+// SiteStatus is what workers learn about a site. Only the worker holding
+// the site lease writes it, so it never races the API's writes to Site.
+type SiteStatus struct {
+	SiteUUID        string      `bson:"_id" json:"-"`
+	Health          HealthState `bson:"health" json:"health"`
+	LastPreflightAt *time.Time  `bson:"last_preflight_at,omitempty" json:"last_preflight_at,omitempty"`
+	LastScanAt      *time.Time  `bson:"last_scan_at,omitempty" json:"last_scan_at,omitempty"`
+	LastSuccessAt   *time.Time  `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
+	LastJobID       string      `bson:"last_job_id,omitempty" json:"last_job_id,omitempty"`
+	// LearnedHostKey is the key recorded on first use for a site that
+	// opted into trust-on-first-use and had no pinned key.
+	LearnedHostKey string `bson:"learned_host_key,omitempty" json:"learned_host_key,omitempty"`
+}
+
+// SiteView is a site with its status merged in, as the API returns it.
+type SiteView struct {
+	Site   `bson:",inline"`
+	Status SiteStatus `json:"status"`
+}
+
+// Scan is the outcome of a target's last pull.
+type Scan struct {
+	At     time.Time `bson:"at" json:"at"`
+	Status Health    `bson:"status" json:"status"`
+	Bytes  int64     `bson:"bytes" json:"bytes"`
+	Files  int64     `bson:"files" json:"files"`
+	Error  string    `bson:"error,omitempty" json:"error,omitempty"`
+}
+
+// Target is one directory or SQLite database of a site.
+type Target struct {
+	ID         string     `bson:"_id" json:"-"`
+	SiteUUID   string     `bson:"site_uuid" json:"site_uuid"`
+	TargetHash string     `bson:"target_hash" json:"target_hash"`
+	Mode       TargetMode `bson:"mode" json:"mode"`
+	Path       string     `bson:"path" json:"path"`
+	Excludes   []string   `bson:"excludes,omitempty" json:"excludes,omitempty"`
+	LastScan   *Scan      `bson:"last_scan,omitempty" json:"last_scan,omitempty"`
+	CreatedAt  time.Time  `bson:"created_at" json:"created_at"`
+}
+
+// TargetHash is the stable short id of a target: the same mode and path
+// always give the same hash, so staging paths survive re-registration.
+func TargetHash(mode TargetMode, path string) string {
+	sum := sha256.Sum256([]byte(string(mode) + "\x00" + path))
+	return hex.EncodeToString(sum[:8])
+}
+
+// TargetID is the natural _id of a target document.
+func TargetID(siteUUID, targetHash string) string { return siteUUID + "/" + targetHash }
+
+// Job is one unit of background work. The API creates it; afterwards only
+// the worker holding the job writes it.
+type Job struct {
+	ID            string         `bson:"_id" json:"job_id"`
+	SiteUUID      string         `bson:"site_uuid" json:"site_uuid"`
+	Type          JobType        `bson:"type" json:"type"`
+	Status        JobStatus      `bson:"status" json:"status"`
+	Attempts      int            `bson:"attempts" json:"attempts"`
+	CreatedAt     time.Time      `bson:"created_at" json:"created_at"`
+	StartedAt     *time.Time     `bson:"started_at,omitempty" json:"started_at,omitempty"`
+	FinishedAt    *time.Time     `bson:"finished_at,omitempty" json:"finished_at,omitempty"`
+	HeartbeatAt   *time.Time     `bson:"heartbeat_at,omitempty" json:"heartbeat_at,omitempty"`
+	NextAttemptAt *time.Time     `bson:"next_attempt_at,omitempty" json:"next_attempt_at,omitempty"`
+	Error         string         `bson:"error,omitempty" json:"error,omitempty"`
+	Worker        string         `bson:"worker,omitempty" json:"worker,omitempty"`
+	Summary       map[string]any `bson:"summary,omitempty" json:"summary,omitempty"`
+}
+
+// Event levels.
+const (
+	LevelInfo  = "info"
+	LevelWarn  = "warning"
+	LevelError = "error"
+)
+
+// JobEvent is one step record of a job.
+type JobEvent struct {
+	Seq        int            `bson:"seq" json:"seq"`
+	TS         time.Time      `bson:"ts" json:"ts"`
+	Step       string         `bson:"step" json:"step"`
+	Level      string         `bson:"level" json:"level"`
+	TargetHash string         `bson:"target_hash,omitempty" json:"target_hash,omitempty"`
+	Message    string         `bson:"message" json:"message"`
+	Data       map[string]any `bson:"data,omitempty" json:"data,omitempty"`
+}
+
+// SyncState is the offsite copy's state, one document per offsite repo.
+type SyncState struct {
+	ID              string     `bson:"_id" json:"repo"`
+	Status          Health     `bson:"status" json:"status"`
+	LastAttemptAt   *time.Time `bson:"last_attempt_at,omitempty" json:"last_attempt_at,omitempty"`
+	LastSuccessAt   *time.Time `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
+	Error           string     `bson:"error,omitempty" json:"error,omitempty"`
+	SnapshotsCopied int        `bson:"snapshots_copied" json:"snapshots_copied"`
+}

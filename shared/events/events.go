@@ -1,0 +1,141 @@
+// Package events declares, once, every JetStream name Satoru uses:
+// streams, subjects, durable consumers, KV buckets and the versioned
+// payloads carried on them.
+package events
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+)
+
+// Streams and KV buckets.
+const (
+	StreamJobs   = "SATORU_JOBS"
+	StreamEvents = "SATORU_EVENTS"
+
+	// BucketLeases holds per-site leases; its TTL is the lease length.
+	BucketLeases = "SATORU_LEASES"
+	// BucketCancel holds cancel requests keyed by job id.
+	BucketCancel = "SATORU_CANCEL"
+
+	// RepoSite stands in for the site of repository-level jobs.
+	RepoSite = "_repo"
+
+	// EventsMaxAge bounds how long step events stay in the stream; the
+	// store keeps the durable copy.
+	EventsMaxAge = 7 * 24 * time.Hour
+)
+
+// Subject roots.
+const (
+	JobsPrefix   = "satoru.jobs"
+	EventsPrefix = "satoru.events"
+	// StepSnapshot is the hand-off from puller to snapshotter.
+	StepSnapshot = "snapshot"
+)
+
+// Consumer is a service's one durable with the job types it takes.
+type Consumer struct {
+	Durable string
+	Types   []string
+}
+
+// Durable consumers. Their filters must not overlap (work-queue rule).
+var (
+	ConsumerPuller      = Consumer{Durable: "puller", Types: []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRestore)}}
+	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention)}}
+	ConsumerSyncer      = Consumer{Durable: "syncer", Types: []string{string(domain.JobResticSync)}}
+)
+
+// FilterSubjects lists the subjects a consumer takes.
+func (c Consumer) FilterSubjects() []string {
+	out := make([]string, 0, len(c.Types))
+	for _, t := range c.Types {
+		out = append(out, JobsPrefix+".*."+t)
+	}
+	return out
+}
+
+// JobSubject is where a job request for a site is published.
+func JobSubject(siteUUID, jobType string) string {
+	if siteUUID == "" {
+		siteUUID = RepoSite
+	}
+	return JobsPrefix + "." + siteUUID + "." + jobType
+}
+
+// EventSubject is where a job's step events are published.
+func EventSubject(siteUUID, jobID string) string {
+	if siteUUID == "" {
+		siteUUID = RepoSite
+	}
+	return EventsPrefix + "." + siteUUID + "." + jobID
+}
+
+// LeaseKey is the KV key of a site's lease.
+func LeaseKey(siteUUID string) string { return "site." + siteUUID }
+
+// CancelKey is the KV key of a job's cancel request.
+func CancelKey(jobID string) string { return "job." + jobID }
+
+// Payload versions.
+const (
+	JobRequestV1 = 1
+	StepEventV1  = 1
+)
+
+// ErrInvalid marks a payload that can never be processed.
+var ErrInvalid = errors.New("invalid payload")
+
+// JobRequest asks a service to run (a step of) a job.
+type JobRequest struct {
+	V        int    `json:"v"`
+	JobID    string `json:"job_id"`
+	SiteUUID string `json:"site_uuid"`
+	Type     string `json:"type"`
+}
+
+// Validate reports what is wrong with r, wrapping ErrInvalid.
+func (r JobRequest) Validate() error {
+	switch {
+	case r.V != JobRequestV1:
+		return fmt.Errorf("%w: job request version %d, want %d", ErrInvalid, r.V, JobRequestV1)
+	case r.JobID == "":
+		return fmt.Errorf("%w: job request without job_id", ErrInvalid)
+	case r.Type == "":
+		return fmt.Errorf("%w: job request %s without type", ErrInvalid, r.JobID)
+	case strings.ContainsAny(r.SiteUUID, ".*> "):
+		return fmt.Errorf("%w: job request %s: site_uuid %q is not a subject token", ErrInvalid, r.JobID, r.SiteUUID)
+	}
+	return nil
+}
+
+// Subject is where r is published.
+func (r JobRequest) Subject() string { return JobSubject(r.SiteUUID, r.Type) }
+
+// StepEvent is a job's step event as published on EventSubject.
+type StepEvent struct {
+	V        int             `json:"v"`
+	JobID    string          `json:"job_id"`
+	SiteUUID string          `json:"site_uuid"`
+	JobType  string          `json:"job_type"`
+	Status   string          `json:"status,omitempty"` // set when the job's status changes
+	Event    domain.JobEvent `json:"event"`
+}
+
+// Validate reports what is wrong with e, wrapping ErrInvalid.
+func (e StepEvent) Validate() error {
+	switch {
+	case e.V != StepEventV1:
+		return fmt.Errorf("%w: step event version %d, want %d", ErrInvalid, e.V, StepEventV1)
+	case e.JobID == "":
+		return fmt.Errorf("%w: step event without job_id", ErrInvalid)
+	case e.Event.Step == "":
+		return fmt.Errorf("%w: step event of job %s without step", ErrInvalid, e.JobID)
+	}
+	return nil
+}
