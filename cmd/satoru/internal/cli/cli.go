@@ -1,0 +1,143 @@
+// Package cli parses satoru's command line and runs the chosen command.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/satoru/satoru/cmd/satoru/internal/node"
+	"github.com/satoru/satoru/shared/config"
+	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/observe"
+)
+
+const usage = `usage: satoru <command> [flags]
+
+commands:
+  up        run every service in this process; with no nats_url and no
+            mongo_uri it starts an embedded NATS server and store under data_dir
+  puller    run the puller against external NATS and MongoDB
+  api       run the REST API against external NATS and MongoDB
+  version   print the version
+
+flags (up, puller, api):
+  --config FILE     YAML config file (default $SATORU_CONFIG)
+  --nats-url URL    NATS to use (overrides nats_url)
+  --mongo-uri URI   MongoDB to use (overrides mongo_uri)
+`
+
+// Main runs one satoru command and returns its exit code.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, rest := args[0], args[1:]
+	var roles node.Roles
+	switch cmd {
+	case "up":
+		roles = node.All
+	case "puller":
+		roles = node.Roles{Puller: true}
+	case "api":
+		roles = node.Roles{API: true}
+	case "version", "--version":
+		fmt.Fprintln(stdout, "satoru", observe.Version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "satoru: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	fs := flag.NewFlagSet("satoru "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", lookup(environ, "SATORU_CONFIG"), "YAML config file")
+	natsURL := fs.String("nats-url", "", "NATS URL (overrides nats_url)")
+	mongoURI := fs.String("mongo-uri", "", "MongoDB URI (overrides mongo_uri)")
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	cfg, err := config.Load(*configPath, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "satoru: %v\n", err)
+		return 2
+	}
+	if *natsURL != "" {
+		cfg.NATSURL = *natsURL
+	}
+	if *mongoURI != "" {
+		cfg.MongoURI = *mongoURI
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "satoru: %v\n", err)
+		return 2
+	}
+	if cmd != "up" && (cfg.NATSURL == "" || cfg.MongoURI == "") {
+		fmt.Fprintf(stderr, "satoru %s: needs --nats-url and --mongo-uri (or nats_url and mongo_uri); `satoru up` prints them for its embedded servers\n", cmd)
+		return 2
+	}
+	log, err := observe.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "satoru: %v\n", err)
+		return 2
+	}
+	log = log.With("instance", cfg.InstanceName)
+	n, err := node.Start(ctx, cfg, roles, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "satoru %s: %v\n", cmd, err)
+		return 1
+	}
+	fmt.Fprint(stdout, Banner(cmd, n))
+	err = n.Wait()
+	if err != nil && !errors.Is(err, context.Canceled) {
+		fmt.Fprintf(stderr, "satoru %s: %v\n", cmd, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "satoru %s: stopped\n", cmd)
+	return 0
+}
+
+// Banner tells the operator where everything is.
+func Banner(cmd string, n *node.Node) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "satoru %s %s is running (instance %s)\n", cmd, observe.Version(), n.Config.InstanceName)
+	if n.APIAddr != "" {
+		fmt.Fprintf(&b, "  API:    http://%s\n", n.APIAddr)
+		switch {
+		case n.TokenFile != "":
+			fmt.Fprintf(&b, "  token:  in %s (send it as Authorization: Bearer <token>)\n", n.TokenFile)
+		default:
+			b.WriteString("  token:  from SATORU_API_TOKEN / api_token_file\n")
+		}
+	}
+	natsNote, storeNote := "", ""
+	if n.NATS != nil {
+		natsNote = " (embedded)"
+	}
+	if n.StoreSrv != nil {
+		storeNote = " (embedded, FerretDB + SQLite)"
+	}
+	fmt.Fprintf(&b, "  NATS:   %s%s\n", n.NATSURL, natsNote)
+	fmt.Fprintf(&b, "  store:  %s%s\n", conns.RedactURI(n.StoreURI), storeNote)
+	if n.NATS != nil || n.StoreSrv != nil {
+		fmt.Fprintf(&b, "  extra workers: satoru puller --nats-url %s --mongo-uri %s\n", n.NATSURL, conns.RedactURI(n.StoreURI))
+	}
+	fmt.Fprintf(&b, "  data:   %s\n", n.Config.DataDir)
+	b.WriteString("Stop with Ctrl-C (SIGINT) or SIGTERM.\n")
+	return b.String()
+}
+
+func lookup(environ []string, key string) string {
+	for i := len(environ) - 1; i >= 0; i-- {
+		if v, ok := strings.CutPrefix(environ[i], key+"="); ok {
+			return v
+		}
+	}
+	return ""
+}

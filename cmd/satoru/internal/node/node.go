@@ -1,0 +1,272 @@
+// Package node starts a Satoru process: the embedded NATS server and store
+// when no external ones are configured, the shared clients, and the
+// services this process runs. `satoru up` runs them all; `satoru puller`
+// runs one against external NATS and MongoDB.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+		"github.com/prometheus/client_golang/prometheus"
+
+	apiapp "github.com/satoru/satoru/services/api/app"
+	pullerapp "github.com/satoru/satoru/services/puller/app"
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/config"
+	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/embedded"
+	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// Roles says which services a node runs.
+type Roles struct {
+	API    bool
+	Puller bool
+}
+
+// All is every service, as `satoru up` runs them.
+var All = Roles{API: true, Puller: true}
+
+// Node is a running Satoru process.
+type Node struct {
+	Config   config.Config
+	Log      *slog.Logger
+	Registry *prometheus.Registry
+
+	NATS     *embedded.NATS  // nil unless embedded
+	StoreSrv *embedded.Store // nil unless embedded
+	NC       *nats.Conn
+	Store    *store.Store
+	Infra    *bus.Infra
+
+	// APIAddr is the address the API listens on, when it runs.
+	APIAddr string
+	// TokenFile is where a generated API token was written ("" when the
+	// token came from the environment or api_token_file).
+	TokenFile string
+	// NATSURL and StoreURI are what extra workers connect to.
+	NATSURL  string
+	StoreURI string
+
+	conns  *conns.Conns
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	errs   []error
+}
+
+// Start brings a node up. Services run until ctx ends or Stop is called;
+// Wait returns after everything has shut down.
+func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	n = &Node{Config: cfg, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
+	defer func() {
+		if err != nil {
+			cancel()
+			n.close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data_dir %s: %w", cfg.DataDir, err)
+	}
+	if err := n.connect(ctx); err != nil {
+		return nil, err
+	}
+	if roles.Puller {
+		n.goService("puller", func(ctx context.Context) error {
+			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+		}, ctx)
+	}
+	if roles.API {
+		if err := n.startAPI(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// PullerSettings maps config to the puller's settings.
+func PullerSettings(cfg config.Config) pullerapp.Settings {
+	return pullerapp.Settings{
+		Worker:         cfg.InstanceName,
+		Concurrency:    cfg.JobWorkerConcurrency,
+		AckWait:        cfg.JobAckWait,
+		Heartbeat:      cfg.JobHeartbeat,
+		LeaseRetry:     time.Second,
+		MaxAttempts:    cfg.JobMaxAttempts,
+		ConnectTimeout: cfg.SSHConnectTimeout,
+		PreflightLimit: cfg.JobTimeoutPreflight,
+		KnownHostsDir:  cfg.SSHKnownHostsDir,
+		RemoteTmpDir:   cfg.RemoteTmpDir,
+		ResticBin:      cfg.ResticBin,
+	}
+}
+
+func (n *Node) connect(ctx context.Context) error {
+	cfg := n.Config
+	natsURL, mongoURI := cfg.NATSURL, cfg.MongoURI
+	var natsOpts []nats.Option
+	if natsURL == "" {
+		host, port, err := splitListen("embedded_nats_listen", cfg.EmbeddedNATSListen)
+		if err != nil {
+			return err
+		}
+		n.NATS, err = embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(cfg.DataDir, "nats"), Host: host, Port: port})
+		if err != nil {
+			return fmt.Errorf("start embedded NATS on %s: %w", cfg.EmbeddedNATSListen, err)
+		}
+		natsURL = n.NATS.ClientURL()
+		natsOpts = append(natsOpts, n.NATS.InProcessOption())
+	}
+	if mongoURI == "" {
+		var err error
+		n.StoreSrv, err = embedded.StartStore(ctx, embedded.StoreOptions{Dir: filepath.Join(cfg.DataDir, "store"), Listen: cfg.EmbeddedStoreListen})
+		if err != nil {
+			return fmt.Errorf("start embedded store on %s: %w", cfg.EmbeddedStoreListen, err)
+		}
+		mongoURI = n.StoreSrv.URI()
+	}
+	n.NATSURL, n.StoreURI = natsURL, mongoURI
+	c, err := conns.Open(ctx, conns.Options{
+		Name:          "satoru-" + cfg.InstanceName,
+		NATSURL:       natsURL,
+		NATSOptions:   natsOpts,
+		MongoURI:      mongoURI,
+		MongoDatabase: cfg.MongoDatabase,
+		Bus:           bus.Settings{LeaseTTL: cfg.SiteLease, AckWait: cfg.JobAckWait},
+	})
+	if err != nil {
+		return err
+	}
+	n.conns = c
+	n.NC, n.Store, n.Infra = c.NC, c.Store, c.Bus
+	return nil
+}
+
+func splitListen(key, hostport string) (string, int, error) {
+	host, p, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return "", 0, fmt.Errorf("config: %s: %w", key, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("config: %s: port %q is not a number", key, p)
+	}
+	if port == 0 {
+		port = -1 // NATS: random
+	}
+	return host, port, nil
+}
+
+func (n *Node) startAPI(ctx context.Context) error {
+	cfg := n.Config
+	token, tokenFile, err := APIToken(cfg)
+	if err != nil {
+		return err
+	}
+	n.TokenFile = tokenFile
+	ln, err := net.Listen("tcp", cfg.APIListen)
+	if err != nil {
+		return fmt.Errorf("api_listen %s: %w", cfg.APIListen, err)
+	}
+	n.APIAddr = ln.Addr().String()
+	h := apiapp.New(apiapp.Deps{
+		Store:      n.Store,
+		Dispatcher: n.Infra,
+		Token:      token,
+		Registry:   n.Registry,
+		Ready:      []apiapp.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
+		Log:        n.Log.With("service", "api"),
+	})
+	n.goService("api", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, h) }, ctx)
+	return nil
+}
+
+func (n *Node) natsReady(context.Context) error {
+	if !n.NC.IsConnected() {
+		return errors.New("not connected")
+	}
+	return nil
+}
+
+type checker struct {
+	name string
+	fn   func(context.Context) error
+}
+
+func (c checker) Name() string                    { return c.name }
+func (c checker) Check(ctx context.Context) error { return c.fn(ctx) }
+
+// APIToken returns the admin token: SATORU_API_TOKEN, api_token_file, or
+// one generated once into <data_dir>/api-token (0600) and reused.
+func APIToken(cfg config.Config) (token, generatedFile string, err error) {
+	if cfg.APIToken != "" {
+		return cfg.APIToken, "", nil
+	}
+	path := filepath.Join(cfg.DataDir, "api-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), path, nil
+	}
+	buf := make([]byte, 32)
+	if _, err := rand.Read(buf); err != nil {
+		return "", "", fmt.Errorf("generate API token: %w", err)
+	}
+	token = hex.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("write API token to %s: %w", path, err)
+	}
+	return token, path, nil
+}
+
+func (n *Node) goService(name string, run func(context.Context) error, ctx context.Context) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			n.Log.Error("service stopped", "service", name, "err", err)
+			n.mu.Lock()
+			n.errs = append(n.errs, fmt.Errorf("%s: %w", name, err))
+			n.mu.Unlock()
+			n.cancel() // one service down takes the node down, loudly
+		}
+	}()
+}
+
+// Stop asks every service to stop.
+func (n *Node) Stop() { n.cancel() }
+
+// Wait blocks until the services have stopped, then closes clients and
+// embedded servers, and returns the first service error.
+func (n *Node) Wait() error {
+	n.wg.Wait()
+	n.close()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return errors.Join(n.errs...)
+}
+
+func (n *Node) close() {
+	if n.conns != nil {
+		n.conns.Close()
+	}
+	if n.StoreSrv != nil {
+		n.StoreSrv.Close()
+	}
+	if n.NATS != nil {
+		n.NATS.Shutdown()
+	}
+}

@@ -1,0 +1,208 @@
+// Package app wires the puller service: it consumes preflight (and later
+// backup and restore) job requests and runs them against the sites.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/services/puller/internal/preflight"
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// Settings are the puller's knobs, taken from config by the caller.
+type Settings struct {
+	Worker         string
+	Concurrency    int
+	AckWait        time.Duration
+	Heartbeat      time.Duration
+	LeaseRetry     time.Duration
+	MaxAttempts    int
+	ConnectTimeout time.Duration
+	PreflightLimit time.Duration
+	KnownHostsDir  string
+	RemoteTmpDir   string
+	ResticBin      string
+}
+
+// Deps are the puller's collaborators.
+type Deps struct {
+	Settings Settings
+	Store    *store.Store
+	Infra    *bus.Infra
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// Run consumes puller job requests until ctx ends.
+func Run(ctx context.Context, d Deps) error {
+	cons, err := d.Infra.Consumer(ctx, events.ConsumerPuller)
+	if err != nil {
+		return err
+	}
+	log := d.Log.With("service", "puller", "worker", d.Settings.Worker)
+	x := &jobrun.Executor{
+		Store:       d.Store,
+		Bus:         d.Infra,
+		Worker:      d.Settings.Worker,
+		Heartbeat:   d.Settings.Heartbeat,
+		MaxAttempts: d.Settings.MaxAttempts,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Metrics:     observe.NewJobMetrics(d.Registry),
+		Log:         log,
+	}
+	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit}
+	r := &bus.Runner{
+		Consumer: cons,
+		Workers:  d.Settings.Concurrency,
+		AckWait:  d.Settings.AckWait,
+		Log:      log,
+		Handle: func(ctx context.Context, dl bus.Delivery) error {
+			return x.Handle(ctx, dl, p.Pick)
+		},
+	}
+	log.Info("puller started", "concurrency", d.Settings.Concurrency)
+	return r.Run(ctx)
+}
+
+// NewChecker builds the preflight checker, resolving local tools once.
+func NewChecker(s Settings) *preflight.Checker {
+	resticPath := s.ResticBin
+	if resticPath == "" {
+		resticPath = ResolveRestic()
+	}
+	tools := []preflight.LocalTool{
+		{Name: "ssh", Path: lookPath("ssh")},
+		{Name: "rsync", Path: lookPath("rsync")},
+		{Name: "restic", Path: resticPath},
+		{Name: "gzip", Path: lookPath("gzip")},
+	}
+	return &preflight.Checker{
+		Tools:          tools,
+		SSHPath:        tools[0].Path,
+		KnownHostsDir:  s.KnownHostsDir,
+		ConnectTimeout: s.ConnectTimeout,
+		RemoteTmpDir:   s.RemoteTmpDir,
+	}
+}
+
+func lookPath(name string) string {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return ""
+	}
+	return p
+}
+
+// ResolveRestic finds restic: the project's bin/ (where `make` installs a
+// new enough one), then beside the executable, then PATH.
+func ResolveRestic() string {
+	cands := []string{filepath.Join("bin", "restic")}
+	if exe, err := exec.LookPath("satoru"); err == nil {
+		cands = append(cands, filepath.Join(filepath.Dir(exe), "restic"))
+	}
+	for _, c := range cands {
+		if p, err := exec.LookPath(c); err == nil {
+			if abs, err := filepath.Abs(p); err == nil {
+				return abs
+			}
+			return p
+		}
+	}
+	return lookPath("restic")
+}
+
+// Store is what the puller's work reads and writes.
+type Store interface {
+	GetSite(ctx context.Context, uuid string) (domain.Site, error)
+	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
+	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
+	ListTargets(ctx context.Context, siteUUID string) ([]domain.Target, error)
+}
+
+// Puller picks the work for a job.
+type Puller struct {
+	Store          Store
+	Checker        *preflight.Checker
+	PreflightLimit time.Duration
+	Now            func() time.Time
+}
+
+func (p *Puller) now() time.Time {
+	if p.Now != nil {
+		return p.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Pick returns the work for a job type this service runs.
+func (p *Puller) Pick(job domain.Job) (jobrun.Work, error) {
+	switch job.Type {
+	case domain.JobPreflight:
+		return p.preflight, nil
+	}
+	return nil, fmt.Errorf("puller: job type %q is not supported by this version", job.Type)
+}
+
+func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	site, err := p.Store.GetSite(ctx, job.SiteUUID)
+	if err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load site %s: %v", job.SiteUUID, err)}
+	}
+	status, err := p.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load status of site %s: %v", job.SiteUUID, err)}
+	}
+	targets, err := p.Store.ListTargets(ctx, job.SiteUUID)
+	if err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load targets of site %s: %v", job.SiteUUID, err)}
+	}
+	pctx := ctx
+	if p.PreflightLimit > 0 {
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithTimeout(ctx, p.PreflightLimit)
+		defer cancel()
+	}
+	res := p.Checker.Run(pctx, preflight.Input{Site: site, Status: status, Targets: targets})
+	for _, ev := range res.Events {
+		rec.Add(ctx, ev)
+	}
+	if ctx.Err() != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
+	}
+	if err := rec.Flush(ctx); err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+	}
+
+	at := p.now()
+	status.SiteUUID = site.UUID
+	status.LastPreflightAt = &at
+	status.LastJobID = job.ID
+	if res.LearnedHostKey != "" {
+		status.LearnedHostKey = res.LearnedHostKey
+	}
+	summary := map[string]any{"checks": len(res.Events), "failures": len(res.Failures)}
+	out := jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+	status.Health = domain.HealthState{Status: domain.HealthSuccess, Message: "preflight passed", UpdatedAt: at}
+	if !res.OK() {
+		out = jobrun.Outcome{Status: domain.StatusFailed, Error: "preflight failed: " + res.Error(), Summary: summary}
+		status.Health = domain.HealthState{Status: domain.HealthFailed, Message: out.Error, UpdatedAt: at}
+	}
+	if err := p.Store.PutSiteStatus(ctx, status); err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("record site status: %v", err), Summary: summary}
+	}
+	return out
+}

@@ -1,0 +1,114 @@
+// Package bus connects to NATS, declares Satoru's streams, consumers and KV
+// buckets, and runs consumers one message at a time.
+package bus
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/satoru/satoru/shared/events"
+)
+
+// Connect dials NATS and returns a connection that reconnects forever, so a
+// restarting NATS server does not take the services down with it.
+func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
+	base := []nats.Option{
+		nats.Name(name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500 * time.Millisecond),
+	}
+	nc, err := nats.Connect(url, append(base, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("bus: connect to NATS: %w", err)
+	}
+	return nc, nil
+}
+
+// Settings are the timings the bus objects are declared with.
+type Settings struct {
+	// LeaseTTL is how long a site lease lives without renewal.
+	LeaseTTL time.Duration
+	// AckWait is how long a consumer waits for Ack or InProgress before
+	// redelivering a message.
+	AckWait time.Duration
+}
+
+// Infra holds the declared JetStream objects every service uses.
+type Infra struct {
+	JS      jetstream.JetStream
+	Leases  jetstream.KeyValue
+	Cancels jetstream.KeyValue
+	AckWait time.Duration
+}
+
+// Ensure creates or updates the streams and KV buckets. It is idempotent,
+// so every service calls it at start.
+func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, error) {
+	if s.LeaseTTL <= 0 || s.AckWait <= 0 {
+		return nil, errors.New("bus: ensure: lease TTL and ack wait must be positive")
+	}
+	streams := []jetstream.StreamConfig{{
+		Name:        events.StreamJobs,
+		Description: "Satoru job requests, one consumer per service",
+		Subjects:    []string{events.JobsPrefix + ".>"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  10 * time.Minute,
+	}, {
+		Name:        events.StreamEvents,
+		Description: "Satoru job step events",
+		Subjects:    []string{events.EventsPrefix + ".>"},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      events.EventsMaxAge,
+	}}
+	for _, sc := range streams {
+		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+			return nil, fmt.Errorf("bus: ensure stream %s: %w", sc.Name, err)
+		}
+	}
+	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketLeases,
+		Description: "per-site leases; an entry expires unless renewed",
+		TTL:         s.LeaseTTL,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketLeases, err)
+	}
+	cancels, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketCancel,
+		Description: "cancel requests by job id",
+		TTL:         7 * 24 * time.Hour,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketCancel, err)
+	}
+	return &Infra{JS: js, Leases: leases, Cancels: cancels, AckWait: s.AckWait}, nil
+}
+
+// Consumer creates or updates a service's durable consumer. Deliveries are
+// unlimited: the job document counts attempts, and lease contention, which
+// also redelivers, must not use them up.
+func (in *Infra) Consumer(ctx context.Context, c events.Consumer) (jetstream.Consumer, error) {
+	cons, err := in.JS.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{
+		Durable:        c.Durable,
+		FilterSubjects: c.FilterSubjects(),
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        in.AckWait,
+		MaxDeliver:     -1,
+		MaxAckPending:  1000,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure consumer %s: %w", c.Durable, err)
+	}
+	return cons, nil
+}

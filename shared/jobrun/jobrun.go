@@ -1,0 +1,249 @@
+// Package jobrun runs a job's life around a service's work: it takes the
+// site lease, marks the job running, heartbeats, watches for cancel,
+// records step events and writes the outcome. Services supply only the
+// work itself.
+package jobrun
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/observe"
+)
+
+// ErrCanceled is the cause of a job context canceled by request.
+var ErrCanceled = errors.New("canceled by request")
+
+// Store is the part of the store a job's life writes.
+type Store interface {
+	GetJob(ctx context.Context, id string) (domain.Job, error)
+	StartJob(ctx context.Context, id, worker string, attempts int, at time.Time) error
+	HeartbeatJob(ctx context.Context, id string, at time.Time) error
+	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
+	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
+	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
+}
+
+// Bus is the part of the message bus a job's life uses.
+type Bus interface {
+	AcquireSite(ctx context.Context, siteUUID string, h bus.LeaseHolder) (*bus.Lease, error)
+	CancelRequested(ctx context.Context, jobID string) (bool, error)
+	WatchCancel(ctx context.Context, jobID string, fn func()) error
+	PublishEvent(ctx context.Context, e events.StepEvent) error
+}
+
+// Outcome is how a job's work ended.
+type Outcome struct {
+	Status  domain.JobStatus
+	Error   string
+	Summary map[string]any
+}
+
+// Work does a job's work, recording its steps through rec.
+type Work func(ctx context.Context, job domain.Job, rec *Recorder) Outcome
+
+// Executor runs jobs for one service instance.
+type Executor struct {
+	Store  Store
+	Bus    Bus
+	Worker string
+	// Heartbeat is how often the lease and heartbeat_at are refreshed.
+	Heartbeat time.Duration
+	// MaxAttempts bounds how often a job whose worker died is started again.
+	MaxAttempts int
+	// LeaseRetry is how long to wait before retrying a busy site.
+	LeaseRetry time.Duration
+	// IsNotFound tells the store's not-found error.
+	IsNotFound func(error) bool
+	Metrics    *observe.JobMetrics
+	Now        func() time.Time
+	Log        *slog.Logger
+}
+
+func (x *Executor) now() time.Time {
+	if x.Now != nil {
+		return x.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Handle runs the job named by a delivered JobRequest with work chosen by
+// pick. It returns bus errors: nil to ack, RetryError to come back later,
+// PermanentError for a message that can never run.
+func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.Job) (Work, error)) error {
+	var req events.JobRequest
+	if err := json.Unmarshal(d.Data, &req); err != nil {
+		return bus.Permanent(fmt.Errorf("decode job request on %s: %w", d.Subject, err))
+	}
+	if err := req.Validate(); err != nil {
+		return bus.Permanent(err)
+	}
+	log := x.Log.With("site_uuid", req.SiteUUID, "job_id", req.JobID, "job_type", req.Type)
+
+	job, err := x.Store.GetJob(ctx, req.JobID)
+	if err != nil {
+		if x.IsNotFound != nil && x.IsNotFound(err) {
+			return bus.Permanent(fmt.Errorf("job %s: %w", req.JobID, err))
+		}
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if job.Status.Terminal() {
+		log.Info("job already finished; dropping duplicate delivery", "status", job.Status)
+		return nil
+	}
+	rec := x.recorder(job, req.Type, log)
+
+	if canceled, err := x.Bus.CancelRequested(ctx, job.ID); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	} else if canceled {
+		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{})
+	}
+	if x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
+		msg := fmt.Sprintf("worker lost: %d attempts did not finish", job.Attempts)
+		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
+		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{})
+	}
+	work, err := pick(job)
+	if err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: err.Error()})
+		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{})
+	}
+
+	var lease *bus.Lease
+	if job.SiteUUID != "" {
+		lease, err = x.Bus.AcquireSite(ctx, job.SiteUUID, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker})
+		if errors.Is(err, bus.ErrLeaseHeld) {
+			log.Debug("site busy; retrying later", "err", err)
+			return bus.RetryAfter(x.LeaseRetry, err)
+		}
+		if err != nil {
+			return bus.RetryAfter(2*time.Second, err)
+		}
+	}
+
+	started := x.now()
+	attempts := job.Attempts + 1
+	if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
+		x.release(lease, log)
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	job.Status, job.Attempts, job.StartedAt = domain.StatusRunning, attempts, &started
+	log.Info("job started", "attempt", attempts, "delivery", d.NumDelivered)
+	rec.status = domain.StatusRunning
+	rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
+		Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
+	if x.Metrics != nil {
+		x.Metrics.Running.WithLabelValues(string(job.Type)).Inc()
+		defer x.Metrics.Running.WithLabelValues(string(job.Type)).Dec()
+	}
+
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if err := x.Bus.WatchCancel(jctx, job.ID, func() { cancel(ErrCanceled) }); err != nil {
+		log.Warn("cannot watch for cancel requests", "err", err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		x.heartbeat(jctx, job.ID, lease, cancel, log)
+	}()
+	out := work(jctx, job, rec)
+	cause := context.Cause(jctx)
+	cancel(nil)
+	wg.Wait()
+
+	if ctx.Err() != nil {
+		// Shutdown or crash: leave the job running; its message comes back.
+		_ = rec.Flush(context.WithoutCancel(ctx))
+		x.release(lease, log)
+		return ctx.Err()
+	}
+	switch {
+	case errors.Is(cause, ErrCanceled):
+		out = Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error(), Summary: out.Summary}
+	case errors.Is(cause, bus.ErrLeaseLost):
+		out = Outcome{Status: domain.StatusFailed, Error: "site lease lost while running: " + cause.Error(), Summary: out.Summary}
+	}
+	return x.finish(ctx, job, rec, lease, out, started)
+}
+
+func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, started time.Time) error {
+	defer x.release(lease, rec.log)
+	at := x.now()
+	if !out.Status.Terminal() {
+		out.Status = domain.StatusFailed
+	}
+	level := domain.LevelInfo
+	switch out.Status {
+	case domain.StatusFailed:
+		level = domain.LevelError
+	case domain.StatusWarning, domain.StatusCanceled:
+		level = domain.LevelWarn
+	}
+	msg := "finished: " + string(out.Status)
+	if out.Error != "" {
+		msg += ": " + out.Error
+	}
+	rec.status = out.Status
+	rec.Add(ctx, domain.JobEvent{Step: "job", Level: level, Message: msg})
+	if err := rec.Flush(ctx); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if err := x.Store.FinishJob(ctx, job.ID, out.Status, out.Error, out.Summary, at); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if x.Metrics != nil {
+		x.Metrics.Finished.WithLabelValues(string(job.Type), string(out.Status)).Inc()
+		if !started.IsZero() {
+			x.Metrics.Duration.WithLabelValues(string(job.Type)).Observe(at.Sub(started).Seconds())
+		}
+	}
+	rec.log.Info("job finished", "status", out.Status, "error", out.Error)
+	return nil
+}
+
+func (x *Executor) heartbeat(ctx context.Context, jobID string, lease *bus.Lease, cancel context.CancelCauseFunc, log *slog.Logger) {
+	t := time.NewTicker(x.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if lease != nil {
+			if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
+				log.Error("site lease lost; stopping job", "err", err)
+				cancel(err)
+				return
+			}
+		}
+		if err := x.Store.HeartbeatJob(ctx, jobID, x.now()); err != nil && ctx.Err() == nil {
+			log.Warn("heartbeat write failed", "err", err)
+		}
+	}
+}
+
+func (x *Executor) release(lease *bus.Lease, log *slog.Logger) {
+	if lease == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := lease.Release(ctx); err != nil {
+		log.Warn("lease release failed; it expires by TTL", "err", err)
+	}
+}
+
+func (x *Executor) recorder(job domain.Job, jobType string, log *slog.Logger) *Recorder {
+	return &Recorder{job: job, jobType: jobType, store: x.Store, bus: x.Bus, now: x.now, log: log, status: job.Status, seq: -1}
+}

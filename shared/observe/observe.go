@@ -1,0 +1,108 @@
+// Package observe sets up structured logging and the Prometheus registry
+// with the metrics every service shares.
+package observe
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// NewLogger returns a slog logger at level ("debug", "info", "warn",
+// "error") in format "text" or "json".
+func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, fmt.Errorf("observe: log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "", "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("observe: log format %q: want text or json", format)
+}
+
+// Version is the build's module version, or "devel".
+func Version() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
+}
+
+// NewRegistry returns a registry with Go runtime, process and build info
+// collectors. Each process has one; in `satoru up` every service shares it.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "satoru_build_info",
+			Help:        "Build information; always 1.",
+			ConstLabels: prometheus.Labels{"version": Version()},
+		}, func() float64 { return 1 }),
+	)
+	return reg
+}
+
+// JobMetrics count jobs by type and outcome.
+type JobMetrics struct {
+	Finished *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+	Running  *prometheus.GaugeVec
+}
+
+// NewJobMetrics registers the job metrics on reg. A second call on the
+// same registry returns the already registered collectors, so services
+// sharing a registry share the series.
+func NewJobMetrics(reg prometheus.Registerer) *JobMetrics {
+	m := &JobMetrics{
+		Finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "satoru_jobs_finished_total",
+			Help: "Jobs finished, by type and final status.",
+		}, []string{"type", "status"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "satoru_jobs_duration_seconds",
+			Help:    "Wall time of finished job attempts, by type.",
+			Buckets: []float64{0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 1800, 3600, 7200},
+		}, []string{"type"}),
+		Running: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "satoru_jobs_running",
+			Help: "Jobs running in this process, by type.",
+		}, []string{"type"}),
+	}
+	m.Finished = register(reg, m.Finished)
+	m.Duration = register(reg, m.Duration)
+	m.Running = register(reg, m.Running)
+	return m
+}
+
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if ok := asAlreadyRegistered(err, &are); ok {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(fmt.Sprintf("observe: register metric: %v", err)) // a programming error, found by any test
+	}
+	return c
+}
+
+func asAlreadyRegistered(err error, target *prometheus.AlreadyRegisteredError) bool {
+	are, ok := err.(prometheus.AlreadyRegisteredError)
+	if ok {
+		*target = are
+	}
+	return ok
+}
