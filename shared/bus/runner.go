@@ -83,7 +83,9 @@ func (r *Runner) Run(ctx context.Context) error {
 
 func (r *Runner) loop(ctx context.Context) {
 	for ctx.Err() == nil {
-		msg, err := r.Consumer.Next(jetstream.FetchMaxWait(5*time.Second), jetstream.FetchContext(ctx))
+		fctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		msg, err := r.Consumer.Next(jetstream.FetchContext(fctx))
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return

@@ -111,6 +111,9 @@ func newClient(t *testing.T, n *Node) *client {
 	return &client{t: t, base: "http://" + n.APIAddr, token: testToken}
 }
 
+// with returns the client bound to a subtest's t.
+func (c *client) with(t *testing.T) *client { return &client{t: t, base: c.base, token: c.token} }
+
 func (c *client) do(method, path string, body any, out any) int {
 	c.t.Helper()
 	var rd io.Reader

@@ -109,30 +109,46 @@ func TestTwoPullerProcessesSerializeASite(t *testing.T) {
 }
 
 func TestKilledPullerJobIsRedeliveredAndFinishes(t *testing.T) {
-	edge := testkit.StartEdgeHost(t)
-	dir := t.TempDir()
-	hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
-	c := newClient(t, hub)
-	site := slowSite(t, c, edge, "site-crash", 3*time.Second)
-	workerCfg := func(name string) []string {
-		return testEnv(filepath.Join(dir, name), "SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI, "SATORU_INSTANCE_NAME="+name)
-	}
-	_, kill := startNode(t, loadConfig(t, workerCfg("doomed")), Roles{Puller: true})
+	for _, tc := range []struct {
+		name string
+		// crash also cuts the worker's NATS connection first, so it can
+		// neither hand the message back nor release the site lease: the
+		// job must come back through AckWait and the lease's TTL.
+		crash bool
+	}{
+		{name: "context canceled", crash: false},
+		{name: "connection cut", crash: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			edge := testkit.StartEdgeHost(t)
+			dir := t.TempDir()
+			hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
+			c := newClient(t, hub)
+			site := slowSite(t, c, edge, "site-crash", 2*time.Second)
+			workerCfg := func(name string) []string {
+				return testEnv(filepath.Join(dir, name), "SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI, "SATORU_INSTANCE_NAME="+name)
+			}
+			doomed, kill := startNode(t, loadConfig(t, workerCfg("doomed")), Roles{Puller: true})
 
-	id := c.startJob(site, "preflight")
-	j := c.waitJobStatus(id, 30*time.Second, func(s domain.JobStatus) bool { return s == domain.StatusRunning })
-	if j.Worker != "doomed" {
-		t.Fatalf("running on %q, want doomed", j.Worker)
-	}
-	kill() // mid-job: the ssh behind the slow proxy is still connecting
-	if j := c.job(id); j.Status != domain.StatusRunning {
-		t.Fatalf("after the kill the job is %s; it should still be running, waiting for redelivery", j.Status)
-	}
-	startNode(t, loadConfig(t, workerCfg("rescuer")), Roles{Puller: true})
-	j = c.waitJob(id, 60*time.Second)
-	if j.Status != domain.StatusSuccess || j.Worker != "rescuer" || j.Attempts != 2 {
-		t.Fatalf("after redelivery: status %s worker %s attempts %d error %q; want success on rescuer in attempt 2",
-			j.Status, j.Worker, j.Attempts, j.Error)
+			id := c.startJob(site, "preflight")
+			j := c.waitJobStatus(id, 30*time.Second, func(s domain.JobStatus) bool { return s == domain.StatusRunning })
+			if j.Worker != "doomed" {
+				t.Fatalf("running on %q, want doomed", j.Worker)
+			}
+			if tc.crash {
+				doomed.NC.Close()
+			}
+			kill() // mid-job: the ssh behind the slow proxy is still connecting
+			if j := c.job(id); j.Status != domain.StatusRunning {
+				t.Fatalf("after the kill the job is %s; it should still be running, waiting for redelivery", j.Status)
+			}
+			startNode(t, loadConfig(t, workerCfg("rescuer")), Roles{Puller: true})
+			j = c.waitJob(id, 60*time.Second)
+			if j.Status != domain.StatusSuccess || j.Worker != "rescuer" || j.Attempts != 2 {
+				t.Fatalf("after redelivery: status %s worker %s attempts %d error %q; want success on rescuer in attempt 2",
+					j.Status, j.Worker, j.Attempts, j.Error)
+			}
+		})
 	}
 }
 
@@ -141,7 +157,7 @@ func TestCancelQueuedAndRunningJobs(t *testing.T) {
 	dir := t.TempDir()
 	hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
 	c := newClient(t, hub)
-	site := slowSite(t, c, edge, "site-cancel", 4*time.Second)
+	site := slowSite(t, c, edge, "site-cancel", 2500*time.Millisecond)
 
 	queued := c.startJob(site, "preflight")
 	var resp map[string]any
@@ -161,7 +177,7 @@ func TestCancelQueuedAndRunningJobs(t *testing.T) {
 	if j.Status != domain.StatusCanceled {
 		t.Fatalf("running job after cancel: %s %q", j.Status, j.Error)
 	}
-	if took := j.FinishedAt.Sub(*j.StartedAt); took >= 4*time.Second {
+	if took := j.FinishedAt.Sub(*j.StartedAt); took >= 2*time.Second {
 		t.Errorf("cancel took effect only after %s; the slow connection was not interrupted", took)
 	}
 	if code := c.do("POST", "/api/v1/jobs/"+running+"/cancel", nil, nil); code != http.StatusConflict {
@@ -196,8 +212,10 @@ func TestRestartKeepsSitesTargetsAndJobs(t *testing.T) {
 
 	n2, _ := startNode(t, loadConfig(t, env), All)
 	c2 := &client{t: t, base: "http://" + n2.APIAddr, token: c.token}
-	var targets []domain.Target
-	if code := c2.do("GET", "/api/v1/sites/"+site+"/targets", nil, &targets); code != http.StatusOK || len(targets) != 1 {
+	var targets struct {
+		Targets []domain.Target `json:"targets"`
+	}
+	if code := c2.do("GET", "/api/v1/sites/"+site+"/targets", nil, &targets); code != http.StatusOK || len(targets.Targets) != 1 {
 		t.Fatalf("targets after restart: %d %+v", code, targets)
 	}
 	after := c2.job(id)

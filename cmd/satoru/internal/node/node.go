@@ -214,8 +214,8 @@ func (c checker) Check(ctx context.Context) error { return c.fn(ctx) }
 // APIToken returns the admin token: SATORU_API_TOKEN, api_token_file, or
 // one generated once into <data_dir>/api-token (0600) and reused.
 func APIToken(cfg config.Config) (token, generatedFile string, err error) {
-	if cfg.APIToken != "" {
-		return cfg.APIToken, "", nil
+	if cfg.APIToken.IsSet() {
+		return cfg.APIToken.Value(), "", nil
 	}
 	path := filepath.Join(cfg.DataDir, "api-token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {

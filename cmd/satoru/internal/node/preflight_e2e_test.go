@@ -50,6 +50,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	makeSQLite(t, db)
 
 	t.Run("success with a directory and a sqlite target", func(t *testing.T) {
+		c := c.with(t)
 		site := c.registerSite(edge, siteOpts{name: "edge-ok", targets: []map[string]any{
 			{"mode": "directory", "path": dir},
 			{"mode": "sqlite_dump", "path": db},
@@ -83,6 +84,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	})
 
 	t.Run("wrong pinned host key fails", func(t *testing.T) {
+		c := c.with(t)
 		site := c.registerSite(edge, siteOpts{name: "edge-wrong-key", hostKey: other.HostKeyLine,
 			targets: []map[string]any{{"mode": "directory", "path": dir}}})
 		j := c.waitJob(c.startJob(site, "preflight"), 30*time.Second)
@@ -99,6 +101,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	})
 
 	t.Run("closed port fails within the connect timeout", func(t *testing.T) {
+		c := c.with(t)
 		port := testkit.FreePort(t)
 		site := c.registerSite(edge, siteOpts{name: "edge-closed", port: port})
 		j := c.waitJob(c.startJob(site, "preflight"), 30*time.Second)
@@ -114,6 +117,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	})
 
 	t.Run("missing remote path names the target", func(t *testing.T) {
+		c := c.with(t)
 		missing := filepath.Join(edge.Dir, "no-such-dir")
 		site := c.registerSite(edge, siteOpts{name: "edge-missing", targets: []map[string]any{
 			{"mode": "directory", "path": dir},
@@ -132,6 +136,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	})
 
 	t.Run("no pinned key shows the fingerprint; trust on first use records it", func(t *testing.T) {
+		c := c.with(t)
 		site := c.registerSite(edge, siteOpts{name: "edge-unpinned", hostKey: "-"})
 		j := c.waitJob(c.startJob(site, "preflight"), 30*time.Second)
 		if j.Status != domain.StatusFailed || !strings.Contains(j.Error, "SHA256:") || !strings.Contains(j.Error, "pin") {
@@ -152,6 +157,7 @@ func TestPreflightThroughAPI(t *testing.T) {
 	})
 
 	t.Run("hostile target paths are refused or handled as data", func(t *testing.T) {
+		c := c.with(t)
 		marker := filepath.Join(edge.Dir, "pwned")
 		var e apiError
 		code := c.do("POST", "/api/v1/sites", map[string]any{

@@ -1,0 +1,82 @@
+// Package httpapi is Satoru's REST API over Echo: routes, authentication,
+// request decoding and validation, and the mapping of errors to the
+// {"error":{"code","message"}} envelope. Handlers are thin: they decode,
+// call one plain function of this package and map its error.
+package httpapi
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// Store is what the API reads and writes. The API writes sites and
+// targets and creates jobs; it never writes a job after creating it.
+//
+// Errors: GetSite, GetJob, ReplaceSite, DeleteSite and DeleteTarget wrap
+// store.ErrNotFound for a missing document; CreateSite and ReplaceSite
+// wrap store.ErrConflict for a taken name, AddTarget for a target the site
+// already has. DeleteSite also removes the site's targets and status.
+// GetSiteStatus of a site no worker has touched is not an error.
+type Store interface {
+	CreateSite(ctx context.Context, s domain.Site) error
+	GetSite(ctx context.Context, uuid string) (domain.Site, error)
+	ListSites(ctx context.Context) ([]domain.Site, error)
+	ReplaceSite(ctx context.Context, s domain.Site) error
+	DeleteSite(ctx context.Context, uuid string) error
+	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
+	ListSiteStatuses(ctx context.Context) (map[string]domain.SiteStatus, error)
+
+	AddTarget(ctx context.Context, t domain.Target) error
+	ListTargets(ctx context.Context, siteUUID string) ([]domain.Target, error)
+	DeleteTarget(ctx context.Context, siteUUID, hash string) error
+
+	InsertJob(ctx context.Context, j domain.Job) error
+	GetJob(ctx context.Context, id string) (domain.Job, error)
+	ListJobs(ctx context.Context, f store.JobFilter) ([]domain.Job, error)
+	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
+}
+
+// JobFinisher is optional: when the Store also implements it, a job whose
+// request could not be published is marked failed with the reason, so no
+// queued job is left that no worker will ever see. (*store.Store has it.)
+// It is the only write the API makes to a job after creating it, and it
+// happens only when no worker can hold the job.
+type JobFinisher interface {
+	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
+}
+
+// Dispatcher hands work to the workers. Publish must be idempotent per job
+// id (Nats-Msg-Id = job_id), because the API retries it.
+type Dispatcher interface {
+	Publish(ctx context.Context, r events.JobRequest) error
+	RequestCancel(ctx context.Context, jobID string) error
+}
+
+// Checker is one readiness check (store ping, NATS connected).
+type Checker interface {
+	Name() string
+	Check(ctx context.Context) error
+}
+
+// Deps is everything the API needs. New fills the zero fields it can:
+// Log discards, Now is time.Now, NewID must be set by the caller (app
+// does), Registry gets a fresh registry.
+type Deps struct {
+	Store      Store
+	Dispatcher Dispatcher
+	// Token is the admin bearer token. Empty means every /api/v1 request
+	// is refused (fail closed).
+	Token    string
+	Registry *prometheus.Registry
+	Ready    []Checker
+	Log      *slog.Logger
+	Now      func() time.Time
+	NewID    func() string
+}

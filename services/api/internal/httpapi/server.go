@@ -1,0 +1,309 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// BasePath prefixes every API route.
+const BasePath = "/api/v1"
+
+// PublicPaths need no token.
+var PublicPaths = []string{"/healthz", "/readyz", "/metrics"}
+
+// readyTimeout bounds each readiness check.
+const readyTimeout = 3 * time.Second
+
+type server struct {
+	store   Store
+	disp    Dispatcher
+	token   [sha256.Size]byte
+	hasTok  bool
+	ready   []Checker
+	log     *slog.Logger
+	now     func() time.Time
+	newID   func() string
+	reg     *prometheus.Registry
+	metrics *httpMetrics
+}
+
+// New builds the Echo instance with every route. Deps.Store, Dispatcher
+// and NewID must be set.
+func New(d Deps) *echo.Echo {
+	s := &server{
+		store: d.Store, disp: d.Dispatcher, ready: d.Ready,
+		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+	}
+	if d.Token != "" {
+		s.token, s.hasTok = sha256.Sum256([]byte(d.Token)), true
+	} else {
+		s.log.Warn("api: no API token configured; every /api/v1 request will be refused")
+	}
+	s.metrics = newHTTPMetrics(s.reg)
+
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.Logger.SetOutput(io.Discard)
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(s.requestID, s.observe, s.recoverPanic, s.auth)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.readyz)
+	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+
+	g := e.Group(BasePath)
+	g.POST("/sites", s.handleCreateSite)
+	g.GET("/sites", s.handleListSites)
+	g.GET("/sites/:site_uuid", s.handleGetSite)
+	g.PATCH("/sites/:site_uuid", s.handlePatchSite)
+	g.DELETE("/sites/:site_uuid", s.handleDeleteSite)
+	g.POST("/sites/:site_uuid/targets", s.handleAddTarget)
+	g.GET("/sites/:site_uuid/targets", s.handleListTargets)
+	g.DELETE("/sites/:site_uuid/targets/:target_hash", s.handleDeleteTarget)
+	g.POST("/sites/:site_uuid/jobs", s.handleCreateJob)
+	g.GET("/jobs", s.handleListJobs)
+	g.GET("/jobs/:job_id", s.handleGetJob)
+	g.GET("/jobs/:job_id/events", s.handleJobEvents)
+	g.POST("/jobs/:job_id/cancel", s.handleCancelJob)
+	return e
+}
+
+// --- middleware ---
+
+const requestIDKey = "request_id"
+
+var requestIDRe = regexp.MustCompile(`^[A-Za-z0-9._-]{1,64}$`)
+
+// requestID takes a sane X-Request-Id from the client or makes one, and
+// echoes it in the response.
+func (s *server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(echo.HeaderXRequestID)
+		if !requestIDRe.MatchString(id) {
+			var b [8]byte
+			_, _ = rand.Read(b[:])
+			id = hex.EncodeToString(b[:])
+		}
+		c.Set(requestIDKey, id)
+		c.Response().Header().Set(echo.HeaderXRequestID, id)
+		return next(c)
+	}
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get(requestIDKey).(string)
+	return id
+}
+
+// observe writes errors through the error handler, then logs the request
+// (never its headers) and counts it by route.
+func (s *server) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		if err := next(c); err != nil {
+			c.Error(err)
+		}
+		req, status := c.Request(), c.Response().Status
+		route := c.Path()
+		if route == "" || status == http.StatusNotFound && !strings.Contains(route, ":") && route != req.URL.Path {
+			route = "unmatched"
+		}
+		elapsed := time.Since(start)
+		s.metrics.observe(req.Method, route, status, elapsed)
+		level := slog.LevelInfo
+		if isPublic(c) {
+			level = slog.LevelDebug
+		}
+		s.log.Log(req.Context(), level, "api request", "method", req.Method, "path", req.URL.Path,
+			"status", status, "duration_ms", elapsed.Milliseconds(), "request_id", requestID(c))
+		return nil
+	}
+}
+
+// recoverPanic turns a handler panic into a 500 with the envelope.
+func (s *server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				err = &Error{Status: http.StatusInternalServerError, Code: CodeInternal,
+					Message: "internal error", Cause: fmt.Errorf("panic: %v", r)}
+			}
+		}()
+		return next(c)
+	}
+}
+
+func isPublic(c echo.Context) bool {
+	p := echo.GetPath(c.Request())
+	for _, pub := range PublicPaths {
+		if p == pub && c.Path() == pub {
+			return true
+		}
+	}
+	return false
+}
+
+var errUnauthorized = &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
+	Message: "missing or invalid token: send Authorization: Bearer <token>"}
+
+// auth requires the bearer token on every path but the public ones,
+// unknown paths included (so they reveal nothing). The comparison hashes
+// both sides first, so it takes the same time whatever the length.
+func (s *server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if isPublic(c) {
+			return next(c)
+		}
+		h := c.Request().Header.Get(echo.HeaderAuthorization)
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.hasTok {
+			return errUnauthorized
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		if subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
+			return errUnauthorized
+		}
+		return next(c)
+	}
+}
+
+// --- metrics ---
+
+type httpMetrics struct {
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+var metricsMu sync.Mutex
+
+// newHTTPMetrics registers the API's metrics on reg, reusing collectors
+// already registered there (a second New on one registry).
+func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
+	metricsMu.Lock()
+	defer metricsMu.Unlock()
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "satoru_api_requests_total",
+			Help: "API requests, by method, route and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "satoru_api_request_duration_seconds",
+			Help:    "API request latency, by method and route.",
+			Buckets: []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"method", "route"}),
+	}
+	if err := reg.Register(m.requests); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			m.requests = are.ExistingCollector.(*prometheus.CounterVec)
+		}
+	}
+	if err := reg.Register(m.duration); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			m.duration = are.ExistingCollector.(*prometheus.HistogramVec)
+		}
+	}
+	return m
+}
+
+func (m *httpMetrics) observe(method, route string, status int, d time.Duration) {
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodOptions:
+	default:
+		method = "other" // bound the label's values
+	}
+	m.requests.WithLabelValues(method, route, fmt.Sprint(status)).Inc()
+	m.duration.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+// --- health ---
+
+func (s *server) healthz(c echo.Context) error {
+	return c.JSON(http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// CheckResult is one readiness check's outcome. Error says only "failed"
+// or "timeout": /readyz needs no token, so details go to the log.
+type CheckResult struct {
+	Name  string `json:"name"`
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+}
+
+// Readiness is the body of /readyz.
+type Readiness struct {
+	Status string         `json:"status,omitempty"`
+	Error  *EnvelopeError `json:"error,omitempty"`
+	Checks []CheckResult  `json:"checks"`
+}
+
+// runChecks runs every checker at once, each bounded by readyTimeout.
+func (s *server) runChecks(ctx context.Context) []CheckResult {
+	out := make([]CheckResult, len(s.ready))
+	var wg sync.WaitGroup
+	for i, ch := range s.ready {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, readyTimeout)
+			defer cancel()
+			err := ch.Check(cctx)
+			out[i] = CheckResult{Name: ch.Name(), OK: err == nil}
+			if err != nil {
+				out[i].Error = "failed"
+				if errors.Is(err, context.DeadlineExceeded) || cctx.Err() != nil {
+					out[i].Error = "timeout"
+				}
+				s.log.Warn("api: readiness check failed", "check", ch.Name(), "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (s *server) readyz(c echo.Context) error {
+	checks := s.runChecks(c.Request().Context())
+	var failed []string
+	for _, r := range checks {
+		if !r.OK {
+			failed = append(failed, r.Name)
+		}
+	}
+	if len(failed) > 0 {
+		return c.JSON(http.StatusServiceUnavailable, Readiness{
+			Error:  &EnvelopeError{Code: CodeUnavailable, Message: "not ready: " + strings.Join(failed, ", ")},
+			Checks: checks,
+		})
+	}
+	return c.JSON(http.StatusOK, Readiness{Status: "ready", Checks: checks})
+}
