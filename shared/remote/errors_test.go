@@ -1,0 +1,134 @@
+package remote
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/satoru/satoru/shared/proc"
+)
+
+func TestClassifySSHError(t *testing.T) {
+	// Real OpenSSH 9.2 and rsync 3.5 stderr, captured against sshd.
+	files := []struct {
+		file string
+		want error
+	}{
+		{"host-key-changed.txt", ErrHostKeyMismatch},
+		{"host-key-unknown.txt", ErrHostKeyUnknown},
+		{"auth-publickey.txt", ErrAuthRefused},
+		{"conn-refused.txt", ErrConnRefused},
+		{"banner-timeout.txt", ErrConnTimeout},
+		{"resolve.txt", ErrHostUnreachable},
+		{"rsync-host-key-changed.txt", ErrHostKeyMismatch},
+		{"rsync-conn-refused.txt", ErrConnRefused},
+	}
+	for _, tc := range files {
+		t.Run(tc.file, func(t *testing.T) {
+			if got := ClassifySSHError(255, readTestdata(t, "ssh-stderr/"+tc.file)); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+
+	texts := []struct {
+		name   string
+		code   int
+		stderr string
+		want   error
+	}{
+		{"connect timeout", 255, "ssh: connect to host 10.255.255.1 port 22: Connection timed out\r\n", ErrConnTimeout},
+		{"no route", 255, "ssh: connect to host 192.0.2.1 port 22: No route to host", ErrHostUnreachable},
+		{"network unreachable", 255, "ssh: connect to host 2001:db8::1 port 22: Network is unreachable", ErrHostUnreachable},
+		{"dns temporary failure", 255, "ssh: Could not resolve hostname edge: Temporary failure in name resolution", ErrHostUnreachable},
+		{"too many auth failures", 255, "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures", ErrAuthRefused},
+		{"unknown ssh failure", 255, "kex_exchange_identification: read: Connection reset by peer", nil},
+		{"remote command failed, not ssh", 1, "Permission denied", nil},
+		{"success", 0, "", nil},
+		{"rsync partial transfer", 23, "rsync: [sender] send_files failed to open \"/x\": Permission denied (13)", nil},
+	}
+	for _, tc := range texts {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ClassifySSHError(tc.code, tc.stderr); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestClassifyRunError(t *testing.T) {
+	ee := &proc.ExitError{Step: "preflight", Command: "ssh", Code: 255, Stderr: "ssh: connect to host h port 22: Connection refused"}
+	err := ClassifyRunError(fmt.Errorf("site x: %w", ee))
+	if !errors.Is(err, ErrConnRefused) {
+		t.Errorf("%v does not wrap ErrConnRefused", err)
+	}
+	var got *proc.ExitError
+	if !errors.As(err, &got) || got != ee {
+		t.Errorf("%v lost the ExitError", err)
+	}
+	if want := "connection refused: site x: preflight: ssh: exit 255: ssh: connect to host h port 22: Connection refused"; err.Error() != want {
+		t.Errorf("text %q\nwant %q", err, want)
+	}
+
+	tests := []struct {
+		name string
+		err  *proc.ExitError
+		want error // nil: returned unchanged
+	}{
+		{"rsync exit 12 after ssh failed", &proc.ExitError{Command: "rsync", Code: 12, Stderr: readTestdata(t, "ssh-stderr/host-key-changed.txt") +
+			"rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\nrsync error: error in rsync protocol data stream (code 12)"}, ErrHostKeyMismatch},
+		{"rsync exit 255 after ssh failed", &proc.ExitError{Command: "rsync", Code: 255, Stderr: readTestdata(t, "ssh-stderr/rsync-conn-refused.txt")}, ErrConnRefused},
+		{"rsync's own failure", &proc.ExitError{Command: "rsync", Code: 23, Stderr: "rsync: opendir \"/x\" failed: Permission denied (13)"}, nil},
+		{"ssh exit 12 is the remote command's", &proc.ExitError{Command: "ssh", Code: 12, Stderr: "Connection refused"}, nil},
+		{"remote exit 2", &proc.ExitError{Command: "ssh", Code: 2, Stderr: "Connection refused"}, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := ClassifyRunError(tc.err)
+			if tc.want == nil {
+				if err != error(tc.err) {
+					t.Errorf("changed to %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if ClassifyRunError(nil) != nil {
+		t.Error("nil changed")
+	}
+	plain := errors.New("boom")
+	if ClassifyRunError(plain) != plain {
+		t.Error("plain error changed")
+	}
+}
+
+func TestIsPermanent(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{ErrHostKeyMismatch, true},
+		{ErrHostKeyUnknown, true},
+		{ErrAuthRefused, true},
+		{fmt.Errorf("x: %w", ErrAuthRefused), true},
+		{ErrInvalidConfig, true},
+		{ErrInvalidPath, true},
+		{ErrInvalidHostKey, true},
+		{ErrConnRefused, false},
+		{ErrConnTimeout, false},
+		{ErrHostUnreachable, false},
+		{proc.ErrTimeout, false},
+		{errors.New("other"), false},
+		{nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprint(tc.err), func(t *testing.T) {
+			if got := IsPermanent(tc.err); got != tc.want {
+				t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,168 @@
+package remote
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// RsyncPull describes pulling one remote directory into its staging
+// folder. The staging folder persists between jobs, so each pull moves
+// only what changed.
+type RsyncPull struct {
+	SSH SSHConfig
+	// RemoteDir is the target directory on the edge host (absolute).
+	RemoteDir string
+	// LocalDir is the staging folder (absolute: a relative path with a
+	// ':' would be read by rsync as a remote spec).
+	LocalDir string
+	// Excludes are rsync --exclude patterns, relative to RemoteDir.
+	Excludes []string
+	// BWLimitKiBps caps bandwidth in rsync's unit, 1024 bytes per second;
+	// 0 means no cap.
+	BWLimitKiBps int
+	// IOTimeout makes rsync give up when no data moves for this long;
+	// 0 leaves it to ssh's keepalive.
+	IOTimeout time.Duration
+}
+
+// RsyncPullArgs returns the argv after "rsync" that mirrors RemoteDir's
+// contents into LocalDir:
+//
+//   - -a keeps times, modes and symlinks, so unchanged files are skipped;
+//   - --delete and --delete-excluded make staging an exact mirror, so a
+//     snapshot never holds a file the site deleted or an operator excluded;
+//   - --numeric-ids keeps owners as numbers (names differ between hosts);
+//   - --stats prints the summary ParseRsyncStats reads;
+//   - --protect-args sends paths inside rsync's protocol instead of through
+//     the remote shell, so any path survives, whatever the rsync versions.
+func RsyncPullArgs(p RsyncPull) ([]string, error) {
+	e, err := SSHCommandForRsync(p.SSH)
+	if err != nil {
+		return nil, err
+	}
+	host, err := checkHost(p.SSH.Host)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidatePath(p.RemoteDir); err != nil {
+		return nil, fmt.Errorf("rsync remote dir: %w", err)
+	}
+	if err := ValidatePath(p.LocalDir); err != nil {
+		return nil, fmt.Errorf("rsync staging dir: %w", err)
+	}
+	if p.BWLimitKiBps < 0 {
+		return nil, fmt.Errorf("%w: negative bandwidth limit", ErrInvalidConfig)
+	}
+	args := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args", "-e", e}
+	if p.IOTimeout > 0 {
+		args = append(args, "--timeout="+strconv.Itoa(seconds(p.IOTimeout)))
+	}
+	if p.BWLimitKiBps > 0 {
+		args = append(args, "--bwlimit="+strconv.Itoa(p.BWLimitKiBps))
+	}
+	for _, x := range p.Excludes {
+		if x == "" || strings.ContainsAny(x, "\x00\n\r") {
+			return nil, fmt.Errorf("%w: exclude pattern %q is empty or has a NUL or line break", ErrInvalidConfig, x)
+		}
+		args = append(args, "--exclude="+x)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]" // IPv6, as rsync expects it before the ':'
+	}
+	// Trailing slashes: copy the directory's contents, not the directory.
+	return append(args, "--", host+":"+dirSlash(p.RemoteDir), dirSlash(p.LocalDir)), nil
+}
+
+func dirSlash(p string) string {
+	return strings.TrimRight(p, "/") + "/"
+}
+
+// RsyncStats is rsync's --stats summary.
+type RsyncStats struct {
+	Files            int64 // every entry in the transfer: files, dirs, links
+	RegularFiles     int64
+	Dirs             int64
+	CreatedFiles     int64
+	DeletedFiles     int64
+	TransferredFiles int64 // regular files whose data was sent
+	TotalSize        int64 // bytes of all regular files, i.e. the target's size
+	TransferredSize  int64 // bytes of the files that were sent
+	BytesSent        int64
+	BytesReceived    int64
+}
+
+// ErrNoRsyncStats means rsync's output has no --stats summary.
+var ErrNoRsyncStats = errors.New("no rsync stats in output")
+
+// ParseRsyncStats reads the --stats block of rsync's stdout (rsync 3.x;
+// numbers may carry thousands separators). Lines it does not know are
+// ignored; the file count and total size are required.
+func ParseRsyncStats(out []byte) (RsyncStats, error) {
+	var s RsyncStats
+	var haveFiles, haveSize bool
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		key, val, ok := strings.Cut(sc.Text(), ": ")
+		if !ok {
+			continue
+		}
+		n, rest, err := leadingInt(val)
+		if err != nil {
+			continue
+		}
+		switch key {
+		case "Number of files":
+			s.Files, haveFiles = n, true
+			s.RegularFiles, s.Dirs = breakdown(rest, "reg"), breakdown(rest, "dir")
+		case "Number of created files":
+			s.CreatedFiles = n
+		case "Number of deleted files":
+			s.DeletedFiles = n
+		case "Number of regular files transferred", "Number of files transferred":
+			s.TransferredFiles = n
+		case "Total file size":
+			s.TotalSize, haveSize = n, true
+		case "Total transferred file size":
+			s.TransferredSize = n
+		case "Total bytes sent":
+			s.BytesSent = n
+		case "Total bytes received":
+			s.BytesReceived = n
+		}
+	}
+	if !haveFiles || !haveSize {
+		return s, ErrNoRsyncStats
+	}
+	return s, nil
+}
+
+// leadingInt parses "1,234 bytes" into 1234 and the rest.
+func leadingInt(s string) (int64, string, error) {
+	s = strings.TrimSpace(s)
+	end := strings.IndexFunc(s, func(r rune) bool { return (r < '0' || r > '9') && r != ',' })
+	if end < 0 {
+		end = len(s)
+	}
+	n, err := strconv.ParseInt(strings.ReplaceAll(s[:end], ",", ""), 10, 64)
+	return n, s[end:], err
+}
+
+// breakdown finds "name: N" inside rsync's "(reg: 2, dir: 1, link: 3)".
+func breakdown(rest, name string) int64 {
+	rest = strings.Trim(strings.TrimSpace(rest), "()")
+	for _, part := range strings.Split(rest, ", ") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(part), ": "); ok && k == name {
+			n, _, err := leadingInt(v)
+			if err == nil {
+				return n
+			}
+		}
+	}
+	return 0
+}

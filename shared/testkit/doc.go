@@ -1,0 +1,10 @@
+// Package testkit starts the real parts Satoru's integration tests run
+// against: sshd edge hosts on random loopback ports, each with its own host
+// key, client key and authorized_keys (sshd.go); a TCP proxy that delays
+// connections so jobs take measurable time (proxy.go); and the service
+// stack (stack.go).
+//
+// Nothing here skips: a missing tool or a non-root run fails the test with
+// a message that says what to install or how to run, because CI must never
+// pass by skipping.
+package testkit

@@ -1,0 +1,142 @@
+package testkit
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/satoru/satoru/shared/proc"
+)
+
+func TestTwoEdgeHostsAtOnce(t *testing.T) {
+	hosts := make([]*EdgeHost, 2)
+	// Start both concurrently: that is how parallel tests will use them. A
+	// failed start calls t.Fatalf, which ends only its goroutine; the nil
+	// check below then stops the test.
+	var wg sync.WaitGroup
+	for i := range hosts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hosts[i] = StartEdgeHost(t)
+		}()
+	}
+	wg.Wait()
+	if hosts[0] == nil || hosts[1] == nil {
+		t.Fatal("an edge host did not start")
+	}
+	if hosts[0].Port == hosts[1].Port {
+		t.Fatalf("both hosts on port %d", hosts[0].Port)
+	}
+	if hosts[0].HostKeyLine == hosts[1].HostKeyLine {
+		t.Fatal("both hosts share a host key")
+	}
+	for i, h := range hosts {
+		out := h.Run(t, "echo edge-"+strconv.Itoa(i)+" $(id -un)")
+		if want := "edge-" + strconv.Itoa(i) + " " + h.User + "\n"; out != want {
+			t.Errorf("host %d: output %q, want %q", i, out, want)
+		}
+		if !strings.HasPrefix(h.HostKeyLine, "ssh-ed25519 AAAA") {
+			t.Errorf("host %d: HostKeyLine %q", i, h.HostKeyLine)
+		}
+		fi, err := os.Stat(h.Dir)
+		if err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Errorf("host %d: Dir %s: %v %v", i, h.Dir, fi.Mode(), err)
+		}
+	}
+	// Host 0's key must not open host 1: each host pins its own key.
+	args := hosts[0].SSHArgs(net.JoinHostPort(hosts[1].Host, strconv.Itoa(hosts[1].Port)), "true")
+	_, err := proc.Run(context.Background(), proc.Cmd{Path: "ssh", Args: args, Timeout: 30 * time.Second})
+	var ee *proc.ExitError
+	if !errors.As(err, &ee) || ee.Code != 255 || !strings.Contains(ee.Stderr, "REMOTE HOST IDENTIFICATION HAS CHANGED") {
+		t.Errorf("host 0's pin against host 1: %v, want a host key mismatch", err)
+	}
+}
+
+func TestEdgeHostStop(t *testing.T) {
+	h := StartEdgeHost(t)
+	h.Run(t, "true")
+	h.Stop()
+	h.Stop() // idempotent
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Host, strconv.Itoa(h.Port)), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("port still accepts connections after Stop")
+	}
+}
+
+func TestSlowProxyDelaysSSH(t *testing.T) {
+	h := StartEdgeHost(t)
+	const delay = 400 * time.Millisecond
+	addr := StartSlowProxy(t, net.JoinHostPort(h.Host, strconv.Itoa(h.Port)), delay)
+	start := time.Now()
+	res, err := proc.Run(context.Background(), proc.Cmd{Path: "ssh", Args: h.SSHArgs(addr, "echo through-proxy"), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(res.Stdout); got != "through-proxy\n" {
+		t.Errorf("output %q", got)
+	}
+	if elapsed := time.Since(start); elapsed < delay {
+		t.Errorf("ssh through the proxy took %v, less than the %v delay", elapsed, delay)
+	}
+}
+
+func TestSlowProxyPipesBothWaysWithHalfClose(t *testing.T) {
+	// An echo server that answers only after the client's half close.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				b, _ := io.ReadAll(c)
+				_, _ = c.Write(append([]byte("echo:"), b...))
+			}()
+		}
+	}()
+	addr := StartSlowProxy(t, ln.Addr().String(), 100*time.Millisecond)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "echo:ping" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestFreePort(t *testing.T) {
+	p := FreePort(t)
+	if p <= 0 || p > 65535 {
+		t.Fatalf("port %d", p)
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		t.Fatalf("port %d not bindable: %v", p, err)
+	}
+	l.Close()
+}
