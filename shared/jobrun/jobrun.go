@@ -30,6 +30,8 @@ type Store interface {
 	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
+	HandOffJob(ctx context.Context, id string, summary map[string]any, at time.Time) error
+	ContinueJob(ctx context.Context, id, worker string, at time.Time) error
 }
 
 // Bus is the part of the message bus a job's life uses.
@@ -38,6 +40,7 @@ type Bus interface {
 	CancelRequested(ctx context.Context, jobID string) (bool, error)
 	WatchCancel(ctx context.Context, jobID string, fn func()) error
 	PublishEvent(ctx context.Context, e events.StepEvent) error
+	Publish(ctx context.Context, r events.JobRequest) error
 }
 
 // Outcome is how a job's work ended.
@@ -45,6 +48,11 @@ type Outcome struct {
 	Status  domain.JobStatus
 	Error   string
 	Summary map[string]any
+	// Next, when set, hands the still running job to the service that
+	// takes this step type (e.g. "snapshot"): the summary is saved, the
+	// site lease stays held under the job's id, and the next service
+	// continues the job.
+	Next string
 }
 
 // Work does a job's work, recording its steps through rec.
@@ -106,7 +114,10 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	} else if canceled {
 		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{})
 	}
-	if x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
+	// A continuation step (the snapshot of a backup) carries on the
+	// puller's attempt; only a job's first step starts an attempt.
+	continuation := req.Type != string(job.Type)
+	if !continuation && x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
 		msg := fmt.Sprintf("worker lost: %d attempts did not finish", job.Attempts)
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
 		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{})
@@ -130,16 +141,29 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	}
 
 	started := x.now()
-	attempts := job.Attempts + 1
-	if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
-		x.release(lease, log)
-		return bus.RetryAfter(2*time.Second, err)
+	if continuation {
+		if err := x.Store.ContinueJob(ctx, job.ID, x.Worker, started); err != nil {
+			x.release(lease, log)
+			return bus.RetryAfter(2*time.Second, err)
+		}
+		if job.StartedAt != nil {
+			started = *job.StartedAt
+		}
+		rec.status = domain.StatusRunning
+		rec.Add(ctx, domain.JobEvent{Step: req.Type, Level: domain.LevelInfo,
+			Message: fmt.Sprintf("%s step taken over by %s", req.Type, x.Worker)})
+	} else {
+		attempts := job.Attempts + 1
+		if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
+			x.release(lease, log)
+			return bus.RetryAfter(2*time.Second, err)
+		}
+		job.Status, job.Attempts, job.StartedAt = domain.StatusRunning, attempts, &started
+		log.Info("job started", "attempt", attempts, "delivery", d.NumDelivered)
+		rec.status = domain.StatusRunning
+		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
+			Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
 	}
-	job.Status, job.Attempts, job.StartedAt = domain.StatusRunning, attempts, &started
-	log.Info("job started", "attempt", attempts, "delivery", d.NumDelivered)
-	rec.status = domain.StatusRunning
-	rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
-		Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
 	if x.Metrics != nil {
 		x.Metrics.Running.WithLabelValues(string(job.Type)).Inc()
 		defer x.Metrics.Running.WithLabelValues(string(job.Type)).Dec()
@@ -166,6 +190,9 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		_ = rec.Flush(context.WithoutCancel(ctx))
 		x.release(lease, log)
 		return ctx.Err()
+	}
+	if out.Next != "" && cause == nil && !out.Status.Terminal() {
+		return x.handOff(ctx, job, rec, lease, out)
 	}
 	switch {
 	case errors.Is(cause, ErrCanceled):
@@ -208,6 +235,31 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 		}
 	}
 	rec.log.Info("job finished", "status", out.Status, "error", out.Error)
+	return nil
+}
+
+// handOff saves the step's summary and passes the job on, keeping the
+// site lease for the next step, which takes it over under the same job id.
+func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome) error {
+	if err := rec.Flush(ctx); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, x.now()); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	next := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: out.Next}
+	if err := x.Bus.Publish(ctx, next); err != nil {
+		// Nothing will continue the job: end it rather than leave it running.
+		msg := fmt.Sprintf("hand-off to %s failed: %v", out.Next, err)
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg, Summary: out.Summary}, time.Time{})
+	}
+	if lease != nil {
+		// Renew once more so the lease outlives the hop to the next service.
+		if err := lease.Renew(ctx); err != nil {
+			rec.log.Warn("lease renew at hand-off failed", "err", err)
+		}
+	}
+	rec.log.Info("job handed off", "next", out.Next)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -19,13 +20,29 @@ type HostKey struct {
 	Base64 string
 }
 
+// hostKeyTypes are the key types a host key may have, best first: the
+// plain public-key algorithms OpenSSH offers as host keys. DSA (gone from
+// OpenSSH) and certificates (which need an @cert-authority line) are not
+// among them.
+var hostKeyTypes = []string{
+	ssh.KeyAlgoED25519,
+	ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+	ssh.KeyAlgoRSA,
+	ssh.KeyAlgoSKED25519, ssh.KeyAlgoSKECDSA256,
+}
+
+// HostKeyTypes returns the key types ParseHostKey accepts, for messages
+// that tell a user what to give.
+func HostKeyTypes() []string { return slices.Clone(hostKeyTypes) }
+
 // ParseHostKey reads one host key given as a known_hosts line the way
 // ssh-keyscan prints it ("[127.0.0.1]:2222 ssh-ed25519 AAAA... comment",
 // "host ssh-rsa AAAA...") or as a bare "ssh-ed25519 AAAA..." key. The key
-// blob is decoded and parsed, and its own type must match the declared
-// one, so a truncated or pasted-wrong key is rejected here rather than by
-// ssh at 3 a.m. Blank lines and # comments around the key are ignored;
-// more than one key is an error (use ParseHostKeys).
+// type must be one of HostKeyTypes; the key blob is decoded and parsed,
+// and its own type must match the declared one, so a truncated or
+// pasted-wrong key is rejected here rather than by ssh at 3 a.m. Blank
+// lines and # comments around the key are ignored; more than one key is
+// an error (use ParseHostKeys).
 func ParseHostKey(s string) (HostKey, error) {
 	keys, err := ParseHostKeys(s)
 	if err != nil {
@@ -33,6 +50,10 @@ func ParseHostKey(s string) (HostKey, error) {
 	}
 	switch len(keys) {
 	case 0:
+		// No key lines: any '#' is in a comment line.
+		if strings.Contains(s, "#") {
+			return HostKey{}, fmt.Errorf("%w: no key given, only # comment lines", ErrInvalidHostKey)
+		}
 		return HostKey{}, fmt.Errorf("%w: no key given", ErrInvalidHostKey)
 	case 1:
 		return keys[0], nil
@@ -41,17 +62,22 @@ func ParseHostKey(s string) (HostKey, error) {
 }
 
 // ParseHostKeys reads every key in s, one per line (ssh-keyscan output or
-// a known_hosts file), skipping blank and # lines.
+// a known_hosts file), skipping blank and # lines. Errors name the line
+// when s has more than one.
 func ParseHostKeys(s string) ([]HostKey, error) {
 	var keys []HostKey
-	for n, line := range strings.Split(s, "\n") {
+	lines := strings.Split(s, "\n")
+	for n, line := range lines {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
 		k, err := parseKeyLine(line)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", n+1, err)
+			if len(lines) > 1 {
+				err = fmt.Errorf("line %d: %w", n+1, err)
+			}
+			return nil, err
 		}
 		keys = append(keys, k)
 	}
@@ -65,36 +91,46 @@ func parseKeyLine(line string) (HostKey, error) {
 		// one plain key is all Satoru does.
 		return HostKey{}, fmt.Errorf("%w: marker %s is not supported", ErrInvalidHostKey, f[0])
 	}
-	// Bare "type base64 [comment]" first, then "hosts type base64
-	// [comment]". Trying both copes with a host named like a key type.
-	errFormat := fmt.Errorf("%w: want \"type base64\" or \"host type base64\"", ErrInvalidHostKey)
-	err0, err1 := errFormat, errFormat
-	if len(f) >= 2 {
-		k, err := parseKey(f[0], f[1])
+	// Bare "type base64 [comment]" (reading 0), then "hosts type base64
+	// [comment]" (reading 1). Trying both copes with a host named like a
+	// key type.
+	var errs [2]error
+	for i := range errs {
+		switch {
+		case i >= len(f):
+			continue
+		case i+1 >= len(f):
+			errs[i] = fmt.Errorf("%w: no base64 key after %s; want \"type base64\" or \"host type base64\"", ErrInvalidHostKey, f[i])
+			continue
+		}
+		k, err := parseKey(f[i], f[i+1])
 		if err == nil {
 			return k, nil
 		}
-		err0 = err
+		errs[i] = err
 	}
-	if len(f) >= 3 {
-		k, err := parseKey(f[1], f[2])
-		if err == nil {
-			return k, nil
+	// Report the reading the line most likely meant: the one whose type
+	// field is a supported type, else one that looks like a key type.
+	for _, isType := range []func(string) bool{isHostKeyType, looksLikeKeyType} {
+		for i, err := range errs {
+			if err != nil && isType(f[i]) {
+				return HostKey{}, err
+			}
 		}
-		err1 = err
 	}
-	// Report the reading the line most likely meant.
-	if looksLikeKeyType(f[0]) || len(f) < 3 {
-		return HostKey{}, err0
-	}
-	return HostKey{}, err1
+	return HostKey{}, fmt.Errorf("%w: no supported key type; want \"type base64\" or \"host type base64\"", ErrInvalidHostKey)
 }
+
+func isHostKeyType(s string) bool { return slices.Contains(hostKeyTypes, s) }
 
 func looksLikeKeyType(s string) bool {
 	return strings.HasPrefix(s, "ssh-") || strings.HasPrefix(s, "ecdsa-") || strings.HasPrefix(s, "sk-")
 }
 
 func parseKey(typ, b64 string) (HostKey, error) {
+	if !isHostKeyType(typ) {
+		return HostKey{}, fmt.Errorf("%w: unsupported key type %s", ErrInvalidHostKey, typ)
+	}
 	blob, err := base64.StdEncoding.DecodeString(b64)
 	if err != nil {
 		return HostKey{}, fmt.Errorf("%w: %s key is not valid base64", ErrInvalidHostKey, typ)

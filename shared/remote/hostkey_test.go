@@ -62,6 +62,13 @@ func TestParseHostKey(t *testing.T) {
 		{name: "type does not match blob", in: "ssh-rsa " + ed.Base64, wantErr: "blob is ssh-ed25519"},
 		{name: "host with bad key", in: "edge ssh-ed25519 AAAA", wantErr: "ssh-ed25519 key"},
 		{name: "cert-authority marker", in: "@cert-authority * " + ed.String(), wantErr: "not supported"},
+		{name: "revoked marker", in: "@revoked edge " + ed.String(), wantErr: "marker @revoked is not supported"},
+		{name: "comment only", in: "# " + ed.String(), wantErr: "no key given, only # comment lines"},
+		{name: "DSA", in: "edge ssh-dss " + ed.Base64, wantErr: "unsupported key type ssh-dss"},
+		{name: "certificate", in: "ssh-ed25519-cert-v01@openssh.com " + ed.Base64, wantErr: "unsupported key type ssh-ed25519-cert-v01@openssh.com"},
+		{name: "no key type", in: "a b " + ed.String(), wantErr: "no supported key type"},
+		{name: "host and type only", in: "edge ssh-ed25519", wantErr: "no base64 key after ssh-ed25519"},
+		{name: "bad key on a later line", in: ed.String() + "\nssh-ed25519 AAAA", wantErr: "line 2: invalid host key: ssh-ed25519 key does not parse"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,6 +76,9 @@ func TestParseHostKey(t *testing.T) {
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrInvalidHostKey) {
 					t.Fatalf("err = %v, want ErrInvalidHostKey containing %q", err, tc.wantErr)
+				}
+				if one := !strings.Contains(strings.TrimSpace(tc.in), "\n"); one && strings.HasPrefix(err.Error(), "line ") {
+					t.Errorf("err = %v: a one-line input needs no line number", err)
 				}
 				return
 			}

@@ -30,6 +30,16 @@ type RsyncPull struct {
 	IOTimeout time.Duration
 }
 
+// ValidateExclude checks an rsync --exclude pattern: it must be non-empty
+// and free of NUL (which cannot cross argv) and of line breaks (which
+// break rsync's line-based lists).
+func ValidateExclude(x string) error {
+	if x == "" || strings.ContainsAny(x, "\x00\n\r") {
+		return fmt.Errorf("%w: exclude pattern %q is empty or has a NUL or line break", ErrInvalidConfig, x)
+	}
+	return nil
+}
+
 // RsyncPullArgs returns the argv after "rsync" that mirrors RemoteDir's
 // contents into LocalDir:
 //
@@ -66,8 +76,8 @@ func RsyncPullArgs(p RsyncPull) ([]string, error) {
 		args = append(args, "--bwlimit="+strconv.Itoa(p.BWLimitKiBps))
 	}
 	for _, x := range p.Excludes {
-		if x == "" || strings.ContainsAny(x, "\x00\n\r") {
-			return nil, fmt.Errorf("%w: exclude pattern %q is empty or has a NUL or line break", ErrInvalidConfig, x)
+		if err := ValidateExclude(x); err != nil {
+			return nil, err
 		}
 		args = append(args, "--exclude="+x)
 	}

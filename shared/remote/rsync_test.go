@@ -51,6 +51,8 @@ func TestRsyncPullArgs(t *testing.T) {
 		{name: "relative staging dir", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "backups/x:y"}, wantErr: "not absolute"},
 		{name: "newline in exclude", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", Excludes: []string{"a\nb"}}, wantErr: "line break"},
 		{name: "empty exclude", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", Excludes: []string{""}}, wantErr: "empty"},
+		{name: "NUL in exclude", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", Excludes: []string{"a\x00b"}}, wantErr: "NUL"},
+		{name: "CR in exclude", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", Excludes: []string{"a\rb"}}, wantErr: "line break"},
 		{name: "negative bandwidth", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", BWLimitKiBps: -1}, wantErr: "negative"},
 		{name: "bad ssh config", p: RsyncPull{SSH: SSHConfig{Host: "-x", User: "u", KnownHostsFile: "/kh"}, RemoteDir: "/d", LocalDir: "/b"}, wantErr: "starts with '-'"},
 	}

@@ -7,14 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/labstack/echo/v4"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/services/api/internal/httpapi"
 )
@@ -53,32 +51,14 @@ func (c checkFunc) Check(ctx context.Context) error { return c.fn(ctx) }
 // gets the API's metrics and is served on /metrics (a new one if nil);
 // Ready are the /readyz checks; Log defaults to discarding, Now to
 // time.Now, NewID to uuid.NewString.
-type Deps struct {
-	Store      Store
-	Dispatcher Dispatcher
-	Token      string
-	Registry   *prometheus.Registry
-	Ready      []Checker
-	Log        *slog.Logger
-	Now        func() time.Time
-	NewID      func() string
-}
+type Deps = httpapi.Deps
 
 // New builds the API handler: /healthz, /readyz, /metrics and /api/v1.
 func New(d Deps) *echo.Echo {
 	if d.NewID == nil {
 		d.NewID = uuid.NewString
 	}
-	return httpapi.New(httpapi.Deps{
-		Store:      d.Store,
-		Dispatcher: d.Dispatcher,
-		Token:      d.Token,
-		Registry:   d.Registry,
-		Ready:      d.Ready,
-		Log:        d.Log,
-		Now:        d.Now,
-		NewID:      d.NewID,
-	})
+	return httpapi.New(d)
 }
 
 // ShutdownTimeout bounds the graceful shutdown of Serve.

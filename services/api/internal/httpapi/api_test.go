@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -116,16 +114,6 @@ func wantError(t *testing.T, rec *httptest.ResponseRecorder, status int, code, m
 	if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
 		t.Errorf("Content-Type = %q", ct)
 	}
-}
-
-// keyB64 builds a syntactically valid SSH public key blob of type typ.
-func keyB64(typ string) string {
-	var b []byte
-	b = binary.BigEndian.AppendUint32(b, uint32(len(typ)))
-	b = append(b, typ...)
-	b = binary.BigEndian.AppendUint32(b, 32)
-	b = append(b, bytes.Repeat([]byte{7}, 32)...)
-	return base64.StdEncoding.EncodeToString(b)
 }
 
 func (h *harness) createSite(body string) SiteDetail {
@@ -264,7 +252,7 @@ func TestEchoErrorsUseTheEnvelope(t *testing.T) {
 }
 
 func TestCreateSite(t *testing.T) {
-	ed := keyB64("ssh-ed25519")
+	ed := testKey(t, "ssh-ed25519")
 	tests := []struct {
 		name  string
 		body  string
@@ -362,19 +350,19 @@ func TestCreateSiteRejects(t *testing.T) {
 		{"no user", `{"name":"a","host":"h"}`, 400, "user: required"},
 		{"bad user", `{"name":"a","host":"h","user":"-root"}`, 400, "user: must be a user name"},
 		{"upper user", `{"name":"a","host":"h","user":"Root"}`, 400, "user: must be a user name"},
-		{"relative key", `{` + ok + `,"ssh_key_path":"id_rsa"}`, 400, "ssh_key_path: must be an absolute path"},
-		{"bad host key", `{` + ok + `,"host_key":"ssh-ed25519 !!!"}`, 400, "host_key: the ssh-ed25519 key is not valid base64"},
-		{"host key type", `{` + ok + `,"host_key":"ssh-dss AAAA"}`, 400, "host_key: has no supported key type"},
+		{"relative key", `{` + ok + `,"ssh_key_path":"id_rsa"}`, 400, `ssh_key_path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "id_rsa" is not absolute`},
+		{"bad host key", `{` + ok + `,"host_key":"ssh-ed25519 !!!"}`, 400, `host_key: ssh-ed25519 key is not valid base64 (accepted: "keytype base64`},
+		{"host key type", `{` + ok + `,"host_key":"ssh-dss ` + testKey(t, "ssh-ed25519") + `"}`, 400, "host_key: unsupported key type ssh-dss"},
 		{"negative bandwidth", `{` + ok + `,"bandwidth_limit_kbps":-1}`, 400, "bandwidth_limit_kbps: must be between 0"},
 		{"target mode", `{` + ok + `,"targets":[{"mode":"tar","path":"/a"}]}`, 400, `targets[0].mode: must be "directory" or "sqlite_dump", got "tar"`},
 		{"target no mode", `{` + ok + `,"targets":[{"path":"/a"}]}`, 400, `targets[0].mode: required`},
-		{"target relative", `{` + ok + `,"targets":[{"mode":"directory","path":"/ok"},{"mode":"directory","path":"var/www"}]}`, 400, "targets[1].path: must be an absolute path"},
-		{"target newline", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\nb"}]}`, 400, "targets[0].path: must not contain newline or carriage return"},
-		{"target cr", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\rb"}]}`, 400, "targets[0].path: must not contain newline"},
-		{"target nul", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\u0000b"}]}`, 400, "targets[0].path: must not contain NUL"},
-		{"target empty", `{` + ok + `,"targets":[{"mode":"directory","path":""}]}`, 400, "targets[0].path: required"},
+		{"target relative", `{` + ok + `,"targets":[{"mode":"directory","path":"/ok"},{"mode":"directory","path":"var/www"}]}`, 400, `targets[1].path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "var/www" is not absolute`},
+		{"target newline", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\nb"}]}`, 400, `targets[0].path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "/a\nb" contains a line break`},
+		{"target cr", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\rb"}]}`, 400, `targets[0].path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "/a\rb" contains a line break`},
+		{"target nul", `{` + ok + `,"targets":[{"mode":"directory","path":"/a\u0000b"}]}`, 400, "targets[0].path: must be an absolute path (starting with /) without NUL bytes or line breaks: path contains a NUL byte"},
+		{"target empty", `{` + ok + `,"targets":[{"mode":"directory","path":""}]}`, 400, "targets[0].path: must be an absolute path (starting with /) without NUL bytes or line breaks: empty path"},
 		{"target long", `{` + ok + `,"targets":[{"mode":"directory","path":"/` + strings.Repeat("a", 4096) + `"}]}`, 400, "targets[0].path: must be at most 4096 bytes"},
-		{"exclude newline", `{` + ok + `,"targets":[{"mode":"directory","path":"/a","excludes":["x\ny"]}]}`, 400, "targets[0].excludes[0]: must not contain newline"},
+		{"exclude newline", `{` + ok + `,"targets":[{"mode":"directory","path":"/a","excludes":["x\ny"]}]}`, 400, `targets[0].excludes[0]: exclude pattern "x\ny" is empty or has a NUL or line break`},
 		{"sqlite excludes", `{` + ok + `,"targets":[{"mode":"sqlite_dump","path":"/a.db","excludes":["x"]}]}`, 400, "targets[0].excludes: only directory targets"},
 		{"duplicate targets", `{` + ok + `,"targets":[{"mode":"directory","path":"/a"},{"mode":"directory","path":"/a/"}]}`, 409, "targets[1]: duplicates targets[0]"},
 		{"too large", `{"name":"` + strings.Repeat("a", maxBody) + `"}`, 413, "larger than"},
@@ -452,7 +440,7 @@ func TestListAndGetSites(t *testing.T) {
 }
 
 func TestPatchSite(t *testing.T) {
-	ed := keyB64("ssh-ed25519")
+	ed := testKey(t, "ssh-ed25519")
 	setup := func(t *testing.T) *harness {
 		h := newHarness(t)
 		h.createSite(`{"name":"edge-1","host":"h1","user":"u","port":2200,"bandwidth_limit_kbps":100,"host_key":"ssh-ed25519 ` + ed + `"}`)
@@ -489,7 +477,7 @@ func TestPatchSite(t *testing.T) {
 		{"targets", `{"targets":[]}`, 400, CodeInvalidArgument, "targets: cannot be changed with PATCH"},
 		{"unknown field", `{"colour":"red"}`, 400, CodeInvalidArgument, `unknown field "colour"`},
 		{"wrong type", `{"user":5}`, 400, CodeInvalidArgument, "user: must be a string"},
-		{"bad host key", `{"host_key":"ssh-ed25519 ` + keyB64("ssh-rsa") + `"}`, 400, CodeInvalidArgument, "host_key: the base64 key is not an ssh-ed25519 key"},
+		{"bad host key", `{"host_key":"ssh-ed25519 ` + testKey(t, "ssh-rsa") + `"}`, 400, CodeInvalidArgument, "host_key: key says ssh-ed25519 but its blob is ssh-rsa"},
 	}
 	for _, tc := range bad {
 		t.Run(tc.name, func(t *testing.T) {
@@ -541,12 +529,12 @@ func TestTargets(t *testing.T) {
 	}
 	wantError(t, h.do("POST", "/api/v1/sites/id-1/targets", `{"mode":"sqlite_dump","path":"/var/lib/./app.db"}`), 409, CodeConflict, "already has the sqlite_dump target")
 	for _, tc := range []struct{ name, body, msg string }{
-		{"relative", `{"mode":"directory","path":"data"}`, "path: must be an absolute path"},
-		{"newline", `{"mode":"directory","path":"/a\n/b"}`, "path: must not contain newline or carriage return characters"},
+		{"relative", `{"mode":"directory","path":"data"}`, `path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "data" is not absolute`},
+		{"newline", `{"mode":"directory","path":"/a\n/b"}`, `path: must be an absolute path (starting with /) without NUL bytes or line breaks: path "/a\n/b" contains a line break`},
 		{"mode", `{"mode":"Directory","path":"/a"}`, `mode: must be "directory" or "sqlite_dump"`},
 		{"unknown field", `{"mode":"directory","path":"/a","site_uuid":"x"}`, `unknown field "site_uuid"`},
 		{"excludes type", `{"mode":"directory","path":"/a","excludes":"x"}`, "excludes: must be an array"},
-		{"exclude empty", `{"mode":"directory","path":"/a","excludes":[""]}`, "excludes[0]: must not be empty"},
+		{"exclude empty", `{"mode":"directory","path":"/a","excludes":[""]}`, `excludes[0]: exclude pattern "" is empty or has a NUL or line break`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.calls = nil

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/remote"
 )
 
 // SiteInput is the body of POST /sites and PATCH /sites/{uuid}. A nil
@@ -113,7 +114,7 @@ func ValidateSite(s *domain.Site) *Error {
 		}
 	}
 	if s.HostKey != "" {
-		k, err := ParseHostKey(s.HostKey)
+		k, err := checkHostKey(s.HostKey)
 		if err != nil {
 			return invalid("host_key: %v", err)
 		}
@@ -163,20 +164,15 @@ func checkHost(h string) (string, string) {
 	return h, ""
 }
 
-// checkPath applies the rules every remote or local path follows; it
-// returns a reason or "".
+// checkPath checks a path the puller will use (a target, the ssh key) by
+// remote.ValidatePath, the rules the puller applies, plus a limit on API
+// input; it returns a reason or "".
 func checkPath(p string) string {
-	switch {
-	case p == "":
-		return "required"
-	case strings.ContainsRune(p, 0):
-		return "must not contain NUL bytes"
-	case strings.ContainsAny(p, "\n\r"):
-		return "must not contain newline or carriage return characters"
-	case len(p) > maxPathLen:
+	if len(p) > maxPathLen {
 		return fmt.Sprintf("must be at most %d bytes, got %d", maxPathLen, len(p))
-	case !strings.HasPrefix(p, "/"):
-		return fmt.Sprintf("must be an absolute path (starting with /), got %q", clip(p))
+	}
+	if err := remote.ValidatePath(p); err != nil {
+		return "must be an absolute path (starting with /) without NUL bytes or line breaks: " + reason(err, remote.ErrInvalidPath)
 	}
 	return ""
 }
@@ -204,15 +200,11 @@ func ValidateTarget(in TargetInput, prefix string) (TargetInput, *Error) {
 		return in, invalid("%sexcludes: at most %d patterns, got %d", prefix, maxExcludes, len(in.Excludes))
 	}
 	for i, ex := range in.Excludes {
-		switch {
-		case ex == "":
-			return in, invalid("%sexcludes[%d]: must not be empty", prefix, i)
-		case strings.ContainsRune(ex, 0):
-			return in, invalid("%sexcludes[%d]: must not contain NUL bytes", prefix, i)
-		case strings.ContainsAny(ex, "\n\r"):
-			return in, invalid("%sexcludes[%d]: must not contain newline or carriage return characters", prefix, i)
-		case len(ex) > maxPathLen:
+		if len(ex) > maxPathLen {
 			return in, invalid("%sexcludes[%d]: must be at most %d bytes", prefix, i, maxPathLen)
+		}
+		if err := remote.ValidateExclude(ex); err != nil {
+			return in, invalid("%sexcludes[%d]: %s", prefix, i, reason(err, remote.ErrInvalidConfig))
 		}
 	}
 	return in, nil
@@ -229,6 +221,14 @@ func ValidateJobType(t domain.JobType) *Error {
 		}
 	}
 	return invalid("type: unsupported job type %q (supported: %s)", clip(string(t)), supportedList())
+}
+
+// clip shortens s for an error message.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 func supportedList() string {

@@ -1,61 +1,65 @@
 package httpapi
 
 import (
-	"crypto/ed25519"
 	"encoding/base64"
-	"encoding/binary"
 	"strings"
 	"testing"
+
+	"golang.org/x/crypto/ssh"
 )
 
-func sshString(b []byte, s []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
-}
-
-func TestParseHostKey(t *testing.T) {
-	pub, _, _ := ed25519.GenerateKey(nil)
-	realEd := base64.StdEncoding.EncodeToString(sshString(sshString(nil, []byte("ssh-ed25519")), pub))
-	rsa := keyB64("ssh-rsa")
-	sk := keyB64("sk-ssh-ed25519@openssh.com")
-	ec := keyB64("ecdsa-sha2-nistp384")
-	onlyType := base64.StdEncoding.EncodeToString(sshString(nil, []byte("ssh-ed25519")))
+func TestCheckHostKey(t *testing.T) {
+	ed := testKey(t, "ssh-ed25519")
+	rsa := testKey(t, "ssh-rsa")
+	ec := testKey(t, "ecdsa-sha2-nistp384")
+	sk := testKey(t, "sk-ssh-ed25519@openssh.com")
+	onlyType := base64.StdEncoding.EncodeToString(ssh.Marshal(struct{ Name string }{"ssh-ed25519"}))
 	tests := []struct {
 		name, in, want, err string
 	}{
-		{"bare", "ssh-ed25519 " + realEd, "ssh-ed25519 " + realEd, ""},
-		{"with comment", "ssh-ed25519 " + realEd + " root@edge", "ssh-ed25519 " + realEd, ""},
-		{"keyscan line", "edge.example.com ssh-ed25519 " + realEd, "ssh-ed25519 " + realEd, ""},
+		{"bare", "ssh-ed25519 " + ed, "ssh-ed25519 " + ed, ""},
+		{"with comment", "ssh-ed25519 " + ed + " root@edge", "ssh-ed25519 " + ed, ""},
+		{"keyscan line", "edge.example.com ssh-ed25519 " + ed, "ssh-ed25519 " + ed, ""},
 		{"keyscan port", "[10.0.0.1]:2222 ssh-rsa " + rsa, "ssh-rsa " + rsa, ""},
 		{"hashed host", "|1|abc=|def= ecdsa-sha2-nistp384 " + ec, "ecdsa-sha2-nistp384 " + ec, ""},
 		{"sk key, extra spaces", "  sk-ssh-ed25519@openssh.com   " + sk + "  ", "sk-ssh-ed25519@openssh.com " + sk, ""},
-		{"empty", "   ", "", "is empty"},
-		{"unknown type", "ssh-dss AAAAB3", "", "has no supported key type"},
-		{"cert type", "ssh-ed25519-cert-v01@openssh.com AAAA", "", "has no supported key type"},
-		{"no key", "host ssh-ed25519", "", "has no base64 key after ssh-ed25519"},
-		{"bad base64", "ssh-ed25519 ***", "", "not valid base64"},
-		{"type mismatch", "ssh-ed25519 " + rsa, "", "the base64 key is not an ssh-ed25519 key"},
-		{"short", "ssh-ed25519 AAAA", "", "too short"},
-		{"truncated", "ssh-ed25519 AAAAC3Nz", "", "not an ssh-ed25519 key"},
-		{"no material", "ssh-ed25519 " + onlyType, "", "has no key material"},
-		{"marker", "@cert-authority *.example.com ssh-ed25519 " + realEd, "", "markers"},
-		{"comment", "# ssh-ed25519 " + realEd, "", "comment"},
-		{"two lines", "ssh-ed25519 " + realEd + "\nssh-rsa " + rsa, "", "must be one line"},
-		{"type too far", "a b ssh-ed25519 " + realEd, "", "has no supported key type"},
+		{"empty", "   ", "", "no key given ("},
+		{"unknown type", "ssh-dss " + ed, "", "unsupported key type ssh-dss ("},
+		{"cert type", "ssh-ed25519-cert-v01@openssh.com " + ed, "", "unsupported key type ssh-ed25519-cert-v01@openssh.com"},
+		{"no key", "host ssh-ed25519", "", "no base64 key after ssh-ed25519"},
+		{"bad base64", "ssh-ed25519 ***", "", "ssh-ed25519 key is not valid base64"},
+		{"type mismatch", "ssh-ed25519 " + rsa, "", "key says ssh-ed25519 but its blob is ssh-rsa"},
+		{"short", "ssh-ed25519 AAAA", "", "ssh-ed25519 key does not parse"},
+		{"truncated", "ssh-ed25519 " + ed[:len(ed)-8], "", "ssh-ed25519 key does not parse"},
+		{"no material", "ssh-ed25519 " + onlyType, "", "ssh-ed25519 key does not parse"},
+		{"marker", "@cert-authority *.example.com ssh-ed25519 " + ed, "", "marker @cert-authority is not supported"},
+		{"comment", "# ssh-ed25519 " + ed, "", "no key given, only # comment lines"},
+		{"two lines", "ssh-ed25519 " + ed + "\nssh-rsa " + rsa, "", "must be one line ("},
+		{"type too far", "a b ssh-ed25519 " + ed, "", "no supported key type"},
+		{"too long", "ssh-ed25519 " + ed + " " + strings.Repeat("x", maxHostKey), "", "must be at most 16384 bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ParseHostKey(tc.in)
+			got, err := checkHostKey(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("ParseHostKey = %q, %v; want error %q", got, err, tc.err)
+					t.Fatalf("checkHostKey = %q, %v; want error %q", got, err, tc.err)
+				}
+				if msg := err.Error(); strings.HasPrefix(msg, "invalid host key") || strings.HasPrefix(msg, "line ") {
+					t.Errorf("message %q repeats what the field name says", msg)
+				}
+				if tc.name != "too long" && !strings.HasSuffix(err.Error(), "("+hostKeyForms+")") {
+					t.Errorf("message %q does not list the accepted forms", err)
 				}
 				return
 			}
 			if err != nil || got != tc.want {
-				t.Errorf("ParseHostKey = %q, %v; want %q", got, err, tc.want)
+				t.Errorf("checkHostKey = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+	if !strings.Contains(hostKeyForms, "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa") {
+		t.Errorf("hostKeyForms = %q", hostKeyForms)
 	}
 }
 

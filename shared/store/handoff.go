@@ -1,0 +1,26 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"go.mongodb.org/mongo-driver/v2/bson"
+)
+
+// HandOffJob records a step's summary when one service hands a running
+// job to the next (puller -> snapshotter); the job stays running.
+func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, at time.Time) error {
+	return s.updateJob(ctx, "hand off job", id, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "summary", Value: summary},
+		{Key: "heartbeat_at", Value: ts(at)},
+	}}})
+}
+
+// ContinueJob marks the worker that took over a handed-off job; started_at
+// and attempts stay those of the job's start.
+func (s *Store) ContinueJob(ctx context.Context, id, worker string, at time.Time) error {
+	return s.updateJob(ctx, "continue job", id, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "worker", Value: worker},
+		{Key: "heartbeat_at", Value: ts(at)},
+	}}})
+}
