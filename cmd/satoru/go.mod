@@ -2,6 +2,16 @@ module github.com/satoru/satoru/cmd/satoru
 
 go 1.26
 
-require github.com/satoru/satoru/shared v0.0.0
+require (
+	github.com/satoru/satoru/services/api v0.0.0
+	github.com/satoru/satoru/services/puller v0.0.0
+	github.com/satoru/satoru/services/snapshotter v0.0.0
+	github.com/satoru/satoru/shared v0.0.0
+)
 
-replace github.com/satoru/satoru/shared => ../../shared
+replace (
+	github.com/satoru/satoru/services/api => ../../services/api
+	github.com/satoru/satoru/services/puller => ../../services/puller
+	github.com/satoru/satoru/services/snapshotter => ../../services/snapshotter
+	github.com/satoru/satoru/shared => ../../shared
+)

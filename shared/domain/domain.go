@@ -150,6 +150,27 @@ type Job struct {
 	Error         string         `bson:"error,omitempty" json:"error,omitempty"`
 	Worker        string         `bson:"worker,omitempty" json:"worker,omitempty"`
 	Summary       map[string]any `bson:"summary,omitempty" json:"summary,omitempty"`
+	// Targets are a backup's per-target pull results, handed from the
+	// puller to the snapshotter with the job.
+	Targets []TargetRun `bson:"targets,omitempty" json:"targets,omitempty"`
+}
+
+// TargetRun is what one backup did with one target.
+type TargetRun struct {
+	TargetHash  string     `bson:"target_hash" json:"target_hash"`
+	Path        string     `bson:"path" json:"path"`
+	Mode        TargetMode `bson:"mode" json:"mode"`
+	Status      Health     `bson:"status" json:"status"`
+	Note        string     `bson:"note,omitempty" json:"note,omitempty"`
+	Error       string     `bson:"error,omitempty" json:"error,omitempty"`
+	FailedPaths []string   `bson:"failed_paths,omitempty" json:"failed_paths,omitempty"`
+	Files       int64      `bson:"files" json:"files"`
+	Bytes       int64      `bson:"bytes" json:"bytes"`
+	Transferred int64      `bson:"transferred" json:"transferred"`
+	DurationMS  int64      `bson:"duration_ms" json:"duration_ms"`
+	// InSnapshot says whether the target's staging copy went into the
+	// job's snapshot (failed targets are excluded, not presented as new).
+	InSnapshot bool `bson:"in_snapshot" json:"in_snapshot"`
 }
 
 // Event levels.

@@ -30,7 +30,7 @@ type Store interface {
 	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
-	HandOffJob(ctx context.Context, id string, summary map[string]any, at time.Time) error
+	HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
 	ContinueJob(ctx context.Context, id, worker string, at time.Time) error
 }
 
@@ -48,6 +48,8 @@ type Outcome struct {
 	Status  domain.JobStatus
 	Error   string
 	Summary map[string]any
+	// Targets are per-target results, saved with a hand-off.
+	Targets []domain.TargetRun
 	// Next, when set, hands the still running job to the service that
 	// takes this step type (e.g. "snapshot"): the summary is saved, the
 	// site lease stays held under the job's id, and the next service
@@ -225,6 +227,11 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 	if err := rec.Flush(ctx); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
+	if out.Targets != nil {
+		if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, at); err != nil {
+			return bus.RetryAfter(2*time.Second, err)
+		}
+	}
 	if err := x.Store.FinishJob(ctx, job.ID, out.Status, out.Error, out.Summary, at); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
@@ -244,7 +251,7 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 	if err := rec.Flush(ctx); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
-	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, x.now()); err != nil {
+	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, x.now()); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	next := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: out.Next}

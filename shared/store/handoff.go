@@ -5,13 +5,16 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+
+	"github.com/satoru/satoru/shared/domain"
 )
 
 // HandOffJob records a step's summary when one service hands a running
 // job to the next (puller -> snapshotter); the job stays running.
-func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, at time.Time) error {
+func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
 	return s.updateJob(ctx, "hand off job", id, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "summary", Value: summary},
+		{Key: "targets", Value: targets},
 		{Key: "heartbeat_at", Value: ts(at)},
 	}}})
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,7 @@ type Settings struct {
 	KnownHostsDir  string
 	RemoteTmpDir   string
 	ResticBin      string
+	Backup         BackupSettings
 }
 
 // Deps are the puller's collaborators.
@@ -64,7 +66,8 @@ func Run(ctx context.Context, d Deps) error {
 		Metrics:     observe.NewJobMetrics(d.Registry),
 		Log:         log,
 	}
-	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit}
+	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
+		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync")}
 	r := &bus.Runner{
 		Consumer: cons,
 		Workers:  d.Settings.Concurrency,
@@ -131,6 +134,7 @@ type Store interface {
 	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
 	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
 	ListTargets(ctx context.Context, siteUUID string) ([]domain.Target, error)
+	SetTargetScan(ctx context.Context, siteUUID, hash string, scan domain.Scan) error
 }
 
 // Puller picks the work for a job.
@@ -138,7 +142,12 @@ type Puller struct {
 	Store          Store
 	Checker        *preflight.Checker
 	PreflightLimit time.Duration
+	Backup         BackupSettings
+	RsyncPath      string
 	Now            func() time.Time
+
+	mu            sync.Mutex
+	tmpControlDir string
 }
 
 func (p *Puller) now() time.Time {
@@ -153,22 +162,33 @@ func (p *Puller) Pick(job domain.Job) (jobrun.Work, error) {
 	switch job.Type {
 	case domain.JobPreflight:
 		return p.preflight, nil
+	case domain.JobBackup:
+		return p.backup, nil
 	}
 	return nil, fmt.Errorf("puller: job type %q is not supported by this version", job.Type)
 }
 
-func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+// load reads the site, its status and its targets.
+func (p *Puller) load(ctx context.Context, job domain.Job) (domain.Site, domain.SiteStatus, []domain.Target, error) {
 	site, err := p.Store.GetSite(ctx, job.SiteUUID)
 	if err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load site %s: %v", job.SiteUUID, err)}
+		return site, domain.SiteStatus{}, nil, fmt.Errorf("load site %s: %w", job.SiteUUID, err)
 	}
 	status, err := p.Store.GetSiteStatus(ctx, job.SiteUUID)
 	if err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load status of site %s: %v", job.SiteUUID, err)}
+		return site, status, nil, fmt.Errorf("load status of site %s: %w", job.SiteUUID, err)
 	}
 	targets, err := p.Store.ListTargets(ctx, job.SiteUUID)
 	if err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("load targets of site %s: %v", job.SiteUUID, err)}
+		return site, status, nil, fmt.Errorf("load targets of site %s: %w", job.SiteUUID, err)
+	}
+	return site, status, targets, nil
+}
+
+func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	site, status, targets, err := p.load(ctx, job)
+	if err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
 	pctx := ctx
 	if p.PreflightLimit > 0 {

@@ -21,6 +21,9 @@ commands:
   up        run every service in this process; with no nats_url and no
             mongo_uri it starts an embedded NATS server and store under data_dir
   puller    run the puller against external NATS and MongoDB
+  snapshotter
+            run the snapshotter against external NATS and MongoDB (beside
+            the pullers whose staging it snapshots)
   api       run the REST API against external NATS and MongoDB
   version   print the version
 
@@ -45,6 +48,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		roles = node.Roles{Puller: true}
 	case "api":
 		roles = node.Roles{API: true}
+	case "snapshotter":
+		roles = node.Roles{Snapshotter: true}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "satoru", observe.Version())
 		return 0
@@ -129,6 +134,13 @@ func Banner(cmd string, n *node.Node) string {
 		fmt.Fprintf(&b, "  extra workers: satoru puller --nats-url %s --mongo-uri %s\n", n.NATSURL, conns.RedactURI(n.StoreURI))
 	}
 	fmt.Fprintf(&b, "  data:   %s\n", n.Config.DataDir)
+	if n.Roles.Snapshotter {
+		fmt.Fprintf(&b, "  restic: %s", n.Config.ResticRepoPath)
+		if !n.Config.ResticPassword.IsSet() {
+			fmt.Fprintf(&b, " (password in %s: keep a copy elsewhere, the backups are lost without it)", node.ResticPasswordFile(n.Config))
+		}
+		b.WriteString("\n")
+	}
 	b.WriteString("Stop with Ctrl-C (SIGINT) or SIGTERM.\n")
 	return b.String()
 }

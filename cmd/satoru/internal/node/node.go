@@ -24,26 +24,30 @@ import (
 
 	apiapp "github.com/satoru/satoru/services/api/app"
 	pullerapp "github.com/satoru/satoru/services/puller/app"
+	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
 	"github.com/satoru/satoru/shared/embedded"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/store"
 )
 
 // Roles says which services a node runs.
 type Roles struct {
-	API    bool
-	Puller bool
+	API         bool
+	Puller      bool
+	Snapshotter bool
 }
 
 // All is every service, as `satoru up` runs them.
-var All = Roles{API: true, Puller: true}
+var All = Roles{API: true, Puller: true, Snapshotter: true}
 
 // Node is a running Satoru process.
 type Node struct {
 	Config   config.Config
+	Roles    Roles
 	Log      *slog.Logger
 	Registry *prometheus.Registry
 
@@ -73,7 +77,7 @@ type Node struct {
 // Wait returns after everything has shut down.
 func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	n = &Node{Config: cfg, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
+	n = &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
 	defer func() {
 		if err != nil {
 			cancel()
@@ -89,6 +93,15 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	if roles.Puller {
 		n.goService("puller", func(ctx context.Context) error {
 			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+		}, ctx)
+	}
+	if roles.Snapshotter {
+		repo, err := ResticRepo(cfg)
+		if err != nil {
+			return nil, err
+		}
+		n.goService("snapshotter", func(ctx context.Context) error {
+			return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
 		}, ctx)
 	}
 	if roles.API {
@@ -113,8 +126,66 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 		KnownHostsDir:  cfg.SSHKnownHostsDir,
 		RemoteTmpDir:   cfg.RemoteTmpDir,
 		ResticBin:      cfg.ResticBin,
+		Backup: pullerapp.BackupSettings{
+			StagingRoot:    cfg.StagingRoot,
+			RepoPath:       cfg.ResticRepoPath,
+			MinFreeBytes:   cfg.StagingMinFreeBytes,
+			MinFreePercent: cfg.StagingMinFreePercent,
+			IOTimeout:      5 * time.Minute,
+			ProgressEvery:  5 * time.Second,
+			ControlDir:     filepath.Join(cfg.DataDir, "ssh", "cm"),
+		},
 	}
 }
+
+// SnapshotterSettings maps config to the snapshotter's settings.
+func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Settings {
+	return snapshotterapp.Settings{
+		Worker:        cfg.InstanceName,
+		Concurrency:   cfg.JobWorkerConcurrency,
+		AckWait:       cfg.JobAckWait,
+		Heartbeat:     cfg.JobHeartbeat,
+		LeaseRetry:    time.Second,
+		MaxAttempts:   cfg.JobMaxAttempts,
+		StagingRoot:   cfg.StagingRoot,
+		Repo:          repo,
+		ProgressEvery: 5 * time.Second,
+	}
+}
+
+// ResticRepo is the local repository, with its password from
+// SATORU_RESTIC_PASSWORD or restic_password_file, or else one generated
+// once into <data_dir>/restic-password (0600). Losing that password loses
+// the backups: the start-up banner says where it is.
+func ResticRepo(cfg config.Config) (restic.Repo, error) {
+	bin := cfg.ResticBin
+	if bin == "" {
+		bin = pullerapp.ResolveRestic()
+	}
+	repo := restic.Repo{Bin: bin, Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
+		CacheDir: filepath.Join(cfg.DataDir, "restic-cache")}
+	if cfg.ResticPassword.IsSet() {
+		repo.Password = cfg.ResticPassword.Value()
+		return repo, nil
+	}
+	path := ResticPasswordFile(cfg)
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		buf := make([]byte, 32)
+		if _, err := rand.Read(buf); err != nil {
+			return repo, fmt.Errorf("generate restic password: %w", err)
+		}
+		if err := os.WriteFile(path, []byte(hex.EncodeToString(buf)+"\n"), 0o600); err != nil {
+			return repo, fmt.Errorf("write restic password to %s: %w", path, err)
+		}
+	} else if err != nil {
+		return repo, fmt.Errorf("restic password file %s: %w", path, err)
+	}
+	repo.PasswordFile = path
+	return repo, nil
+}
+
+// ResticPasswordFile is where a generated repository password lives.
+func ResticPasswordFile(cfg config.Config) string { return filepath.Join(cfg.DataDir, "restic-password") }
 
 func (n *Node) connect(ctx context.Context) error {
 	cfg := n.Config

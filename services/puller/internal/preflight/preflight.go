@@ -47,6 +47,9 @@ type Input struct {
 	Site    domain.Site
 	Status  domain.SiteStatus
 	Targets []domain.Target
+	// ControlPath, when set, makes the preflight's ssh the job's master
+	// connection, which later pulls reuse.
+	ControlPath string
 }
 
 // Result is a preflight's outcome: one event per check, in order.
@@ -55,6 +58,8 @@ type Result struct {
 	Failures []string
 	// LearnedHostKey is set when trust-on-first-use recorded a key.
 	LearnedHostKey string
+	// SSH is how the site was reached, for the steps that follow.
+	SSH remote.SSHConfig
 }
 
 // OK reports whether every check passed.
@@ -87,7 +92,9 @@ func (c *Checker) Run(ctx context.Context, in Input) Result {
 		res.fail(StepHostKey, "", fmt.Sprintf("host key: %v", err), nil)
 		return res
 	}
-	c.checkRemote(ctx, in, knownHosts, &res)
+	res.SSH = c.SSHConfig(in.Site, knownHosts)
+	res.SSH.ControlPath = in.ControlPath
+	c.checkRemote(ctx, in, res.SSH, &res)
 	return res
 }
 
@@ -187,7 +194,7 @@ func (c *Checker) SSHConfig(site domain.Site, knownHosts string) remote.SSHConfi
 	}
 }
 
-func (c *Checker) checkRemote(ctx context.Context, in Input, knownHosts string, res *Result) {
+func (c *Checker) checkRemote(ctx context.Context, in Input, sshc remote.SSHConfig, res *Result) {
 	pts := make([]remote.PreflightTarget, len(in.Targets))
 	for i, t := range in.Targets {
 		pts[i] = remote.PreflightTarget{Index: i, Mode: t.Mode, Path: t.Path}
@@ -197,7 +204,7 @@ func (c *Checker) checkRemote(ctx context.Context, in Input, knownHosts string, 
 		res.fail(StepSSH, "", fmt.Sprintf("build remote checks: %v", err), nil)
 		return
 	}
-	args, err := remote.SSHArgs(c.SSHConfig(in.Site, knownHosts), cmdline)
+	args, err := remote.SSHArgs(sshc, cmdline)
 	if err != nil {
 		res.fail(StepSSH, "", fmt.Sprintf("ssh: %v", err), nil)
 		return

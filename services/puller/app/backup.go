@@ -1,0 +1,238 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/satoru/satoru/services/puller/internal/preflight"
+	"github.com/satoru/satoru/services/puller/internal/pull"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/proc"
+	"github.com/satoru/satoru/shared/remote"
+)
+
+// BackupSettings are what a backup's pull step needs beyond preflight.
+type BackupSettings struct {
+	StagingRoot    string
+	RepoPath       string // local restic repo, for the headroom check
+	MinFreeBytes   int64
+	MinFreePercent int
+	TargetTimeout  time.Duration
+	IOTimeout      time.Duration
+	ProgressEvery  time.Duration
+	// ControlDir holds the ssh master sockets (0700).
+	ControlDir string
+}
+
+// backup runs preflight over a fresh master connection, checks disk
+// headroom, pulls every target into staging and hands the job to the
+// snapshotter.
+func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	site, status, targets, err := p.load(ctx, job)
+	if err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+	}
+	fail := func(msg string, summary map[string]any) jobrun.Outcome {
+		p.putHealth(ctx, status, job, domain.HealthFailed, msg, nil)
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	}
+	if len(targets) == 0 {
+		return fail("site has no targets to back up", nil)
+	}
+
+	controlPath, err := p.controlPath(job)
+	if err != nil {
+		return fail(err.Error(), nil)
+	}
+	res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, Targets: targets, ControlPath: controlPath})
+	defer p.closeMaster(res.SSH)
+	for _, ev := range res.Events {
+		rec.Add(ctx, ev)
+	}
+	if res.LearnedHostKey != "" {
+		status.LearnedHostKey = res.LearnedHostKey
+	}
+	at := p.now()
+	status.LastPreflightAt = &at
+	if ctx.Err() != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
+	}
+	if !res.OK() {
+		return fail("preflight failed, nothing pulled: "+res.Error(), nil)
+	}
+	b := p.Backup
+	if err := pull.CheckHeadroom([]string{b.StagingRoot, b.RepoPath}, b.MinFreeBytes, b.MinFreePercent); err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
+		return fail("disk headroom: "+err.Error()+"; nothing pulled", nil)
+	}
+	rec.Add(ctx, domain.JobEvent{Step: "headroom", Message: "free space above the configured headroom on staging and repository"})
+	if err := rec.Flush(ctx); err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+	}
+
+	cfg := pull.Config{
+		SSH:                res.SSH,
+		SSHPath:            p.Checker.SSHPath,
+		RsyncPath:          p.RsyncPath,
+		StagingRoot:        b.StagingRoot,
+		RemoteTmpDir:       p.Checker.RemoteTmpDir,
+		BandwidthLimitKbps: site.BandwidthLimitKbps,
+		IOTimeout:          b.IOTimeout,
+		TargetTimeout:      b.TargetTimeout,
+		ProgressEvery:      b.ProgressEvery,
+	}
+	runs := make([]domain.TargetRun, 0, len(targets))
+	var ok, failed int
+	var transferred, bytes, files int64
+	for _, t := range targets {
+		if ctx.Err() != nil {
+			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
+		}
+		r := p.pullTarget(ctx, cfg, site.UUID, t, rec)
+		run := domain.TargetRun{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode, Status: r.Status, Note: r.Note,
+			Error: r.Error, FailedPaths: r.FailedPaths, Files: r.Files, Bytes: r.Bytes, Transferred: r.Transferred,
+			DurationMS: r.Duration.Milliseconds()}
+		runs = append(runs, run)
+		if r.Status == domain.HealthFailed {
+			failed++
+		} else {
+			ok++
+		}
+		transferred += r.Transferred
+		bytes += r.Bytes
+		files += r.Files
+		scan := domain.Scan{At: p.now(), Status: r.Status, Bytes: r.Bytes, Files: r.Files, Error: r.Error}
+		if err := p.Store.SetTargetScan(ctx, site.UUID, t.TargetHash, scan); err != nil {
+			rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelWarn, TargetHash: t.TargetHash,
+				Message: "could not record the target's last scan: " + err.Error()})
+		}
+		if err := rec.Flush(ctx); err != nil {
+			return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+		}
+	}
+	summary := map[string]any{
+		"targets": len(targets), "targets_pulled": ok, "targets_failed": failed,
+		"bytes_transferred": transferred, "bytes": bytes, "files": files,
+	}
+	if ok == 0 {
+		out := fail(fmt.Sprintf("every target failed (%d of %d); no snapshot made", failed, len(targets)), summary)
+		out.Targets = runs
+		return out
+	}
+	// The snapshotter writes the final health; keep what preflight learned.
+	if err := p.Store.PutSiteStatus(ctx, status); err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: "record site status: " + err.Error(), Summary: summary}
+	}
+	return jobrun.Outcome{Status: domain.StatusRunning, Summary: summary, Targets: runs, Next: events.StepSnapshot}
+}
+
+func (p *Puller) pullTarget(ctx context.Context, cfg pull.Config, siteUUID string, t domain.Target, rec *jobrun.Recorder) pull.Result {
+	rec.Add(ctx, domain.JobEvent{Step: "pull", TargetHash: t.TargetHash,
+		Message: fmt.Sprintf("pulling %s %s", t.Mode, t.Path)})
+	progress := func(pr pull.Progress) {
+		msg := fmt.Sprintf("%s: %d bytes so far", t.Path, pr.BytesDone)
+		if pr.Percent >= 0 {
+			msg += fmt.Sprintf(" (%d%%)", pr.Percent)
+		}
+		rec.Add(ctx, domain.JobEvent{Step: "pull_progress", TargetHash: t.TargetHash, Message: msg,
+			Data: map[string]any{"bytes_done": pr.BytesDone, "percent": pr.Percent}})
+	}
+	var r pull.Result
+	switch t.Mode {
+	case domain.ModeSQLiteDump:
+		r = pull.SQLite(ctx, cfg, siteUUID, t, progress)
+	default:
+		r = pull.Directory(ctx, cfg, siteUUID, t, progress)
+	}
+	data := map[string]any{"files": r.Files, "bytes": r.Bytes, "transferred": r.Transferred,
+		"duration_ms": r.Duration.Milliseconds(), "status": string(r.Status)}
+	if len(r.FailedPaths) > 0 {
+		data["failed_paths"] = r.FailedPaths
+	}
+	ev := domain.JobEvent{Step: "pull", TargetHash: t.TargetHash, Data: data}
+	switch r.Status {
+	case domain.HealthFailed:
+		ev.Level, ev.Message = domain.LevelError, fmt.Sprintf("target %s %s failed: %s", t.TargetHash, t.Path, r.Error)
+	case domain.HealthWarning:
+		ev.Level, ev.Message = domain.LevelWarn, fmt.Sprintf("target %s %s partly pulled: %s", t.TargetHash, t.Path, r.Error)
+	default:
+		ev.Message = fmt.Sprintf("target %s %s pulled: %d files, %d bytes, %d transferred", t.TargetHash, t.Path, r.Files, r.Bytes, r.Transferred)
+		if r.Note != "" {
+			ev.Message += " (" + r.Note + ")"
+		}
+	}
+	rec.Add(ctx, ev)
+	return r
+}
+
+// controlPath is the job's ssh master socket. Unix sockets have a short
+// path limit, so a long control dir falls back to a private temp dir.
+func (p *Puller) controlPath(job domain.Job) (string, error) {
+	sum := sha256.Sum256([]byte(job.ID))
+	name := hex.EncodeToString(sum[:6])
+	dir := p.Backup.ControlDir
+	if dir == "" || len(dir)+1+len(name) > 80 {
+		var err error
+		if dir, err = p.shortControlDir(); err != nil {
+			return "", err
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("ssh control folder %s: %w", dir, err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return "", fmt.Errorf("ssh control folder %s: %w", dir, err)
+	}
+	return filepath.Join(dir, name), nil
+}
+
+func (p *Puller) shortControlDir() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tmpControlDir == "" {
+		d, err := os.MkdirTemp("", "satoru-ssh-")
+		if err != nil {
+			return "", fmt.Errorf("ssh control folder: %w", err)
+		}
+		p.tmpControlDir = d
+	}
+	return p.tmpControlDir, nil
+}
+
+// closeMaster ends the job's master connection, if one was opened.
+func (p *Puller) closeMaster(c remote.SSHConfig) {
+	if c.ControlPath == "" {
+		return
+	}
+	defer os.Remove(c.ControlPath)
+	if _, err := os.Stat(c.ControlPath); err != nil {
+		return
+	}
+	args, err := remote.SSHControlArgs(c, "exit")
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _ = proc.Run(ctx, proc.Cmd{Step: "ssh master exit", Path: p.Checker.SSHPath, Args: args})
+}
+
+// putHealth records a failed backup step on the site.
+func (p *Puller) putHealth(ctx context.Context, st domain.SiteStatus, job domain.Job, h domain.Health, msg string, success *time.Time) {
+	at := p.now()
+	st.SiteUUID = job.SiteUUID
+	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.LastScanAt = &at
+	st.LastJobID = job.ID
+	if success != nil {
+		st.LastSuccessAt = success
+	}
+	_ = p.Store.PutSiteStatus(ctx, st)
+}

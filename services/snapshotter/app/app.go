@@ -1,0 +1,247 @@
+// Package app wires the snapshotter service: it takes backup jobs handed
+// over by the puller and snapshots the site's staging into the local
+// restic repository.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// Settings are the snapshotter's knobs, taken from config by the caller.
+type Settings struct {
+	Worker        string
+	Concurrency   int
+	AckWait       time.Duration
+	Heartbeat     time.Duration
+	LeaseRetry    time.Duration
+	MaxAttempts   int
+	StagingRoot   string
+	Repo          restic.Repo
+	SnapshotLimit time.Duration
+	ProgressEvery time.Duration
+}
+
+// Deps are the snapshotter's collaborators.
+type Deps struct {
+	Settings Settings
+	Store    *store.Store
+	Infra    *bus.Infra
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+}
+
+// Run consumes snapshot requests until ctx ends.
+func Run(ctx context.Context, d Deps) error {
+	cons, err := d.Infra.Consumer(ctx, events.ConsumerSnapshotter)
+	if err != nil {
+		return err
+	}
+	log := d.Log.With("service", "snapshotter", "worker", d.Settings.Worker)
+	x := &jobrun.Executor{
+		Store:       d.Store,
+		Bus:         d.Infra,
+		Worker:      d.Settings.Worker,
+		Heartbeat:   d.Settings.Heartbeat,
+		MaxAttempts: d.Settings.MaxAttempts,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Metrics:     observe.NewJobMetrics(d.Registry),
+		Log:         log,
+	}
+	s := &Snapshotter{Store: d.Store, Repo: d.Settings.Repo, StagingRoot: d.Settings.StagingRoot,
+		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery}
+	r := &bus.Runner{
+		Consumer: cons,
+		Workers:  d.Settings.Concurrency,
+		AckWait:  d.Settings.AckWait,
+		Log:      log,
+		Handle: func(ctx context.Context, dl bus.Delivery) error {
+			return x.Handle(ctx, dl, s.Pick)
+		},
+	}
+	log.Info("snapshotter started", "concurrency", d.Settings.Concurrency, "repo", d.Settings.Repo.Repository)
+	return r.Run(ctx)
+}
+
+// Store is what the snapshotter reads and writes besides the job.
+type Store interface {
+	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
+	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
+}
+
+// Snapshotter snapshots staging into the restic repository.
+type Snapshotter struct {
+	Store         Store
+	Repo          restic.Repo
+	StagingRoot   string
+	Limit         time.Duration
+	ProgressEvery time.Duration
+	Now           func() time.Time
+}
+
+func (s *Snapshotter) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Pick returns the work for a job this service continues or runs.
+func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
+	switch job.Type {
+	case domain.JobBackup:
+		return s.snapshot, nil
+	}
+	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
+}
+
+// Host is the stable restic --host of a site's snapshots.
+func Host(siteUUID string) string { return "satoru-" + siteUUID }
+
+// Tags are the restic tags of a backup job's snapshot.
+func Tags(siteUUID, jobID string) []string { return []string{"site:" + siteUUID, "job:" + jobID} }
+
+func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	summary := job.Summary
+	if summary == nil {
+		summary = map[string]any{}
+	}
+	targets := job.Targets
+	siteDir := filepath.Join(s.StagingRoot, job.SiteUUID)
+	var excludes []string
+	pulled, failed, warned := 0, 0, 0
+	for i, t := range targets {
+		switch t.Status {
+		case domain.HealthFailed:
+			failed++
+			// A failed target's older staging copy is left out, so the
+			// snapshot never presents stale data as this run's.
+			excludes = append(excludes, filepath.Join(siteDir, t.TargetHash))
+			rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelWarn, TargetHash: t.TargetHash,
+				Message: fmt.Sprintf("target %s %s left out of the snapshot: its pull failed (%s)", t.TargetHash, t.Path, t.Error)})
+		case domain.HealthWarning:
+			warned++
+			targets[i].InSnapshot = true
+		default:
+			pulled++
+			targets[i].InSnapshot = true
+		}
+	}
+	fail := func(msg string) jobrun.Outcome {
+		s.putHealth(ctx, job, domain.HealthFailed, msg, false)
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	}
+	if pulled+warned == 0 {
+		return fail("no target was pulled; nothing to snapshot")
+	}
+
+	sctx := ctx
+	if s.Limit > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, s.Limit)
+		defer cancel()
+	}
+	created, err := s.Repo.EnsureInit(sctx)
+	if err != nil {
+		return fail(fmt.Sprintf("restic repository %s: %v", s.Repo.Repository, err))
+	}
+	if created {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "initialised restic repository " + s.Repo.Repository})
+	}
+	every := s.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	var last time.Time
+	progress := func(p restic.Progress) {
+		if time.Since(last) < every {
+			return
+		}
+		last = time.Now()
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot_progress", Message: fmt.Sprintf("restic backup %.0f%%: %d of %d bytes",
+			p.PercentDone*100, p.BytesDone, p.TotalBytes), Data: map[string]any{"bytes_done": p.BytesDone, "total_bytes": p.TotalBytes}})
+	}
+	sum, err := s.Repo.Backup(sctx, restic.BackupOptions{
+		Paths:    []string{siteDir},
+		Host:     Host(job.SiteUUID),
+		Tags:     Tags(job.SiteUUID, job.ID),
+		Excludes: excludes,
+	}, progress)
+	incomplete := errors.Is(err, restic.ErrIncomplete)
+	if err != nil && !incomplete {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelError, Message: "restic backup failed: " + err.Error()})
+		return fail("snapshot: " + err.Error())
+	}
+	data := map[string]any{
+		"snapshot_id":           sum.SnapshotID,
+		"files_new":             sum.FilesNew,
+		"files_changed":         sum.FilesChanged,
+		"files_unmodified":      sum.FilesUnmodified,
+		"data_added":            sum.DataAdded,
+		"total_files_processed": sum.TotalFilesProcessed,
+		"total_bytes_processed": sum.TotalBytesProcessed,
+	}
+	for k, v := range data {
+		summary[k] = v
+	}
+	rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelInfo, Data: data, Message: fmt.Sprintf(
+		"snapshot %s: %d new, %d changed, %d unmodified files; %d bytes added of %d processed",
+		short(sum.SnapshotID), sum.FilesNew, sum.FilesChanged, sum.FilesUnmodified, sum.DataAdded, sum.TotalBytesProcessed)})
+
+	status, msg := domain.StatusSuccess, ""
+	switch {
+	case failed > 0:
+		status, msg = domain.StatusWarning, fmt.Sprintf("%d of %d targets failed and are not in snapshot %s", failed, len(targets), short(sum.SnapshotID))
+	case warned > 0 || incomplete:
+		status, msg = domain.StatusWarning, fmt.Sprintf("snapshot %s made, but some files could not be read", short(sum.SnapshotID))
+	}
+	health := domain.HealthSuccess
+	if status == domain.StatusWarning {
+		health = domain.HealthWarning
+	}
+	s.putHealth(ctx, job, health, msg, true)
+	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: targets}
+}
+
+// putHealth records the backup's outcome on the site. Failures to write
+// are logged through the job's events by the caller's finish.
+func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.Health, msg string, snapshotted bool) {
+	st, err := s.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err != nil {
+		return
+	}
+	at := s.now()
+	st.SiteUUID = job.SiteUUID
+	if msg == "" {
+		msg = "backup succeeded"
+	}
+	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.LastScanAt = &at
+	st.LastJobID = job.ID
+	if snapshotted && h == domain.HealthSuccess {
+		st.LastSuccessAt = &at
+	}
+	_ = s.Store.PutSiteStatus(ctx, st)
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
