@@ -3,6 +3,7 @@ package remote
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Exit codes of the SQLite dump command, so the caller can say which
@@ -11,6 +12,15 @@ const (
 	DumpExitTmp    = 90 // no temp file could be created in the temp folder
 	DumpExitBackup = 91 // the database is missing or sqlite3 .backup failed
 	DumpExitGzip   = 92 // gzip failed (or the connection closed mid-stream)
+)
+
+// DumpBusyTimeout is how long the dump's sqlite3 waits for a lock held by
+// the site's own writers before giving up (exit DumpExitBackup).
+const (
+	DumpBusyTimeout = 10 * time.Second
+	// dumpBusyTimeoutMS is DumpBusyTimeout as sqlite3's .timeout takes it
+	// (a test keeps the two equal).
+	dumpBusyTimeoutMS = "10000"
 )
 
 // dumpScript takes the database and the temp folder as $1 and $2. sqlite3's
@@ -24,7 +34,10 @@ const dumpScript = `umask 077; ` +
 	`t=$(mktemp "$2/.satoru-dump.XXXXXX") || exit 90; ` +
 	`trap 'rm -f "$t"' EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; ` +
 	// sqlite3's own output goes to stderr: stdout carries only the gzip.
-	`sqlite3 -bail -batch "$1" ".backup '$t'" </dev/null >&2 || { printf 'satoru-dump: sqlite3 .backup of %s failed\n' "$1" >&2; exit 91; }; ` +
+	// The busy timeout makes .backup wait for a writer's lock instead of
+	// failing at once with "database is locked" (rollback-journal
+	// databases lock readers out while a write commits).
+	`sqlite3 -bail -batch -cmd '.timeout ` + dumpBusyTimeoutMS + `' "$1" ".backup '$t'" </dev/null >&2 || { printf 'satoru-dump: sqlite3 .backup of %s failed\n' "$1" >&2; exit 91; }; ` +
 	`gzip -c -- "$t" || exit 92`
 
 // SQLiteDumpCommand returns the remote command that writes a gzip of a

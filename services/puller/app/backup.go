@@ -64,7 +64,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	if ctx.Err() != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 	}
-	if !res.OK() {
+	if !res.SiteOK() {
 		return fail("preflight failed, nothing pulled: "+res.Error(), nil)
 	}
 	b := p.Backup
@@ -95,7 +95,15 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		if ctx.Err() != nil {
 			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 		}
-		r := p.pullTarget(ctx, cfg, site.UUID, t, rec)
+		var r pull.Result
+		if msg, bad := res.TargetFailures[t.TargetHash]; bad {
+			// Preflight already found this target unusable: skip it, pull the rest.
+			r = pull.Result{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode, Status: domain.HealthFailed, Error: msg}
+			rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelError, TargetHash: t.TargetHash,
+				Message: fmt.Sprintf("target %s %s skipped: %s", t.TargetHash, t.Path, msg)})
+		} else {
+			r = p.pullTarget(ctx, cfg, site.UUID, t, rec)
+		}
 		run := domain.TargetRun{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode, Status: r.Status, Note: r.Note,
 			Error: r.Error, FailedPaths: r.FailedPaths, Files: r.Files, Bytes: r.Bytes, Transferred: r.Transferred,
 			DurationMS: r.Duration.Milliseconds()}

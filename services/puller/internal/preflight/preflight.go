@@ -54,8 +54,12 @@ type Input struct {
 
 // Result is a preflight's outcome: one event per check, in order.
 type Result struct {
-	Events   []domain.JobEvent
-	Failures []string
+	Events []domain.JobEvent
+	// Failures are every failed check's message; TargetFailures are the
+	// ones about a single target, by target hash. A backup skips those
+	// targets and pulls the rest; any other failure stops it.
+	Failures       []string
+	TargetFailures map[string]string
 	// LearnedHostKey is set when trust-on-first-use recorded a key.
 	LearnedHostKey string
 	// SSH is how the site was reached, for the steps that follow.
@@ -75,7 +79,16 @@ func (r *Result) ok(step, hash, msg string, data map[string]any) {
 func (r *Result) fail(step, hash, msg string, data map[string]any) {
 	r.Events = append(r.Events, domain.JobEvent{Step: step, Level: domain.LevelError, TargetHash: hash, Message: msg, Data: data})
 	r.Failures = append(r.Failures, msg)
+	if hash != "" {
+		if r.TargetFailures == nil {
+			r.TargetFailures = map[string]string{}
+		}
+		r.TargetFailures[hash] = msg
+	}
 }
+
+// SiteOK reports whether every check that is not about one target passed.
+func (r *Result) SiteOK() bool { return len(r.Failures) == len(r.TargetFailures) }
 
 // Run checks everything and reports each check; it stops early only when
 // a later check cannot run (no host key, no connection).

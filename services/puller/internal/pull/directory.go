@@ -1,0 +1,278 @@
+package pull
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/proc"
+	"github.com/satoru/satoru/shared/remote"
+)
+
+// stagingChmod makes everything rsync writes into staging owner-only,
+// as the security defaults require (directories 0700, files 0600):
+// staging holds copies of whole sites and must not be readable by other
+// local users, whatever modes the files had on the site.
+//
+// It composes with -a: -p still applies permissions, but the ones
+// --chmod computes, so a later run sees staging already matching and
+// rewrites nothing. The trade-off is that the site's own modes are not
+// kept: restic snapshots staging, so restored files come back 0600 and
+// folders 0700 (executable bits included) and an operator restoring to
+// the site reapplies modes there. Owners, times and symlinks are kept
+// (-a, --numeric-ids). Symlinks have no mode of their own on Linux.
+const stagingChmod = "--chmod=D0700,F0600"
+
+// Directory mirrors the remote folder t.Path into its staging folder with
+// rsync over ssh (-a --delete --delete-excluded, t.Excludes), streaming
+// progress. rsync exit 24 (files vanished while it ran) is a success with
+// a Note; exit 23 (some files not transferred) a warning listing the
+// paths, unless the folder itself could not be read; anything else fails.
+func Directory(ctx context.Context, c Config, siteUUID string, t domain.Target, progress func(Progress)) Result {
+	start := time.Now()
+	r := Result{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode}
+	r.directory(ctx, c, siteUUID, t, progress)
+	r.Duration = time.Since(start)
+	return r
+}
+
+func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t domain.Target, progress func(Progress)) {
+	if t.Mode != domain.ModeDirectory {
+		r.fail("%s: target mode is %q, not %q", StepRsync, t.Mode, domain.ModeDirectory)
+		return
+	}
+	staging, err := prepareStaging(c.StagingRoot, siteUUID, t.TargetHash)
+	if err != nil {
+		r.fail("%s: %v", StepStaging, err)
+		return
+	}
+	r.StagingPath = staging
+	args, err := rsyncArgs(c, t, staging)
+	if err != nil {
+		r.fail("%s: %v", StepRsync, err)
+		return
+	}
+	out := &rsyncOutput{hash: t.TargetHash, tick: newThrottle(c.progressEvery(), progress)}
+	res, runErr := proc.Run(ctx, proc.Cmd{
+		Step:    "pull",
+		Path:    orDefault(c.RsyncPath, "rsync"),
+		Args:    args,
+		Stdout:  out,
+		Timeout: c.TargetTimeout,
+	})
+	if st, err := remote.ParseRsyncStats(out.output()); err == nil {
+		r.Files = regularFiles(st)
+		r.Bytes = st.TotalSize
+		r.Transferred = st.BytesReceived
+	} else if runErr == nil {
+		r.Note = "rsync printed no --stats summary: file counts unknown"
+	}
+	o := judgeRsync(runErr, res.Stderr, t.Path, staging)
+	r.Status, r.Error, r.FailedPaths = o.status, o.err, o.failedPaths
+	if o.note != "" {
+		r.Note = o.note
+	}
+}
+
+// rsyncArgs is RsyncPullArgs plus what a pull adds: staging modes and a
+// progress stream, and the configured ssh program.
+func rsyncArgs(c Config, t domain.Target, staging string) ([]string, error) {
+	args, err := remote.RsyncPullArgs(remote.RsyncPull{
+		SSH:          c.SSH,
+		RemoteDir:    t.Path,
+		LocalDir:     staging,
+		Excludes:     t.Excludes,
+		BWLimitKiBps: c.BandwidthLimitKbps,
+		IOTimeout:    c.IOTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	// progress2: one line for the whole transfer, rewritten with '\r';
+	// it is what rsyncOutput parses (no per-file lines to hold).
+	if args, err = insertOptions(args, stagingChmod, "--info=progress2"); err != nil {
+		return nil, err
+	}
+	return withSSHPath(args, c.SSHPath)
+}
+
+// insertOptions puts options before the "--" that ends RsyncPullArgs'
+// options, ahead of the two operands.
+func insertOptions(args []string, opts ...string) ([]string, error) {
+	n := len(args)
+	if n < 3 || args[n-3] != "--" {
+		return nil, errors.New("unexpected rsync argv: no \"--\" before source and destination")
+	}
+	return slices.Concat(args[:n-3], opts, args[n-3:]), nil
+}
+
+// withSSHPath makes rsync's -e run sshPath instead of "ssh". rsync splits
+// -e on whitespace, so the path must be one plain word.
+func withSSHPath(args []string, sshPath string) ([]string, error) {
+	if sshPath == "" || sshPath == "ssh" {
+		return args, nil
+	}
+	if strings.ContainsAny(sshPath, " \t\n\r'\"\\") {
+		return nil, fmt.Errorf("ssh path %q has whitespace or quotes, which rsync -e cannot carry", sshPath)
+	}
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-e" && strings.HasPrefix(args[i+1], "ssh ") {
+			out := slices.Clone(args)
+			out[i+1] = sshPath + strings.TrimPrefix(args[i+1], "ssh")
+			return out, nil
+		}
+	}
+	return nil, errors.New("unexpected rsync argv: no -e ssh")
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
+}
+
+// regularFiles is the target's file count: regular files when rsync gave
+// the breakdown (3.1+; the root folder always counts as one dir), else
+// every entry.
+func regularFiles(st remote.RsyncStats) int64 {
+	if st.RegularFiles > 0 || st.Dirs > 0 {
+		return st.RegularFiles
+	}
+	return st.Files
+}
+
+// rsyncOutcome is what a finished rsync means for the target.
+type rsyncOutcome struct {
+	status      domain.Health
+	note, err   string
+	failedPaths []string
+}
+
+// rsync exit codes with a meaning the operator needs spelled out.
+var rsyncExitMeaning = map[int]string{
+	1:  "syntax or usage error",
+	2:  "protocol incompatibility",
+	3:  "errors selecting input/output files or folders",
+	5:  "error starting the remote rsync (is rsync installed on the site?)",
+	10: "error in socket I/O",
+	11: "error in file I/O (is the staging disk full?)",
+	12: "error in the rsync protocol data stream (connection lost, or the remote rsync could not start)",
+	20: "killed by a signal",
+	30: "timed out waiting for data (I/O timeout)",
+}
+
+// judgeRsync maps rsync's result to a status. err is proc.Run's error;
+// stderr the captured stderr tail (Result.Stderr, longer than the
+// ExitError's), read for the paths of exit 23 and 24.
+func judgeRsync(err error, stderr, remoteDir, staging string) rsyncOutcome {
+	if err == nil {
+		return rsyncOutcome{status: domain.HealthSuccess}
+	}
+	var ee *proc.ExitError
+	if !errors.As(err, &ee) {
+		// Never started, canceled, or out of TargetTimeout: proc's text
+		// says which, with stderr.
+		return rsyncOutcome{status: domain.HealthFailed, err: err.Error()}
+	}
+	if ee.Signal != 0 {
+		return rsyncOutcome{status: domain.HealthFailed, err: fmt.Sprintf("%s killed by signal %d (%s): %s", StepRsync, int(ee.Signal), ee.Signal, ee.Stderr)}
+	}
+	root := strings.TrimRight(remoteDir, "/")
+	if root == "" {
+		root = "/"
+	}
+	switch ee.Code {
+	case 24:
+		f := remote.ParseRsyncFailures(stderr, 5)
+		note := "some files vanished during transfer (rsync exit 24)"
+		if len(f.Paths) > 0 {
+			note += ": " + strings.Join(relativize(f.Paths, root, staging), ", ")
+			if f.Total > len(f.Paths) {
+				note += fmt.Sprintf(" and %d more", f.Total-len(f.Paths))
+			}
+		}
+		return rsyncOutcome{status: domain.HealthSuccess, note: note}
+	case 23:
+		f := remote.ParseRsyncFailures(stderr, 0)
+		// The folder itself unreadable (missing, not a folder, no
+		// permission) is no partial transfer: nothing was pulled.
+		for _, p := range f.Paths {
+			if p == root || p == root+"/." || p == root+"/" {
+				return rsyncOutcome{status: domain.HealthFailed,
+					err: fmt.Sprintf("%s exit 23: cannot read the remote folder %s: %s", StepRsync, remoteDir, ee.Stderr)}
+			}
+		}
+		paths := relativize(f.Paths, root, staging)
+		if len(paths) > MaxFailedPaths {
+			paths = paths[:MaxFailedPaths]
+		}
+		what := "some files or attributes were not transferred"
+		switch {
+		case f.Total == 1:
+			what = "1 path was not transferred"
+		case f.Total > 1:
+			what = fmt.Sprintf("%d paths were not transferred", f.Total)
+		}
+		if f.DeletionsSkipped {
+			what += "; rsync skipped deletions because of I/O errors"
+		}
+		return rsyncOutcome{status: domain.HealthWarning, failedPaths: paths,
+			err: fmt.Sprintf("%s exit 23: %s: %s", StepRsync, what, ee.Stderr)}
+	}
+	var reason string
+	switch c := remote.ClassifyRunError(err); {
+	case errors.Is(c, remote.ErrHostKeyMismatch):
+		reason = remote.ErrHostKeyMismatch.Error() + " (possible man-in-the-middle, or the host was reinstalled; re-pin only after checking)"
+	case c != err:
+		reason = sshReason(c)
+	default:
+		reason = rsyncExitMeaning[ee.Code]
+	}
+	msg := fmt.Sprintf("%s exit %d", StepRsync, ee.Code)
+	if reason != "" {
+		msg += ": " + reason
+	}
+	if ee.Stderr != "" {
+		msg += ": " + ee.Stderr
+	}
+	return rsyncOutcome{status: domain.HealthFailed, err: msg}
+}
+
+// sshReason is the sentinel remote.ClassifyRunError added to err.
+func sshReason(err error) string {
+	for _, s := range []error{remote.ErrHostKeyMismatch, remote.ErrHostKeyUnknown, remote.ErrAuthRefused,
+		remote.ErrConnRefused, remote.ErrConnTimeout, remote.ErrHostUnreachable} {
+		if errors.Is(err, s) {
+			return s.Error()
+		}
+	}
+	return ""
+}
+
+// relativize shows paths under the remote folder or the staging folder
+// relative to it, as an operator browsing the target sees them.
+func relativize(paths []string, root, staging string) []string {
+	out := make([]string, 0, len(paths))
+	for _, p := range paths {
+		for _, base := range []string{staging, root} {
+			if base == "/" {
+				if rel := strings.TrimPrefix(p, "/"); rel != "" && rel != p {
+					p = rel
+					break
+				}
+				continue
+			}
+			if rel, ok := strings.CutPrefix(p, base+"/"); ok && rel != "" {
+				p = rel
+				break
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}

@@ -1,0 +1,361 @@
+// Package restic runs the restic CLI for Satoru. It knows only restic:
+// argv builders, the environment that carries the repository and its
+// secrets, streaming parsers for --json output, and restic's stable exit
+// codes mapped to typed errors. Policy (which repository, which tags, when
+// to retry) belongs to the callers.
+//
+// Every call goes through shared/proc and each one opens the repository,
+// which costs ~0.6 s, so the API never adds an invocation the caller did
+// not ask for (Backup returns the snapshot id from the summary instead of
+// listing snapshots afterwards).
+package restic
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/satoru/satoru/shared/proc"
+)
+
+// Exit codes restic documents as stable (restic >= 0.17).
+const (
+	codeIncomplete   = 3
+	codeNoRepository = 10
+	codeLocked       = 11
+	codeWrongPass    = 12
+	codeCanceled     = 130
+)
+
+var (
+	// ErrIncomplete (exit 3): the snapshot was written, but some source
+	// files could not be read. Backup returns the Summary with it.
+	ErrIncomplete = errors.New("snapshot incomplete: some source files could not be read")
+	// ErrNoRepository (exit 10): there is no repository at the location.
+	ErrNoRepository = errors.New("repository does not exist")
+	// ErrLocked (exit 11): another process holds a conflicting lock, or a
+	// killed one left a stale lock (see Unlock).
+	ErrLocked = errors.New("repository is locked")
+	// ErrWrongPassword (exit 12): no key matches the password.
+	ErrWrongPassword = errors.New("wrong password or no key found")
+	// ErrCanceled (exit 130): restic was interrupted. A canceled ctx is
+	// reported with it too, so callers need one check.
+	ErrCanceled = errors.New("canceled")
+	// ErrNoSummary: backup exited 0 but printed no summary, so there is
+	// no snapshot id to record.
+	ErrNoSummary = errors.New("backup printed no summary")
+)
+
+// classify maps a restic exit code to its sentinel, or nil when the code
+// carries no specific meaning (1 is "fatal", anything).
+func classify(code int) error {
+	switch code {
+	case codeIncomplete:
+		return ErrIncomplete
+	case codeNoRepository:
+		return ErrNoRepository
+	case codeLocked:
+		return ErrLocked
+	case codeWrongPass:
+		return ErrWrongPassword
+	case codeCanceled:
+		return ErrCanceled
+	}
+	return nil
+}
+
+// errorTextCap bounds Error.Stderr: error texts end up in job events and
+// API responses.
+const errorTextCap = 1 << 10
+
+// Error is a restic command that exited non-zero. errors.Is matches it
+// against the sentinel for its exit code (ErrLocked for 11, ...).
+type Error struct {
+	// Op is the restic subcommand, e.g. "backup".
+	Op string
+	// Code is the exit status, -1 when restic was killed by a signal.
+	Code int
+	// Stderr is what restic said: the messages of its JSON error lines,
+	// then other output; trimmed to its last ~1 KiB, secrets redacted.
+	Stderr string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("restic " + e.Op)
+	if e.Code < 0 {
+		b.WriteString(": killed by a signal")
+	} else {
+		fmt.Fprintf(&b, ": exit %d", e.Code)
+	}
+	if s := classify(e.Code); s != nil {
+		b.WriteString(" (" + s.Error() + ")")
+	}
+	if e.Stderr != "" {
+		b.WriteString(": " + e.Stderr)
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrLocked) and friends work by exit code.
+func (e *Error) Is(target error) bool {
+	s := classify(e.Code)
+	return s != nil && s == target
+}
+
+// Repo is one restic repository and how to reach it. The zero RetryLock
+// fails at once on a lock conflict.
+type Repo struct {
+	// Bin is the restic binary; "" means "restic" on PATH.
+	Bin string
+	// Repository is a local path or a backend URL (s3:..., b2:...). It is
+	// passed as RESTIC_REPOSITORY, since URLs may carry credentials.
+	Repository string
+	// Password is passed only as RESTIC_PASSWORD: never in argv (visible
+	// in ps), logs or errors. Set it or PasswordFile, not both.
+	Password string
+	// PasswordFile is passed as RESTIC_PASSWORD_FILE.
+	PasswordFile string
+	// Env holds extra KEY=VALUE entries (AWS_ACCESS_KEY_ID=...,
+	// RESTIC_FROM_PASSWORD=...). They win over the ones Repo sets, and
+	// their values are redacted from errors like the password.
+	Env []string
+	// CacheDir is RESTIC_CACHE_DIR; "" leaves restic's default.
+	CacheDir string
+	// RetryLock makes commands that lock the repository wait up to this
+	// long for a conflicting lock (--retry-lock, restic >= 0.16).
+	RetryLock time.Duration
+}
+
+// progressFPS is the rate of restic's --json status lines. Without it
+// restic prints 60 a second when stdout is not a terminal; one a second is
+// plenty for job progress and keeps the stream small.
+const progressFPS = "1"
+
+// env is the environment of every repository command. Variables Satoru
+// does not use are set empty: restic reads them from the inherited
+// environment, and a stray RESTIC_PASSWORD_FILE would beat our password.
+func (r Repo) env() ([]string, error) {
+	if r.Repository == "" {
+		return nil, errors.New("no repository given")
+	}
+	env := []string{
+		"RESTIC_REPOSITORY=" + r.Repository,
+		"RESTIC_REPOSITORY_FILE=",
+		"RESTIC_PASSWORD_COMMAND=",
+		"RESTIC_PROGRESS_FPS=" + progressFPS,
+	}
+	switch {
+	case r.Password != "" && r.PasswordFile != "":
+		return nil, errors.New("set Password or PasswordFile, not both")
+	case r.Password != "":
+		env = append(env, "RESTIC_PASSWORD="+r.Password, "RESTIC_PASSWORD_FILE=")
+	case r.PasswordFile != "":
+		env = append(env, "RESTIC_PASSWORD_FILE="+r.PasswordFile, "RESTIC_PASSWORD=")
+	default:
+		// restic would try to read a password from stdin.
+		return nil, errors.New("no password given")
+	}
+	if r.CacheDir != "" {
+		env = append(env, "RESTIC_CACHE_DIR="+r.CacheDir)
+	}
+	return append(env, r.Env...), nil
+}
+
+func (r Repo) bin() string {
+	if r.Bin == "" {
+		return "restic"
+	}
+	return r.Bin
+}
+
+// run runs one repository command: c.Step names the subcommand, c.Args is
+// its argv after the global flags. lock says the command takes a lock, so
+// RetryLock applies. stdout is discarded unless c.Stdout is set. A
+// non-zero exit comes back as *Error.
+func (r Repo) run(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, error) {
+	res, err := r.runRaw(ctx, c, lock)
+	return res, r.wrap(c.Step, res, err)
+}
+
+// runRaw is run with proc's error left for the caller to wrap, for
+// callers that add what they parsed from stdout to the error.
+func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, error) {
+	env, err := r.env()
+	if err != nil {
+		return proc.Result{}, fmt.Errorf("restic %s: %w", c.Step, err)
+	}
+	if lock && r.RetryLock > 0 {
+		c.Args = append([]string{"--retry-lock", r.RetryLock.String()}, c.Args...)
+	}
+	c.Path, c.Env = r.bin(), env
+	if c.Stdout == nil {
+		c.Stdout = io.Discard
+	}
+	return proc.Run(ctx, c)
+}
+
+// wrap turns proc's error into ours. Timeouts and a missing binary keep
+// proc's typed errors.
+func (r Repo) wrap(op string, res proc.Result, err error, extra ...string) error {
+	if err == nil {
+		return nil
+	}
+	var xe *proc.ExitError
+	if errors.As(err, &xe) {
+		return &Error{Op: op, Code: xe.Code, Stderr: r.errorText(res.Stderr, extra...)}
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("restic %s %w: %w", op, ErrCanceled, err)
+	}
+	return err
+}
+
+// errorText is the Error.Stderr for a failed command: the messages of
+// restic's stderr (JSON lines decoded) after extra, redacted, trimmed.
+func (r Repo) errorText(stderr string, extra ...string) string {
+	msgs, exit := stderrMessages(stderr)
+	lines := append(append(append([]string(nil), extra...), msgs...), exit...)
+	return proc.TrimStderr(r.redact(strings.Join(lines, "\n")), errorTextCap)
+}
+
+// stderrMessages splits restic's stderr into messages. With --json restic
+// writes errors there as {"message_type":"error"} lines and its final
+// reason as {"message_type":"exit_error"}; other lines are plain text.
+// The exit message comes back separately so it can be put last, where
+// trimming keeps it.
+func stderrMessages(stderr string) (msgs, exit []string) {
+	for line := range strings.Lines(stderr) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		var m struct {
+			MessageType string `json:"message_type"`
+			Message     string `json:"message"`
+			Error       struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if line[0] != '{' || json.Unmarshal([]byte(line), &m) != nil || m.MessageType == "" {
+			msgs = append(msgs, line)
+			continue
+		}
+		switch m.MessageType {
+		case "exit_error":
+			exit = append(exit, m.Message)
+		case "error":
+			msgs = append(msgs, m.Error.Message)
+		default:
+			msgs = append(msgs, line)
+		}
+	}
+	return msgs, exit
+}
+
+// redactMin matches proc: shorter values cannot be meaningful secrets and
+// would shred ordinary text.
+const redactMin = 4
+
+// redact removes the password and Env values from s. proc already redacts
+// raw stderr; this also covers text decoded from JSON (where a secret with
+// '"' or '<' was escaped) and stdout, which proc does not see.
+func (r Repo) redact(s string) string {
+	secrets := []string{r.Password}
+	for _, kv := range r.Env {
+		_, v, _ := strings.Cut(kv, "=")
+		secrets = append(secrets, v)
+	}
+	for _, v := range secrets {
+		if len(v) >= redactMin {
+			s = strings.ReplaceAll(s, v, "[redacted]")
+		}
+	}
+	return s
+}
+
+// Init creates the repository. extraArgs go after "init", e.g.
+// "--copy-chunker-params", "--from-repo", url for an offsite copy target;
+// pass the source's secrets in Env (RESTIC_FROM_PASSWORD), never in argv.
+// A local repository's directories are created 0700 and its files 0400 by
+// restic itself.
+func (r Repo) Init(ctx context.Context, extraArgs ...string) error {
+	_, err := r.run(ctx, proc.Cmd{Step: "init", Args: append([]string{"init", "--json"}, extraArgs...)}, false)
+	return err
+}
+
+// EnsureInit initialises the repository unless it exists; created reports
+// whether it did. It reads the config (which also checks the password)
+// without taking a lock, so a stale lock does not stop it.
+func (r Repo) EnsureInit(ctx context.Context) (created bool, err error) {
+	err = r.catConfig(ctx)
+	if !errors.Is(err, ErrNoRepository) {
+		return false, err
+	}
+	if err := r.Init(ctx); err != nil {
+		// Another worker may have initialised it in between: then it is
+		// there, which is all the caller asked for.
+		if r.catConfig(ctx) == nil {
+			return false, nil
+		}
+		return false, err
+	}
+	return true, nil
+}
+
+func (r Repo) catConfig(ctx context.Context) error {
+	_, err := r.run(ctx, proc.Cmd{Step: "cat", Args: []string{"--no-lock", "cat", "config", "--json"}}, false)
+	return err
+}
+
+// Unlock removes stale locks: those of processes that died on this host,
+// or older than 30 minutes. Live locks stay.
+func (r Repo) Unlock(ctx context.Context) error {
+	_, err := r.run(ctx, proc.Cmd{Step: "unlock", Args: []string{"unlock", "--json"}}, false)
+	return err
+}
+
+// Version returns restic's version, e.g. "0.18.1". It needs no repository.
+func (r Repo) Version(ctx context.Context) (string, error) {
+	// Plain "restic version", since older releases cannot print it as JSON
+	// and this is how a too-old binary is recognised.
+	res, err := proc.Run(ctx, proc.Cmd{Step: "version", Path: r.bin(), Args: []string{"version"}})
+	if err != nil {
+		return "", r.wrap("version", res, err)
+	}
+	return parseVersion(string(res.Stdout))
+}
+
+// parseVersion reads "restic 0.18.1 compiled with go1.26 on linux/amd64".
+func parseVersion(out string) (string, error) {
+	f := strings.Fields(out)
+	if len(f) < 2 || f[0] != "restic" {
+		return "", fmt.Errorf("restic version: unexpected output %q", proc.TrimStderr(out, 200))
+	}
+	return f[1], nil
+}
+
+// Restore restores snapshotID ("latest", an id, or "id:subfolder") into
+// target. include limits it to these paths or patterns (--include); none
+// restores everything.
+func (r Repo) Restore(ctx context.Context, snapshotID, target string, include ...string) error {
+	if snapshotID == "" || target == "" {
+		return errors.New("restic restore: snapshot id and target are required")
+	}
+	_, err := r.run(ctx, proc.Cmd{Step: "restore", Args: RestoreArgs(snapshotID, target, include...)}, true)
+	return err
+}
+
+// RestoreArgs is the argv of Restore. The snapshot id comes after "--" so
+// a value starting with "-" cannot become an option.
+func RestoreArgs(snapshotID, target string, include ...string) []string {
+	args := []string{"restore", "--json", "--target", target}
+	for _, p := range include {
+		args = append(args, "--include", p)
+	}
+	return append(args, "--", snapshotID)
+}
