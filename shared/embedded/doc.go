@@ -6,6 +6,11 @@
 //
 // Both are quiet by default: they log only when given a *slog.Logger.
 //
+// The store adds one thing to FerretDB: a SQLite index that lets lookups by
+// _id use an index instead of reading the whole collection (Store.IndexIDs;
+// docs/store-budget.md has the numbers). Call IndexIDs after store.Open
+// creates the collections; a running store also repeats it every 30 s.
+//
 // Build with the tags ferretdb_no_postgresql,ferretdb_no_mysql so that
 // FerretDB's unused backends stay out of the binary.
 package embedded

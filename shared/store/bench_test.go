@@ -267,9 +267,11 @@ func (e *benchEnv) oneJob(b *testing.B, ctx context.Context, id, site string) {
 	}
 }
 
-func siteID(i int) string     { return fmt.Sprintf("site-%04d", i%benchSites) }
-func histID(i int) string     { return fmt.Sprintf("hist-%06d", i) }
-func targetHash(t int) string { return domain.TargetHash(domain.ModeDirectory, fmt.Sprintf("/srv/data%d", t)) }
+func siteID(i int) string { return fmt.Sprintf("site-%04d", i%benchSites) }
+func histID(i int) string { return fmt.Sprintf("hist-%06d", i) }
+func targetHash(t int) string {
+	return domain.TargetHash(domain.ModeDirectory, fmt.Sprintf("/srv/data%d", t))
+}
 
 func benchSummary() map[string]any {
 	return map[string]any{

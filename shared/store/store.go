@@ -7,7 +7,9 @@
 // with the embedded store"):
 //
 //   - natural _id keys (site_uuid, site_uuid/target_hash, job_id) and
-//     point lookups by _id, which FerretDB pushes down to SQLite;
+//     point lookups by _id, which FerretDB pushes down to SQLite (and the
+//     embedded store indexes: embedded.Store.IndexIDs); other filters
+//     read the whole collection there;
 //   - one writer per document and no transactions: FerretDB's updates are
 //     read-modify-write, so Open uses ONE connection by default and every
 //     service in a process shares that *Store;

@@ -56,7 +56,7 @@ func resticBin() string {
 	return ""
 }
 
-func loadConfig(t *testing.T, env []string) config.Config {
+func loadConfig(t testing.TB, env []string) config.Config {
 	t.Helper()
 	cfg, err := config.Load("", env)
 	if err != nil {
@@ -65,11 +65,11 @@ func loadConfig(t *testing.T, env []string) config.Config {
 	return cfg
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
@@ -77,7 +77,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 // startNode starts a node and stops it when the test ends.
-func startNode(t *testing.T, cfg config.Config, roles Roles) (*Node, context.CancelFunc) {
+func startNode(t testing.TB, cfg config.Config, roles Roles) (*Node, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	n, err := Start(ctx, cfg, roles, testLogger(t))
@@ -102,12 +102,12 @@ func startNode(t *testing.T, cfg config.Config, roles Roles) (*Node, context.Can
 
 // client talks to a node's REST API.
 type client struct {
-	t     *testing.T
+	t     testing.TB
 	base  string
 	token string
 }
 
-func newClient(t *testing.T, n *Node) *client {
+func newClient(t testing.TB, n *Node) *client {
 	return &client{t: t, base: "http://" + n.APIAddr, token: testToken}
 }
 

@@ -225,6 +225,13 @@ func (n *Node) connect(ctx context.Context) error {
 	}
 	n.conns = c
 	n.NC, n.Store, n.Infra = c.NC, c.Store, c.Bus
+	if n.StoreSrv != nil {
+		// Open created the collections; index their _id lookups now rather
+		// than at the store's next periodic pass.
+		if _, err := n.StoreSrv.IndexIDs(ctx); err != nil {
+			n.Log.Warn("indexing the embedded store's ids failed; lookups scan until the next pass", "err", err)
+		}
+	}
 	return nil
 }
 

@@ -58,7 +58,7 @@ func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t dom
 	}
 	out := &rsyncOutput{hash: t.TargetHash, tick: newThrottle(c.progressEvery(), progress)}
 	res, runErr := proc.Run(ctx, proc.Cmd{
-		Step:    "pull",
+		Step:    StepRsync,
 		Path:    orDefault(c.RsyncPath, "rsync"),
 		Args:    args,
 		Stdout:  out,
@@ -176,7 +176,8 @@ func judgeRsync(err error, stderr, remoteDir, staging string) rsyncOutcome {
 	var ee *proc.ExitError
 	if !errors.As(err, &ee) {
 		// Never started, canceled, or out of TargetTimeout: proc's text
-		// says which, with stderr.
+		// says which ("rsync timed out after 30m0s: ...", "rsync: context
+		// canceled: ..."), with stderr.
 		return rsyncOutcome{status: domain.HealthFailed, err: err.Error()}
 	}
 	if ee.Signal != 0 {

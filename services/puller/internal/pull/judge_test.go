@@ -42,7 +42,7 @@ rsync error: error in rsync protocol data stream (code 12) at io.c(285) [Receive
 )
 
 func rsyncExit(code int, stderr string) error {
-	return &proc.ExitError{Step: "pull", Command: "rsync", Code: code, Stderr: stderr}
+	return &proc.ExitError{Step: StepRsync, Command: "rsync", Code: code, Stderr: stderr}
 }
 
 // TestJudgeRsync is the exit-code mapping on captured stderr: 0 and 24
@@ -114,15 +114,15 @@ func TestJudgeRsync(t *testing.T) {
 			status: domain.HealthFailed, errs: []string{"rsync exit 99: odd"},
 		},
 		{
-			name: "canceled", err: fmt.Errorf("pull: rsync: %w", context.Canceled),
-			status: domain.HealthFailed, errs: []string{"pull: rsync: context canceled"},
+			name: "canceled", err: fmt.Errorf("rsync: %w", context.Canceled),
+			status: domain.HealthFailed, errs: []string{"rsync: context canceled"},
 		},
 		{
-			name: "timed out", err: fmt.Errorf("pull: rsync %w after %s", proc.ErrTimeout, time.Minute),
+			name: "timed out", err: fmt.Errorf("rsync %w after %s", proc.ErrTimeout, time.Minute),
 			status: domain.HealthFailed, errs: []string{"rsync timed out after 1m0s"},
 		},
 		{
-			name: "not installed", err: fmt.Errorf("pull: %w: rsync", proc.ErrNotFound),
+			name: "not installed", err: fmt.Errorf("rsync: %w: rsync", proc.ErrNotFound),
 			status: domain.HealthFailed, errs: []string{"executable not found: rsync"},
 		},
 	}

@@ -24,9 +24,9 @@ func newThrottle(every time.Duration, fn func(Progress)) *throttle {
 	return &throttle{every: every, now: time.Now, fn: fn}
 }
 
-// offer sends the progress make builds when it is time; make is called
+// offer sends the progress build returns when it is time; build is called
 // only then.
-func (t *throttle) offer(make func() Progress) {
+func (t *throttle) offer(build func() Progress) {
 	if t.fn == nil {
 		return
 	}
@@ -35,7 +35,7 @@ func (t *throttle) offer(make func() Progress) {
 		return
 	}
 	t.sent, t.last = true, now
-	t.fn(make())
+	t.fn(build())
 }
 
 // rate formats bytes per second the way rsync prints it (1024-based).

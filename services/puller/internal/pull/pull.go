@@ -55,11 +55,12 @@ type Config struct {
 	// RemoteTmpDir is where the SQLite dump writes its temp copy on the
 	// site (removed on success and failure).
 	RemoteTmpDir string
-	// BandwidthLimitKbps caps rsync in its --bwlimit unit, KiB per second
-	// (the unit the API validates the site's bandwidth_limit_kbps in);
-	// 0 means no cap. SQLite dumps are not capped.
+	// BandwidthLimitKbps caps a pull in KiB per second, rsync's --bwlimit
+	// unit (the one the API validates the site's bandwidth_limit_kbps
+	// in); 0 means no cap. SQLite dumps are paced to it locally.
 	BandwidthLimitKbps int
-	// IOTimeout makes rsync give up when no data moves for this long.
+	// IOTimeout makes rsync give up when no data moves for this long
+	// (ssh's keepalive bounds a dead connection for SQLite dumps).
 	IOTimeout time.Duration
 	// TargetTimeout bounds one target, all steps included; 0 means none.
 	TargetTimeout time.Duration

@@ -128,7 +128,8 @@ func fetchDump(ctx context.Context, c Config, hash, cmdline, gzTmp string, progr
 	}
 	runCtx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	w := &dumpWriter{f: f, stop: stop, hash: hash, start: time.Now(), tick: newThrottle(c.progressEvery(), progress)}
+	w := &dumpWriter{ctx: runCtx, f: f, stop: stop, hash: hash, start: time.Now(), tick: newThrottle(c.progressEvery(), progress),
+		limit: int64(c.BandwidthLimitKbps) * 1024}
 	cmd.Stdout = w
 	_, runErr := proc.Run(runCtx, cmd)
 	closeErr := f.Close()
@@ -186,7 +187,14 @@ func dumpError(ctx context.Context, c Config, err error) error {
 // once: it is recorded and the run canceled, and the writer keeps
 // accepting (and dropping) data, since an error returned to os/exec would
 // leave ssh blocked on a full pipe.
+//
+// With a bandwidth limit it also paces the transfer: it returns no faster
+// than limit bytes per second on average, so the pipe, ssh's channel
+// window and TCP push back to the site's gzip, which then sends no faster
+// either. That is the site's uplink the limit protects, as rsync's
+// --bwlimit does for folders.
 type dumpWriter struct {
+	ctx   context.Context
 	f     *os.File
 	n     int64
 	err   error
@@ -194,6 +202,7 @@ type dumpWriter struct {
 	hash  string
 	start time.Time
 	tick  *throttle
+	limit int64 // bytes per second; 0 means none
 }
 
 func (w *dumpWriter) Write(p []byte) (int, error) {
@@ -210,6 +219,17 @@ func (w *dumpWriter) Write(p []byte) (int, error) {
 	w.tick.offer(func() Progress {
 		return Progress{TargetHash: w.hash, BytesDone: w.n, Percent: -1, Rate: rate(w.n, time.Since(w.start))}
 	})
+	if w.limit > 0 {
+		due := time.Duration(float64(w.n) / float64(w.limit) * float64(time.Second))
+		if wait := due - time.Since(w.start); wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-w.ctx.Done():
+				t.Stop()
+			}
+		}
+	}
 	return len(p), nil
 }
 

@@ -1,0 +1,757 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/testkit"
+)
+
+var (
+	benchRounds = flag.Int("rounds", 3, "BenchmarkBackupVsTools: measured rounds (each a fresh node and repository); medians are reported")
+	benchTrace  = flag.Bool("trace-steps", true, "BenchmarkBackupVsTools: after the measured rounds, one extra unmeasured round with every ssh, rsync, restic and gzip traced")
+)
+
+// The benchmark site: benchFiles files in benchDirs nested folders, about
+// benchBytes in all, written from a fixed seed so every run backs up the
+// same bytes.
+const (
+	benchFiles      = 5000
+	benchLargeFiles = 120
+	benchDirs       = 400
+	benchBytes      = 200_000_000
+	benchSeed       = 20261125
+)
+
+// prodKnobs undo testEnv's fast heartbeats and leases: the benchmark
+// measures the timings a deployed node runs with (config defaults).
+var prodKnobs = []string{
+	"SATORU_JOB_ACK_WAIT_SECONDS=60",
+	"SATORU_JOB_HEARTBEAT_SECONDS=10",
+	"SATORU_SITE_LEASE_SECONDS=60",
+	"SATORU_SSH_CONNECT_TIMEOUT_SECONDS=10",
+}
+
+// BenchmarkBackupVsTools times one site backup through Satoru's API
+// against the same rsync and restic backup run by hand, on a first run and
+// on a no-change rerun. Run it once:
+//
+//	go test -tags ferretdb_no_postgresql,ferretdb_no_mysql -run '^$' \
+//	  -bench BackupVsTools -benchtime 1x -timeout 30m ./cmd/satoru/internal/node/
+//
+// b.N is ignored: one call measures -rounds rounds (default 3) and
+// reports medians. Each round starts a fresh node and a fresh by-hand
+// repository, both initialised and warmed with one tiny backup of another
+// folder before anything is timed, then times, interleaved (the order
+// flips every round):
+//
+//   - satoru: POST /sites/{uuid}/jobs {"type":"backup"} until the job's
+//     finished_at (the figure compared), and until GET /jobs/{id} shows it
+//     terminal (reported as well);
+//   - tools: rsync then restic backup, with Satoru's flags, ssh options,
+//     staging layout, restic environment, --host and tags.
+//
+// The custom metrics are the medians in seconds and the ratios
+// satoru/tools; the log has every round and Satoru's time by step.
+func BenchmarkBackupVsTools(b *testing.B) {
+	if b.N > 1 {
+		b.Logf("b.N=%d ignored: one call measures %d rounds; run with -benchtime 1x", b.N, *benchRounds)
+	}
+	for _, tool := range []string{"ssh", "rsync", "gzip", "sqlite3"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			b.Fatalf("%s not on PATH: %v", tool, err)
+		}
+	}
+	if resticBin() == "" {
+		b.Fatal("no restic in bin/: run `make tools-test` first")
+	}
+	edge := testkit.StartEdgeHost(b)
+	src := filepath.Join(edge.Dir, "site")
+	genStart := time.Now()
+	files, size := benchTree(b, src)
+	warm := filepath.Join(edge.Dir, "warmup")
+	mkdirB(b, warm)
+	for i := range 3 {
+		if err := os.WriteFile(filepath.Join(warm, fmt.Sprintf("w%d.txt", i)), []byte(strings.Repeat("warm ", 100*(i+1))), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.Logf("site: %d files, %d bytes (%.1f MB) in %s, generated in %s", files, size, float64(size)/1e6, src, time.Since(genStart).Round(time.Millisecond))
+
+	var sFirst, sRerun, tFirst, tRerun []sample
+	for r := range *benchRounds {
+		satoruFirstOrder := r%2 == 0
+		rs := runRound(b, edge, src, warm, files, size, satoruFirstOrder, "")
+		sFirst, sRerun = append(sFirst, rs.satoru[0]), append(sRerun, rs.satoru[1])
+		tFirst, tRerun = append(tFirst, rs.tools[0]), append(tRerun, rs.tools[1])
+		b.Logf("round %d (%s first): satoru %.3f s / rerun %.3f s; tools %.3f s / rerun %.3f s",
+			r+1, map[bool]string{true: "satoru", false: "tools"}[satoruFirstOrder],
+			rs.satoru[0].total.Seconds(), rs.satoru[1].total.Seconds(), rs.tools[0].total.Seconds(), rs.tools[1].total.Seconds())
+	}
+	b.ReportMetric(0, "ns/op") // one call, many minutes: meaningless
+
+	mSF, mSR, mTF, mTR := median(sFirst), median(sRerun), median(tFirst), median(tRerun)
+	b.ReportMetric(mSF.total.Seconds(), "satoru_first_s")
+	b.ReportMetric(mTF.total.Seconds(), "tools_first_s")
+	b.ReportMetric(mSR.total.Seconds(), "satoru_rerun_s")
+	b.ReportMetric(mTR.total.Seconds(), "tools_rerun_s")
+	b.ReportMetric(mSF.total.Seconds()/mTF.total.Seconds(), "first_ratio")
+	b.ReportMetric(mSR.total.Seconds()/mTR.total.Seconds(), "rerun_ratio")
+
+	var tab strings.Builder
+	fmt.Fprintf(&tab, "medians of %d rounds (seconds)\n", len(sFirst))
+	fmt.Fprintf(&tab, "%-26s %9s %9s\n", "", "first", "rerun")
+	row := func(name string, f, r float64) { fmt.Fprintf(&tab, "%-26s %9.3f %9.3f\n", name, f, r) }
+	row("satoru POST->finished_at", mSF.total.Seconds(), mSR.total.Seconds())
+	row("satoru POST->API terminal", medianOf(sFirst, visible), medianOf(sRerun, visible))
+	row("tools rsync+restic", mTF.total.Seconds(), mTR.total.Seconds())
+	row("  tools rsync", medianOf(tFirst, phaseDur("rsync")), medianOf(tRerun, phaseDur("rsync")))
+	row("  tools restic backup", medianOf(tFirst, phaseDur("restic backup")), medianOf(tRerun, phaseDur("restic backup")))
+	row("ratio finished_at/tools", mSF.total.Seconds()/mTF.total.Seconds(), mSR.total.Seconds()/mTR.total.Seconds())
+	row("ratio API terminal/tools", medianOf(sFirst, visible)/mTF.total.Seconds(), medianOf(sRerun, visible)/mTR.total.Seconds())
+	fmt.Fprintf(&tab, "satoru by step (medians; from job times and event timestamps)\n")
+	for _, name := range satoruPhaseNames {
+		row("  "+name, medianOf(sFirst, phaseDur(name)), medianOf(sRerun, phaseDur(name)))
+	}
+	b.Logf("\n%s", tab.String())
+
+	if *benchTrace {
+		b.Logf("traced round (not in the medians): every subprocess, seconds after the POST")
+		rs := runRound(b, edge, src, warm, files, size, true, b.TempDir())
+		for i, name := range []string{"first run", "rerun"} {
+			b.Logf("%s: POST->finished_at %.3f s\n%s", name, rs.satoru[i].total.Seconds(), rs.satoru[i].trace)
+		}
+	}
+}
+
+// sample is one timed backup.
+type sample struct {
+	total time.Duration // satoru: POST -> finished_at; tools: rsync + restic
+	// visible is, for satoru, POST -> GET /jobs/{id} answering a terminal
+	// status.
+	visible time.Duration
+	phases  map[string]time.Duration
+	trace   string // the subprocess timeline of a traced run
+}
+
+func visible(s sample) float64 { return s.visible.Seconds() }
+
+func phaseDur(name string) func(sample) float64 {
+	return func(s sample) float64 { return s.phases[name].Seconds() }
+}
+
+// median returns the sample with the median total (the lower middle one
+// for an even count).
+func median(s []sample) sample {
+	c := slices.Clone(s)
+	slices.SortFunc(c, func(a, b sample) int { return cmp.Compare(a.total, b.total) })
+	return c[(len(c)-1)/2]
+}
+
+func medianOf(s []sample, f func(sample) float64) float64 {
+	v := make([]float64, len(s))
+	for i := range s {
+		v[i] = f(s[i])
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+type roundResult struct {
+	satoru, tools [2]sample // first run, rerun
+}
+
+// runRound sets up a fresh node and a fresh by-hand repository, warms
+// both, and times a first run and a rerun of each, interleaved. With
+// traceDir set, ssh, rsync, restic and gzip are wrapped to log every
+// invocation there (adding a few ms each), for the step breakdown.
+func runRound(b *testing.B, edge *testkit.EdgeHost, src, warm string, files int, size int64, satoruFirst bool, traceDir string) roundResult {
+	b.Helper()
+	ctx := context.Background()
+	root, err := os.MkdirTemp(b.TempDir(), "round-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(root)
+
+	var trace *tracer
+	extra := slices.Clone(prodKnobs)
+	if traceDir != "" {
+		trace = newTracer(b, traceDir)
+		extra = append(extra, "SATORU_RESTIC_BIN="+trace.wrapped["restic"])
+		oldPath := os.Getenv("PATH")
+		os.Setenv("PATH", trace.binDir+string(os.PathListSeparator)+oldPath)
+		defer os.Setenv("PATH", oldPath)
+	}
+
+	// Satoru: a fresh node whose repository exists before anything is
+	// timed, warmed by one tiny backup of another site.
+	n, stop := startNode(b, loadConfig(b, testEnv(filepath.Join(root, "satoru"), extra...)), All)
+	defer stop()
+	c := newClient(b, n)
+	repo, err := ResticRepo(n.Config)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := repo.Init(ctx); err != nil {
+		b.Fatalf("init satoru's repository: %v", err)
+	}
+	warmSite := c.registerSite(edge, siteOpts{name: "bench-warmup", targets: []map[string]any{{"mode": "directory", "path": warm}}})
+	if j := c.waitJob(c.startJob(warmSite, "backup"), 2*time.Minute); j.Status != domain.StatusSuccess {
+		b.Fatalf("warm-up backup: %s %q", j.Status, j.Error)
+	}
+	site := c.registerSite(edge, siteOpts{name: "bench-site", targets: []map[string]any{{"mode": "directory", "path": src}}})
+	w := newJobWatcher(b, n, site)
+	defer w.close()
+
+	// Tools: the same commands by hand into their own staging and repo.
+	tl := newHandRun(b, edge, filepath.Join(root, "tools"), src)
+	tl.init(b)
+	tl.warm(b, warm)
+
+	var out roundResult
+	for i := range 2 {
+		steps := []func(){
+			func() { out.satoru[i] = timeSatoru(b, c, w, site, files, size, i == 1, trace) },
+			func() { out.tools[i] = tl.backup(b, files, i == 1) },
+		}
+		if !satoruFirst {
+			slices.Reverse(steps)
+		}
+		for _, step := range steps {
+			settle()
+			step()
+		}
+	}
+	return out
+}
+
+// settle writes back dirty pages (the previous run's staging and repo)
+// and lets the machine go quiet, so no run pays for the one before.
+func settle() {
+	syscall.Sync()
+	time.Sleep(500 * time.Millisecond)
+}
+
+// satoruPhaseNames are Satoru's steps, in order, as timeSatoru derives them
+// from the job's times and events (timestamps are whole milliseconds).
+var satoruPhaseNames = []string{
+	"POST->created_at",
+	"queue (created->started)",
+	"start (lease, job doc, event seq)",
+	"preflight (load, local tools, ssh master, remote checks)",
+	"headroom + event flush",
+	"rsync (puller event)",
+	"  rsync process (duration_ms)",
+	"hand-off to snapshotter",
+	"snapshot (restic cat config + backup)",
+	"finish (site status, stamp finished_at)",
+	"finished_at->API terminal",
+}
+
+// timeSatoru starts a backup of site through the API and waits for it.
+func timeSatoru(b *testing.B, c *client, w *jobWatcher, site string, files int, size int64, rerun bool, trace *tracer) sample {
+	b.Helper()
+	if trace != nil {
+		trace.reset(b)
+	}
+	w.drain()
+	t0 := time.Now()
+	id := c.startJob(site, "backup")
+	j, seen := w.wait(b, c, id, 5*time.Minute)
+	if j.Status != domain.StatusSuccess {
+		b.Fatalf("satoru backup: %s %q\n%s", j.Status, j.Error, dumpEvents(c.events(id)))
+	}
+	if got := summaryInt(j, "total_files_processed"); got != int64(files) {
+		b.Fatalf("satoru backed up %d files, want %d: %v", got, files, j.Summary)
+	}
+	if got := summaryInt(j, "total_bytes_processed"); got != size {
+		b.Fatalf("satoru backed up %d bytes, want %d", got, size)
+	}
+	if rerun && summaryInt(j, "bytes_transferred") > 1<<20 {
+		b.Fatalf("no-change rerun transferred %d bytes", summaryInt(j, "bytes_transferred"))
+	}
+	s := sample{total: j.FinishedAt.Sub(t0), visible: seen.Sub(t0)}
+	s.phases = satoruPhases(b, t0, seen, j, c.events(id))
+	if trace != nil {
+		s.trace = trace.timeline(b, t0, *j.FinishedAt)
+	}
+	return s
+}
+
+// satoruPhases splits a job's wall time at the job's own times and at the
+// events that open and close each step.
+func satoruPhases(b *testing.B, t0, seen time.Time, j domain.Job, evs []domain.JobEvent) map[string]time.Duration {
+	b.Helper()
+	find := func(what string, ok func(domain.JobEvent) bool) domain.JobEvent {
+		for _, e := range evs {
+			if ok(e) {
+				return e
+			}
+		}
+		b.Fatalf("no %s event:\n%s", what, dumpEvents(evs))
+		return domain.JobEvent{}
+	}
+	started := find("job started", func(e domain.JobEvent) bool { return e.Step == "job" && strings.HasPrefix(e.Message, "started by") })
+	preflight := find("preflight", func(e domain.JobEvent) bool { return e.Seq == started.Seq+1 })
+	pulling := find("pull start", func(e domain.JobEvent) bool { return e.Step == "pull" && strings.HasPrefix(e.Message, "pulling ") })
+	pulled := find("pull end", func(e domain.JobEvent) bool { return e.Step == "pull" && e.Data["duration_ms"] != nil })
+	taken := find("snapshot take-over", func(e domain.JobEvent) bool {
+		return e.Step == "snapshot" && strings.Contains(e.Message, "taken over")
+	})
+	snap := find("snapshot", func(e domain.JobEvent) bool { return e.Step == "snapshot" && e.Data["snapshot_id"] != nil })
+	ms, _ := pulled.Data["duration_ms"].(float64)
+	return map[string]time.Duration{
+		"POST->created_at":                                         j.CreatedAt.Sub(t0),
+		"queue (created->started)":                                 j.StartedAt.Sub(j.CreatedAt),
+		"start (lease, job doc, event seq)":                        started.TS.Sub(*j.StartedAt),
+		"preflight (load, local tools, ssh master, remote checks)": preflight.TS.Sub(started.TS),
+		"headroom + event flush":                                   pulling.TS.Sub(preflight.TS),
+		"rsync (puller event)":                                     pulled.TS.Sub(pulling.TS),
+		"  rsync process (duration_ms)":                            time.Duration(ms) * time.Millisecond,
+		"hand-off to snapshotter":                                  taken.TS.Sub(pulled.TS),
+		"snapshot (restic cat config + backup)":                    snap.TS.Sub(taken.TS),
+		"finish (site status, stamp finished_at)":                  j.FinishedAt.Sub(snap.TS),
+		"finished_at->API terminal":                                seen.Sub(*j.FinishedAt),
+	}
+}
+
+// jobWatcher waits for a job's end without loading the store: it follows
+// the job's step events on NATS and starts polling GET /jobs/{id} (every
+// 5 ms) only once the "finished" event is out. A slow poll every 500 ms
+// is the fallback.
+type jobWatcher struct {
+	sub      *nats.Subscription
+	finished chan string // job ids whose "finished" event was published
+}
+
+func newJobWatcher(b *testing.B, n *Node, site string) *jobWatcher {
+	b.Helper()
+	w := &jobWatcher{finished: make(chan string, 16)}
+	sub, err := n.NC.Subscribe(events.EventsPrefix+"."+site+".>", func(m *nats.Msg) {
+		var e events.StepEvent
+		if json.Unmarshal(m.Data, &e) == nil && e.Event.Step == "job" && strings.HasPrefix(e.Event.Message, "finished") {
+			select {
+			case w.finished <- e.JobID:
+			default:
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.sub = sub
+	return w
+}
+
+func (w *jobWatcher) close() { _ = w.sub.Unsubscribe() }
+
+func (w *jobWatcher) drain() {
+	for {
+		select {
+		case <-w.finished:
+		default:
+			return
+		}
+	}
+}
+
+// wait returns the job once GET shows it terminal, and when it saw that.
+func (w *jobWatcher) wait(b *testing.B, c *client, id string, within time.Duration) (domain.Job, time.Time) {
+	b.Helper()
+	deadline := time.After(within)
+	slow := time.NewTicker(500 * time.Millisecond)
+	defer slow.Stop()
+	for {
+		select {
+		case got := <-w.finished:
+			if got != id {
+				continue
+			}
+			for range 2000 { // up to 10 s
+				if j := c.job(id); j.Status.Terminal() {
+					return j, time.Now()
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		case <-slow.C:
+			if j := c.job(id); j.Status.Terminal() {
+				return j, time.Now()
+			}
+		case <-deadline:
+			b.Fatalf("job %s not finished after %s", id, within)
+		}
+	}
+}
+
+// handRun is the by-hand baseline: rsync and restic backup with the
+// flags, ssh options, layout and environment Satoru uses.
+type handRun struct {
+	rsync      []string // argv after "rsync"
+	restic     string
+	env        []string
+	siteDir    string // what restic backs up: staging/<site>
+	site       string
+	stagingDir string
+}
+
+func newHandRun(b *testing.B, edge *testkit.EdgeHost, root, src string) *handRun {
+	b.Helper()
+	site := "hand-" + randHex(b, 8)
+	siteDir := filepath.Join(root, "backups", site)
+	staging := filepath.Join(siteDir, domain.TargetHash(domain.ModeDirectory, src))
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	args, err := remote.RsyncPullArgs(remote.RsyncPull{
+		SSH: remote.SSHConfig{Host: edge.Host, Port: edge.Port, User: edge.User, KeyPath: edge.KeyPath,
+			KnownHostsFile: edge.KnownHostsFile, HostKeyAlias: edge.HostKeyAlias, ConnectTimeout: 10 * time.Second},
+		RemoteDir: src,
+		LocalDir:  staging,
+		IOTimeout: 5 * time.Minute,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// As the puller's rsyncArgs: staging modes and one progress line,
+	// before the "--" that ends the options.
+	n := len(args)
+	args = slices.Concat(args[:n-3], []string{"--chmod=D0700,F0600", "--info=progress2"}, args[n-3:])
+	pw := filepath.Join(root, "restic-password")
+	if err := os.WriteFile(pw, []byte(randHex(b, 32)+"\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	return &handRun{
+		rsync:  args,
+		restic: resticBin(),
+		env: append(os.Environ(),
+			"RESTIC_REPOSITORY="+filepath.Join(root, "repo"),
+			"RESTIC_REPOSITORY_FILE=", "RESTIC_PASSWORD_COMMAND=", "RESTIC_PROGRESS_FPS=1",
+			"RESTIC_PASSWORD_FILE="+pw, "RESTIC_PASSWORD=",
+			"RESTIC_CACHE_DIR="+filepath.Join(root, "restic-cache")),
+		siteDir:    siteDir,
+		site:       site,
+		stagingDir: staging,
+	}
+}
+
+func (h *handRun) init(b *testing.B) {
+	b.Helper()
+	if out, err := h.cmd(h.restic, "init").CombinedOutput(); err != nil {
+		b.Fatalf("restic init: %v: %s", err, out)
+	}
+}
+
+// warm backs up a tiny folder once, as Satoru's warm-up job does.
+func (h *handRun) warm(b *testing.B, dir string) {
+	b.Helper()
+	args := append([]string{"--retry-lock", "5m0s"}, restic.BackupArgs(restic.BackupOptions{
+		Paths: []string{dir}, Host: "hand-warmup", Tags: []string{"site:warmup"}})...)
+	if out, err := h.cmd(h.restic, args...).CombinedOutput(); err != nil {
+		b.Fatalf("restic warm-up backup: %v: %s", err, out)
+	}
+}
+
+func (h *handRun) cmd(path string, args ...string) *exec.Cmd {
+	c := exec.Command(path, args...)
+	c.Env = h.env
+	return c
+}
+
+// backup times rsync then restic backup, as a shell would run them.
+func (h *handRun) backup(b *testing.B, files int, rerun bool) sample {
+	b.Helper()
+	// Satoru's restic argv: Repo.RetryLock (5m) and BackupArgs, with the
+	// --host and tags the snapshotter gives a site's snapshot.
+	resticArgs := append([]string{"--retry-lock", "5m0s"}, restic.BackupArgs(restic.BackupOptions{
+		Paths: []string{h.siteDir}, Host: snapshotterapp.Host(h.site),
+		Tags: snapshotterapp.Tags(h.site, "job-"+randHex(b, 8))})...)
+	var stderr bytes.Buffer
+	rs := exec.Command("rsync", h.rsync...)
+	rs.Stdout, rs.Stderr = io.Discard, &stderr
+	var out bytes.Buffer
+	rc := h.cmd(h.restic, resticArgs...)
+	rc.Stdout, rc.Stderr = &out, &stderr
+
+	t0 := time.Now()
+	if err := rs.Run(); err != nil {
+		b.Fatalf("rsync %s: %v: %s", strings.Join(h.rsync, " "), err, stderr.String())
+	}
+	t1 := time.Now()
+	if err := rc.Run(); err != nil {
+		b.Fatalf("restic backup: %v: %s", err, stderr.String())
+	}
+	t2 := time.Now()
+
+	var sum restic.Summary
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		if bytes.Contains(sc.Bytes(), []byte(`"message_type":"summary"`)) {
+			_ = json.Unmarshal(sc.Bytes(), &sum)
+		}
+	}
+	if sum.TotalFilesProcessed != int64(files) || (rerun && sum.FilesUnmodified != int64(files)) {
+		b.Fatalf("by-hand restic summary %+v: want %d files (all unmodified on the rerun)", sum, files)
+	}
+	return sample{total: t2.Sub(t0), phases: map[string]time.Duration{"rsync": t1.Sub(t0), "restic backup": t2.Sub(t1)}}
+}
+
+func randHex(b *testing.B, n int) string {
+	buf := make([]byte, n)
+	for i := range buf {
+		buf[i] = byte(rand.IntN(256))
+	}
+	return hex.EncodeToString(buf)
+}
+
+// benchTree writes the benchmark site under root from benchSeed: about
+// benchFiles files in benchDirs folders up to five deep, sized like a web
+// site (many small files from 256 B to 128 KiB, three in four of them text,
+// the rest binary; benchLargeFiles binary files from ~0.2 to ~1.5 MB), the
+// large ones scaled so the total is benchBytes. Text compresses, binary
+// does not, as with code and media.
+func benchTree(b *testing.B, root string) (files int, total int64) {
+	b.Helper()
+	rng := rand.New(rand.NewPCG(benchSeed, benchSeed))
+	dirs := []string{"."}
+	depth := map[string]int{".": 0}
+	for i := 1; i < benchDirs; i++ {
+		parent := dirs[rng.IntN(len(dirs))]
+		if depth[parent] >= 5 {
+			parent = "."
+		}
+		d := filepath.Join(parent, fmt.Sprintf("d%03d", i))
+		dirs, depth[d] = append(dirs, d), depth[parent]+1
+	}
+	for _, d := range dirs {
+		mkdirB(b, filepath.Join(root, d))
+	}
+
+	small := benchFiles - benchLargeFiles
+	sizes := make([]int64, benchFiles)
+	var smallSum int64
+	for i := range small {
+		sizes[i] = int64(math.Exp(math.Log(256) + rng.Float64()*(math.Log(128<<10)-math.Log(256))))
+		smallSum += sizes[i]
+	}
+	weights := make([]float64, benchLargeFiles)
+	var wsum float64
+	for i := range weights {
+		weights[i] = 0.25 + 1.5*rng.Float64()
+		wsum += weights[i]
+	}
+	left := int64(benchBytes) - smallSum
+	for i := range weights {
+		sizes[small+i] = int64(float64(left) * weights[i] / wsum)
+	}
+	sizes[benchFiles-1] += int64(benchBytes) - sum(sizes)
+
+	buf := make([]byte, 0, 2<<20)
+	for i, sz := range sizes {
+		text := i < small && rng.IntN(4) != 0
+		ext := ".bin"
+		if text {
+			ext = [...]string{".php", ".js", ".css", ".html", ".txt"}[rng.IntN(5)]
+		}
+		p := filepath.Join(root, dirs[rng.IntN(len(dirs))], fmt.Sprintf("f%04d%s", i, ext))
+		var seed [32]byte
+		for k := range 4 {
+			v := rng.Uint64()
+			for j := range 8 {
+				seed[k*8+j] = byte(v >> (8 * j))
+			}
+		}
+		buf = fill(buf[:0], sz, text, rand.NewChaCha8(seed))
+		if err := os.WriteFile(p, buf, 0o644); err != nil {
+			b.Fatal(err)
+		}
+		total += sz
+	}
+	return len(sizes), total
+}
+
+// mkdirB is mkdir for a benchmark.
+func mkdirB(b *testing.B, path string) {
+	b.Helper()
+	if err := os.MkdirAll(path, 0o755); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func sum(v []int64) int64 {
+	var s int64
+	for _, x := range v {
+		s += x
+	}
+	return s
+}
+
+var benchWords = strings.Fields(`function return array string public private static const var let
+if else for foreach while echo include require class extends new this self null true false
+div span class id href src style width height margin padding color background border font
+the a of to and in is it you that he was for on are with as his they be at one have this from
+user post comment page site config cache session request response header body footer nav
+$id $name $value $data $result $query $row $item $key $i ; { } ( ) [ ] = == => -> :: < > </div>`)
+
+// fill appends n bytes to buf: words and line breaks for text, else the
+// generator's raw bytes.
+func fill(buf []byte, n int64, text bool, g *rand.ChaCha8) []byte {
+	if !text {
+		buf = slices.Grow(buf, int(n))[:n]
+		_, _ = g.Read(buf)
+		return buf
+	}
+	r := rand.New(g)
+	for int64(len(buf)) < n {
+		buf = append(buf, benchWords[r.IntN(len(benchWords))]...)
+		if r.IntN(10) == 0 {
+			buf = append(buf, '\n')
+		} else {
+			buf = append(buf, ' ')
+		}
+	}
+	return buf[:n]
+}
+
+// tracer wraps ssh, rsync, restic and gzip in scripts that log each
+// invocation's start, end and argv.
+type tracer struct {
+	binDir  string
+	log     string
+	wrapped map[string]string
+}
+
+func newTracer(b *testing.B, dir string) *tracer {
+	b.Helper()
+	t := &tracer{binDir: filepath.Join(dir, "bin"), log: filepath.Join(dir, "trace.log"), wrapped: map[string]string{}}
+	mkdirB(b, t.binDir)
+	for _, name := range []string{"ssh", "rsync", "restic", "gzip"} {
+		real := resticBin()
+		if name != "restic" {
+			p, err := exec.LookPath(name)
+			if err != nil {
+				b.Fatal(err)
+			}
+			real = p
+		}
+		script := fmt.Sprintf("#!/bin/sh\ns=$(date +%%s%%N)\n%s \"$@\"\nrc=$?\ne=$(date +%%s%%N)\n"+
+			"printf '%%s %%s %%s %s %%s\\n' \"$s\" \"$e\" \"$rc\" \"$*\" >> %s\nexit $rc\n",
+			strconv.Quote(real), name, strconv.Quote(t.log))
+		p := filepath.Join(t.binDir, name)
+		if err := os.WriteFile(p, []byte(script), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		t.wrapped[name] = p
+	}
+	return t
+}
+
+func (t *tracer) reset(b *testing.B) {
+	b.Helper()
+	if err := os.WriteFile(t.log, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// timeline lists the logged invocations, in seconds after t0, and the
+// time between t0 and end spent outside any of them.
+func (t *tracer) timeline(b *testing.B, t0, end time.Time) string {
+	b.Helper()
+	data, err := os.ReadFile(t.log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	type span struct {
+		s, e time.Time
+		what string
+	}
+	var spans []span
+	for line := range strings.Lines(string(data)) {
+		f := strings.SplitN(strings.TrimSpace(line), " ", 5)
+		if len(f) < 4 {
+			continue
+		}
+		s, _ := strconv.ParseInt(f[0], 10, 64)
+		e, _ := strconv.ParseInt(f[1], 10, 64)
+		args := ""
+		if len(f) == 5 {
+			args = f[4]
+		}
+		spans = append(spans, span{time.Unix(0, s), time.Unix(0, e), describe(f[3], args)})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return a.s.Compare(b.s) })
+	var out strings.Builder
+	var busy time.Duration
+	var cursor time.Time = t0
+	for _, sp := range spans {
+		fmt.Fprintf(&out, "  %7.3f .. %7.3f  %6.3f s  %s\n", sp.s.Sub(t0).Seconds(), sp.e.Sub(t0).Seconds(), sp.e.Sub(sp.s).Seconds(), sp.what)
+		// Count time covered by some subprocess once (rsync's ssh runs
+		// inside rsync).
+		s := sp.s
+		if s.Before(cursor) {
+			s = cursor
+		}
+		if sp.e.After(s) {
+			busy += sp.e.Sub(s)
+			cursor = sp.e
+		}
+	}
+	fmt.Fprintf(&out, "  in subprocesses %.3f s; outside them (Go, store, NATS) %.3f s of %.3f s to finished_at\n",
+		busy.Seconds(), (end.Sub(t0) - busy).Seconds(), end.Sub(t0).Seconds())
+	return out.String()
+}
+
+// describe names an invocation by what it is for.
+func describe(name, args string) string {
+	switch {
+	case name == "ssh" && strings.Contains(args, "-V"):
+		return "ssh -V (preflight local tool)"
+	case name == "ssh" && strings.Contains(args, "-O exit"):
+		return "ssh -O exit (close master)"
+	case name == "ssh" && strings.Contains(args, "rsync --server"):
+		return "  ssh under rsync (over the master)"
+	case name == "ssh":
+		return "ssh preflight (opens the master)"
+	case name == "rsync" && strings.Contains(args, "--version"):
+		return "rsync --version (preflight local tool)"
+	case name == "rsync":
+		return "rsync pull"
+	case name == "gzip":
+		return "gzip --version (preflight local tool)"
+	case name == "restic":
+		for _, w := range []string{"version", "cat", "backup", "init", "snapshots"} {
+			if slices.Contains(strings.Fields(args), w) {
+				return "restic " + w
+			}
+		}
+	}
+	return name + " " + args
+}
