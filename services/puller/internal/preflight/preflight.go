@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
@@ -40,6 +41,39 @@ type Checker struct {
 	KnownHostsDir  string
 	ConnectTimeout time.Duration
 	RemoteTmpDir   string
+
+	// Local tool versions are cached briefly: asking four tools for their
+	// version on every job costs more than the check is worth.
+	mu       sync.Mutex
+	versions map[string]toolVersion
+}
+
+type toolVersion struct {
+	version string
+	at      time.Time
+}
+
+// toolVersionTTL is how long a local tool's version is trusted.
+const toolVersionTTL = 5 * time.Minute
+
+func (c *Checker) toolVersion(ctx context.Context, t LocalTool) (string, error) {
+	c.mu.Lock()
+	v, ok := c.versions[t.Path]
+	c.mu.Unlock()
+	if ok && time.Since(v.at) < toolVersionTTL {
+		return v.version, nil
+	}
+	version, err := remote.LocalToolVersion(ctx, t.Name, t.Path)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	if c.versions == nil {
+		c.versions = map[string]toolVersion{}
+	}
+	c.versions[t.Path] = toolVersion{version: version, at: time.Now()}
+	c.mu.Unlock()
+	return version, nil
 }
 
 // Input is what a preflight checks.
@@ -117,7 +151,7 @@ func (c *Checker) checkLocalTools(ctx context.Context, res *Result) {
 			res.fail(StepLocalTool, "", fmt.Sprintf("local tool %s: not found on this host", t.Name), map[string]any{"tool": t.Name})
 			continue
 		}
-		v, err := remote.LocalToolVersion(ctx, t.Name, t.Path)
+		v, err := c.toolVersion(ctx, t)
 		if err != nil {
 			res.fail(StepLocalTool, "", fmt.Sprintf("local tool %s (%s): %v", t.Name, t.Path, err), map[string]any{"tool": t.Name, "path": t.Path})
 			continue
