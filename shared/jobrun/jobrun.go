@@ -130,16 +130,19 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{})
 	}
 
-	var lease *bus.Lease
-	if job.SiteUUID != "" {
-		lease, err = x.Bus.AcquireSite(ctx, job.SiteUUID, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker})
-		if errors.Is(err, bus.ErrLeaseHeld) {
-			log.Debug("site busy; retrying later", "err", err)
-			return bus.RetryAfter(x.LeaseRetry, err)
-		}
-		if err != nil {
-			return bus.RetryAfter(2*time.Second, err)
-		}
+	// Site jobs hold their site's lease; repository-level jobs (offsite
+	// sync) share one lease, so two never run at once.
+	leaseSite := job.SiteUUID
+	if leaseSite == "" {
+		leaseSite = events.RepoSite
+	}
+	lease, err := x.Bus.AcquireSite(ctx, leaseSite, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker})
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		log.Debug("lease busy; retrying later", "err", err)
+		return bus.RetryAfter(x.LeaseRetry, err)
+	}
+	if err != nil {
+		return bus.RetryAfter(2*time.Second, err)
 	}
 
 	started := x.now()

@@ -589,8 +589,8 @@ func TestCreateJob(t *testing.T) {
 		status           int
 		code, msg        string
 	}{
-		{"unsupported", "id-1", `{"type":"restore"}`, 400, CodeInvalidArgument, `type: unsupported job type "restore" (supported: preflight, backup)`},
-		{"nonsense", "id-1", `{"type":"x"}`, 400, CodeInvalidArgument, `type: unsupported job type "x" (supported: preflight, backup)`},
+		{"unsupported", "id-1", `{"type":"restore"}`, 400, CodeInvalidArgument, `type: unsupported job type "restore" (supported: preflight, backup, retention)`},
+		{"nonsense", "id-1", `{"type":"x"}`, 400, CodeInvalidArgument, `type: unsupported job type "x" (supported: preflight, backup, retention)`},
 		{"missing", "id-1", `{}`, 400, CodeInvalidArgument, "type: required"},
 		{"unknown field", "id-1", `{"type":"preflight","site_uuid":"id-1"}`, 400, CodeInvalidArgument, `unknown field "site_uuid"`},
 		{"empty body", "id-1", ``, 400, CodeInvalidArgument, "request body is empty"},

@@ -53,7 +53,7 @@ const (
 )
 
 // SupportedJobTypes are the job types the API accepts in this phase.
-var SupportedJobTypes = []domain.JobType{domain.JobPreflight, domain.JobBackup}
+var SupportedJobTypes = []domain.JobType{domain.JobPreflight, domain.JobBackup, domain.JobRetention}
 
 var (
 	nameRe  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
