@@ -33,11 +33,13 @@ const dumpScript = `umask 077; ` +
 	`[ -f "$1" ] || { printf 'satoru-dump: %s is not a file\n' "$1" >&2; exit 91; }; ` +
 	`t=$(mktemp "$2/.satoru-dump.XXXXXX") || exit 90; ` +
 	`trap 'rm -f "$t"' EXIT; trap 'exit 129' HUP; trap 'exit 130' INT; trap 'exit 143' TERM; ` +
-	// sqlite3's own output goes to stderr: stdout carries only the gzip.
-	// The busy timeout makes .backup wait for a writer's lock instead of
-	// failing at once with "database is locked" (rollback-journal
-	// databases lock readers out while a write commits).
-	`sqlite3 -bail -batch -cmd '.timeout ` + dumpBusyTimeoutMS + `' "$1" ".backup '$t'" </dev/null >&2 || { printf 'satoru-dump: sqlite3 .backup of %s failed\n' "$1" >&2; exit 91; }; ` +
+	// sqlite3's own output is dropped (errors still reach stderr): stdout
+	// carries only the gzip. The busy timeout makes it wait for a writer's
+	// lock instead of failing at once with "database is locked". The read
+	// transaction held across .backup keeps a busy writer from restarting
+	// the copy after every commit (a rollback-journal database under
+	// constant writes otherwise never finishes).
+	`sqlite3 -bail -batch -cmd '.timeout ` + dumpBusyTimeoutMS + `' "$1" "BEGIN; SELECT count(*) FROM sqlite_schema;" ".backup '$t'" "COMMIT;" </dev/null >/dev/null || { printf 'satoru-dump: sqlite3 .backup of %s failed\n' "$1" >&2; exit 91; }; ` +
 	`gzip -c -- "$t" || exit 92`
 
 // SQLiteDumpCommand returns the remote command that writes a gzip of a
