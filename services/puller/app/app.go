@@ -19,7 +19,6 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
-	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -50,35 +49,24 @@ type Deps struct {
 
 // Run consumes puller job requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
-	cons, err := d.Infra.Consumer(ctx, events.ConsumerPuller)
-	if err != nil {
-		return err
-	}
-	log := d.Log.With("service", "puller", "worker", d.Settings.Worker)
-	x := &jobrun.Executor{
-		Store:       d.Store,
-		Bus:         d.Infra,
-		Worker:      d.Settings.Worker,
-		Heartbeat:   d.Settings.Heartbeat,
-		MaxAttempts: d.Settings.MaxAttempts,
-		LeaseRetry:  d.Settings.LeaseRetry,
-		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
-		Metrics:     observe.NewJobMetrics(d.Registry),
-		Log:         log,
-	}
 	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
 		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync")}
-	r := &bus.Runner{
-		Consumer: cons,
-		Workers:  d.Settings.Concurrency,
-		AckWait:  d.Settings.AckWait,
-		Log:      log,
-		Handle: func(ctx context.Context, dl bus.Delivery) error {
-			return x.Handle(ctx, dl, p.Pick)
-		},
-	}
-	log.Info("puller started", "concurrency", d.Settings.Concurrency)
-	return r.Run(ctx)
+	return jobrun.Service{
+		Name:        "puller",
+		Consumer:    events.ConsumerPuller,
+		Infra:       d.Infra,
+		Store:       d.Store,
+		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Worker:      d.Settings.Worker,
+		Concurrency: d.Settings.Concurrency,
+		AckWait:     d.Settings.AckWait,
+		Heartbeat:   d.Settings.Heartbeat,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		MaxAttempts: d.Settings.MaxAttempts,
+		Registry:    d.Registry,
+		Log:         d.Log,
+		Pick:        p.Pick,
+	}.Run(ctx)
 }
 
 // NewChecker builds the preflight checker, resolving local tools once.
