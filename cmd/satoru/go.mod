@@ -6,6 +6,7 @@ require (
 	github.com/satoru/satoru/services/api v0.0.0
 	github.com/satoru/satoru/services/puller v0.0.0
 	github.com/satoru/satoru/services/snapshotter v0.0.0
+	github.com/satoru/satoru/services/syncer v0.0.0
 	github.com/satoru/satoru/shared v0.0.0
 )
 
@@ -13,5 +14,6 @@ replace (
 	github.com/satoru/satoru/services/api => ../../services/api
 	github.com/satoru/satoru/services/puller => ../../services/puller
 	github.com/satoru/satoru/services/snapshotter => ../../services/snapshotter
+	github.com/satoru/satoru/services/syncer => ../../services/syncer
 	github.com/satoru/satoru/shared => ../../shared
 )

@@ -92,6 +92,9 @@ type SiteStatus struct {
 	LastScanAt      *time.Time  `bson:"last_scan_at,omitempty" json:"last_scan_at,omitempty"`
 	LastSuccessAt   *time.Time  `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
 	LastJobID       string      `bson:"last_job_id,omitempty" json:"last_job_id,omitempty"`
+	// LastRetentionAt is when a retention job last applied the policy to
+	// the site's snapshots. Retention does not change Health.
+	LastRetentionAt *time.Time `bson:"last_retention_at,omitempty" json:"last_retention_at,omitempty"`
 	// LearnedHostKey is the key recorded on first use for a site that
 	// opted into trust-on-first-use and had no pinned key.
 	LearnedHostKey string `bson:"learned_host_key,omitempty" json:"learned_host_key,omitempty"`
@@ -192,11 +195,25 @@ type JobEvent struct {
 }
 
 // SyncState is the offsite copy's state, one document per offsite repo.
+// Only the syncer holding the repository-level lease writes it.
 type SyncState struct {
-	ID              string     `bson:"_id" json:"repo"`
-	Status          Health     `bson:"status" json:"status"`
-	LastAttemptAt   *time.Time `bson:"last_attempt_at,omitempty" json:"last_attempt_at,omitempty"`
-	LastSuccessAt   *time.Time `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
-	Error           string     `bson:"error,omitempty" json:"error,omitempty"`
-	SnapshotsCopied int        `bson:"snapshots_copied" json:"snapshots_copied"`
+	ID     string `bson:"_id" json:"repo"`
+	Status Health `bson:"status" json:"status"`
+	// Repository is the offsite location with any password in it
+	// redacted; credentials are never stored here.
+	Repository    string     `bson:"repository,omitempty" json:"repository,omitempty"`
+	LastAttemptAt *time.Time `bson:"last_attempt_at,omitempty" json:"last_attempt_at,omitempty"`
+	// LastSuccessAt stays as it was when an attempt fails.
+	LastSuccessAt *time.Time `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
+	Error         string     `bson:"error,omitempty" json:"error,omitempty"`
+	// SnapshotsCopied and Bytes are what the last attempt copied; Bytes
+	// is what those snapshots added to the local repository (restic copy
+	// reports no byte count), which the offsite copy matches.
+	SnapshotsCopied int   `bson:"snapshots_copied" json:"snapshots_copied"`
+	Bytes           int64 `bson:"bytes" json:"bytes"`
+	// SnapshotsPending is the number of local snapshots with no offsite
+	// copy and OldestPendingAt the time of the oldest of them (nil when
+	// none is pending), as measured after the last successful copy.
+	SnapshotsPending int        `bson:"snapshots_pending" json:"snapshots_pending"`
+	OldestPendingAt  *time.Time `bson:"oldest_pending_at,omitempty" json:"oldest_pending_at,omitempty"`
 }

@@ -23,6 +23,11 @@ type Snapshot struct {
 	Paths    []string  `json:"paths"`
 	// Summary is written by restic >= 0.17; nil for older snapshots.
 	Summary *SnapshotSummary `json:"summary,omitempty"`
+
+	// Original is set on a snapshot made by `restic copy`: the id of the
+	// source snapshot it was copied from (kept through chains of copies).
+	// "" for a snapshot made by backup.
+	Original string `json:"original,omitempty"`
 }
 
 // SnapshotSummary is the backup summary restic stores in the snapshot.

@@ -53,6 +53,14 @@ func (c checkFunc) Check(ctx context.Context) error { return c.fn(ctx) }
 // time.Now, NewID to uuid.NewString.
 type Deps = httpapi.Deps
 
+// DiskCheck is a path whose free space GET /api/v1/health reports against
+// its minimum: give staging_root and restic_repo_path with
+// staging_min_free_bytes / staging_min_free_percent in Deps.Disks.
+type DiskCheck = httpapi.DiskCheck
+
+// DiskSpace is a filesystem's free and total bytes (Deps.DiskSpace).
+type DiskSpace = httpapi.DiskSpace
+
 // New builds the API handler: /healthz, /readyz, /metrics and /api/v1.
 func New(d Deps) *echo.Echo {
 	if d.NewID == nil {

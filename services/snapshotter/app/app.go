@@ -1,6 +1,7 @@
 // Package app wires the snapshotter service: it takes backup jobs handed
 // over by the puller and snapshots the site's staging into the local
-// restic repository.
+// restic repository, and runs retention jobs (restic forget --prune with
+// the configured policy, scoped to one site's snapshots).
 package app
 
 import (
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -35,6 +37,12 @@ type Settings struct {
 	Repo          restic.Repo
 	SnapshotLimit time.Duration
 	ProgressEvery time.Duration
+	// Retention is restic_retention_policy; a retention job fails while
+	// it is unset (zero keeps nothing).
+	Retention config.RetentionPolicy
+	// RetentionLimit bounds one retention job's restic runs; zero means
+	// no limit beyond the job's own.
+	RetentionLimit time.Duration
 }
 
 // Deps are the snapshotter's collaborators.
@@ -46,8 +54,16 @@ type Deps struct {
 	Log      *slog.Logger
 }
 
-// Run consumes snapshot requests until ctx ends.
+// Run consumes snapshot and retention requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
+	s := &Snapshotter{Store: d.Store, Repo: d.Settings.Repo, StagingRoot: d.Settings.StagingRoot,
+		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit}
+	return serve(ctx, d, s)
+}
+
+// serve runs s as the service: tests hand in their own Snapshotter.
+func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 	cons, err := d.Infra.Consumer(ctx, events.ConsumerSnapshotter)
 	if err != nil {
 		return err
@@ -64,8 +80,6 @@ func Run(ctx context.Context, d Deps) error {
 		Metrics:     observe.NewJobMetrics(d.Registry),
 		Log:         log,
 	}
-	s := &Snapshotter{Store: d.Store, Repo: d.Settings.Repo, StagingRoot: d.Settings.StagingRoot,
-		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery}
 	r := &bus.Runner{
 		Consumer: cons,
 		Workers:  d.Settings.Concurrency,
@@ -85,18 +99,24 @@ type Store interface {
 	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
 }
 
-// Snapshotter snapshots staging into the restic repository.
+// Snapshotter snapshots staging into the restic repository and applies
+// the retention policy to it.
 type Snapshotter struct {
 	Store         Store
 	Repo          restic.Repo
 	StagingRoot   string
 	Limit         time.Duration
 	ProgressEvery time.Duration
-	Now           func() time.Time
+	// Retention and RetentionLimit: see Settings.
+	Retention      config.RetentionPolicy
+	RetentionLimit time.Duration
+	Now            func() time.Time
 
 	// initialised remembers a repository known to exist: checking costs a
 	// restic run with key derivation (~0.5 s) per backup otherwise.
 	initialised atomic.Bool
+	// repoLock: backups share it, retention (prune) holds it alone.
+	repoLock repoLock
 }
 
 func (s *Snapshotter) now() time.Time {
@@ -111,6 +131,8 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 	switch job.Type {
 	case domain.JobBackup:
 		return s.snapshot, nil
+	case domain.JobRetention:
+		return s.applyRetention, nil
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }
@@ -118,8 +140,11 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 // Host is the stable restic --host of a site's snapshots.
 func Host(siteUUID string) string { return "satoru-" + siteUUID }
 
+// SiteTag is the restic tag every snapshot of a site carries.
+func SiteTag(siteUUID string) string { return "site:" + siteUUID }
+
 // Tags are the restic tags of a backup job's snapshot.
-func Tags(siteUUID, jobID string) []string { return []string{"site:" + siteUUID, "job:" + jobID} }
+func Tags(siteUUID, jobID string) []string { return []string{SiteTag(siteUUID), "job:" + jobID} }
 
 func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	summary := job.Summary
@@ -154,6 +179,16 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	if pulled+warned == 0 {
 		return fail("no target was pulled; nothing to snapshot")
 	}
+
+	// The shared side of the repository lock: backups run side by side,
+	// but not while this process prunes.
+	release, err := s.repoLock.Shared(ctx, func() {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "waiting for retention (restic prune) in this process to finish"})
+	})
+	if err != nil {
+		return fail("snapshot: waiting for the repository: " + err.Error())
+	}
+	defer release()
 
 	sctx := ctx
 	if s.Limit > 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/restic"
 )
 
 const usage = `usage: satoru <command> [flags]
@@ -25,6 +26,7 @@ commands:
             run the snapshotter against external NATS and MongoDB (beside
             the pullers whose staging it snapshots)
   api       run the REST API against external NATS and MongoDB
+  syncer    run the offsite syncer against external NATS and MongoDB
   version   print the version
 
 flags (up, puller, api):
@@ -50,6 +52,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		roles = node.Roles{API: true}
 	case "snapshotter":
 		roles = node.Roles{Snapshotter: true}
+	case "syncer":
+		roles = node.Roles{Syncer: true}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "satoru", observe.Version())
 		return 0
@@ -140,6 +144,13 @@ func Banner(cmd string, n *node.Node) string {
 			fmt.Fprintf(&b, " (password in %s: keep a copy elsewhere, the backups are lost without it)", node.ResticPasswordFile(n.Config))
 		}
 		b.WriteString("\n")
+	}
+	if n.Roles.Syncer {
+		if n.Config.ResticB2Repository == "" {
+			b.WriteString("  offsite: not configured (restic_b2_repository)\n")
+		} else {
+			fmt.Fprintf(&b, "  offsite: %s every %s\n", restic.RedactLocation(n.Config.ResticB2Repository), n.Config.ResticSyncInterval)
+		}
 	}
 	b.WriteString("Stop with Ctrl-C (SIGINT) or SIGTERM.\n")
 	return b.String()

@@ -25,6 +25,7 @@ import (
 	apiapp "github.com/satoru/satoru/services/api/app"
 	pullerapp "github.com/satoru/satoru/services/puller/app"
 	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
+	syncerapp "github.com/satoru/satoru/services/syncer/app"
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
@@ -39,10 +40,11 @@ type Roles struct {
 	API         bool
 	Puller      bool
 	Snapshotter bool
+	Syncer      bool
 }
 
 // All is every service, as `satoru up` runs them.
-var All = Roles{API: true, Puller: true, Snapshotter: true}
+var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true}
 
 // Node is a running Satoru process.
 type Node struct {
@@ -95,14 +97,25 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
 		}, ctx)
 	}
-	if roles.Snapshotter {
+	if roles.Snapshotter || roles.Syncer {
 		repo, err := ResticRepo(cfg)
 		if err != nil {
 			return nil, err
 		}
-		n.goService("snapshotter", func(ctx context.Context) error {
-			return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
-		}, ctx)
+		if roles.Snapshotter {
+			n.goService("snapshotter", func(ctx context.Context) error {
+				return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+			}, ctx)
+		}
+		if roles.Syncer {
+			settings, err := SyncerSettings(cfg, repo)
+			if err != nil {
+				return nil, err
+			}
+			n.goService("syncer", func(ctx context.Context) error {
+				return syncerapp.Run(ctx, syncerapp.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+			}, ctx)
+		}
 	}
 	if roles.API {
 		if err := n.startAPI(ctx); err != nil {
@@ -150,7 +163,32 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Set
 		StagingRoot:   cfg.StagingRoot,
 		Repo:          repo,
 		ProgressEvery: 5 * time.Second,
+		Retention:     cfg.ResticRetentionPolicy,
 	}
+}
+
+// SyncerSettings maps config to the syncer's settings: the offsite
+// repository shares the local one's password; its credentials reach
+// restic only through its environment.
+func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, error) {
+	s := syncerapp.Settings{
+		Worker:      cfg.InstanceName,
+		Concurrency: 1,
+		AckWait:     cfg.JobAckWait,
+		Heartbeat:   cfg.JobHeartbeat,
+		LeaseRetry:  5 * time.Second,
+		MaxAttempts: cfg.JobMaxAttempts,
+		Local:       local,
+	}
+	if cfg.ResticB2Repository == "" {
+		return s, nil
+	}
+	remote, err := syncerapp.RemoteRepo(local, cfg.ResticB2Repository, cfg.ResticB2AccountID.Value(), cfg.ResticB2AccountKey.Value())
+	if err != nil {
+		return s, fmt.Errorf("config: restic_b2_repository: %w", err)
+	}
+	s.Remote = remote
+	return s, nil
 }
 
 // ResticRepo is the local repository, with its password from
@@ -269,6 +307,13 @@ func (n *Node) startAPI(ctx context.Context) error {
 		Registry:   n.Registry,
 		Ready:      []apiapp.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
 		Log:        n.Log.With("service", "api"),
+
+		OffsiteConfigured: cfg.ResticB2Repository != "",
+		SyncInterval:      cfg.ResticSyncInterval,
+		Disks: []apiapp.DiskCheck{
+			{Name: "staging_root", Path: cfg.StagingRoot, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
+			{Name: "restic_repo_path", Path: cfg.ResticRepoPath, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
+		},
 	})
 	n.goService("api", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, h) }, ctx)
 	return nil

@@ -41,6 +41,10 @@ type Store interface {
 	GetJob(ctx context.Context, id string) (domain.Job, error)
 	ListJobs(ctx context.Context, f store.JobFilter) ([]domain.Job, error)
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
+
+	// GetSyncState reads the offsite repository's sync state; one never
+	// synced comes back with status "unknown", not an error.
+	GetSyncState(ctx context.Context, id string) (domain.SyncState, error)
 }
 
 // JobFinisher is optional: when the Store also implements it, a job whose
@@ -79,4 +83,18 @@ type Deps struct {
 	Log      *slog.Logger
 	Now      func() time.Time
 	NewID    func() string
+
+	// OffsiteConfigured says restic_b2_repository is set. Without it
+	// POST /sync is refused (409) and the sync health is "not_configured".
+	OffsiteConfigured bool
+	// SyncInterval is restic_sync_interval_hours: the offsite copy is
+	// stale when no sync succeeded within twice it (0 means 24 h).
+	SyncInterval time.Duration
+	// Disks are the paths whose free space /health reports against their
+	// configured minimum (staging_root and restic_repo_path with
+	// staging_min_free_bytes / staging_min_free_percent).
+	Disks []DiskCheck
+	// DiskSpace reads the space of the filesystem holding a path; nil
+	// means statfs (StatDisk).
+	DiskSpace func(path string) (DiskSpace, error)
 }

@@ -23,6 +23,7 @@ type fakeStore struct {
 	targets  map[string]domain.Target
 	jobs     map[string]domain.Job
 	events   map[string][]domain.JobEvent
+	sync     *domain.SyncState
 	fail     map[string]error
 	log      *[]string
 }
@@ -249,6 +250,18 @@ func (f *fakeStore) ListEvents(_ context.Context, jobID string) ([]domain.JobEve
 		return nil, err
 	}
 	return f.events[jobID], nil
+}
+
+func (f *fakeStore) GetSyncState(_ context.Context, id string) (domain.SyncState, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.check("GetSyncState"); err != nil {
+		return domain.SyncState{}, err
+	}
+	if f.sync == nil || f.sync.ID != id {
+		return domain.SyncState{ID: id, Status: domain.HealthUnknown}, nil
+	}
+	return *f.sync, nil
 }
 
 // FinishJob makes the fake a JobFinisher.

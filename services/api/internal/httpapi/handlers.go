@@ -132,3 +132,32 @@ func (s *server) handleCancelJob(c echo.Context) error {
 	}
 	return c.JSON(http.StatusAccepted, out)
 }
+
+func (s *server) handleCreateSync(c echo.Context) error {
+	var in SyncInput
+	if err := decodeOptionalJSON(c, &in); err != nil {
+		return err
+	}
+	out, err := s.createSync(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, BasePath+"/jobs/"+out.JobID)
+	return c.JSON(http.StatusAccepted, out)
+}
+
+func (s *server) handleGetSync(c echo.Context) error {
+	out, err := s.getSync(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+func (s *server) handleHealth(c echo.Context) error {
+	out, err := s.health(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}

@@ -41,6 +41,11 @@ type server struct {
 	newID   func() string
 	reg     *prometheus.Registry
 	metrics *httpMetrics
+
+	offsite      bool
+	syncInterval time.Duration
+	disks        []DiskCheck
+	diskSpace    func(path string) (DiskSpace, error)
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -49,6 +54,11 @@ func New(d Deps) *echo.Echo {
 	s := &server{
 		store: d.Store, disp: d.Dispatcher, ready: d.Ready,
 		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
+		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
+		disks: d.Disks, diskSpace: d.DiskSpace,
+	}
+	if s.diskSpace == nil {
+		s.diskSpace = StatDisk
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -90,6 +100,9 @@ func New(d Deps) *echo.Echo {
 	g.GET("/jobs/:job_id", s.handleGetJob)
 	g.GET("/jobs/:job_id/events", s.handleJobEvents)
 	g.POST("/jobs/:job_id/cancel", s.handleCancelJob)
+	g.POST("/sync", s.handleCreateSync)
+	g.GET("/sync", s.handleGetSync)
+	g.GET("/health", s.handleHealth)
 	return e
 }
 

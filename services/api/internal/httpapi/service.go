@@ -267,22 +267,27 @@ func (s *server) createJob(ctx context.Context, siteUUID string, in JobInput) (J
 	if _, err := s.store.GetSite(ctx, siteUUID); err != nil {
 		return JobAccepted{}, storeError(err, siteNotFound(siteUUID), "")
 	}
-	job := domain.Job{
+	return s.enqueue(ctx, domain.Job{
 		ID:        s.newID(),
 		SiteUUID:  siteUUID,
 		Type:      in.Type,
 		Status:    domain.StatusQueued,
 		CreatedAt: s.now().UTC(),
-	}
+	})
+}
+
+// enqueue inserts a queued job, then publishes its request (see
+// createJob). Repository-level jobs have no site.
+func (s *server) enqueue(ctx context.Context, job domain.Job) (JobAccepted, error) {
 	if err := s.store.InsertJob(ctx, job); err != nil {
 		return JobAccepted{}, storeError(err, "", "")
 	}
-	req := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: siteUUID, Type: string(job.Type)}
+	req := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: string(job.Type)}
 	// The job exists now: publish it even if the client goes away.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()
 	if err := s.publish(pctx, req); err != nil {
-		s.log.Error("api: publish job request", "job_id", job.ID, "site_uuid", siteUUID, "type", job.Type, "err", err)
+		s.log.Error("api: publish job request", "job_id", job.ID, "site_uuid", job.SiteUUID, "type", job.Type, "err", err)
 		what := "it stays queued until it is published again"
 		if f, ok := s.store.(JobFinisher); ok {
 			ferr := f.FinishJob(pctx, job.ID, domain.StatusFailed,

@@ -1,0 +1,293 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"syscall"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+)
+
+// The aggregate health of GET /api/v1/health, built by plain functions
+// of their inputs and a clock, so each rule is tested without a store,
+// a filesystem or the time of day.
+
+// Overall statuses.
+const (
+	HealthOK       = "ok"
+	HealthDegraded = "degraded"
+)
+
+// Sync health statuses.
+const (
+	SyncOK            = "ok"
+	SyncStale         = "stale"
+	SyncFailed        = "failed"
+	SyncNotConfigured = "not_configured"
+)
+
+// Disk statuses.
+const (
+	DiskOK    = "ok"
+	DiskLow   = "low"
+	DiskError = "error"
+)
+
+// DefaultSyncInterval stands in for an unset sync interval (the config
+// default of restic_sync_interval_hours).
+const DefaultSyncInterval = 24 * time.Hour
+
+// SyncStateID is the _id of the offsite repository's sync_state document
+// (the syncer writes it under the same id).
+const SyncStateID = "offsite"
+
+// HealthReport is the answer of GET /health.
+type HealthReport struct {
+	Status    string    `json:"status"`
+	CheckedAt time.Time `json:"checked_at"`
+	// Problems say why the status is degraded, one line each.
+	Problems []string      `json:"problems"`
+	Services []CheckResult `json:"services"`
+	Sites    SitesHealth   `json:"sites"`
+	Sync     SyncHealth    `json:"sync"`
+	Disks    []DiskHealth  `json:"disks"`
+}
+
+// SitesHealth counts sites by health status and lists those that need
+// attention (failed or warning).
+type SitesHealth struct {
+	Total    int                   `json:"total"`
+	ByStatus map[domain.Health]int `json:"by_status"`
+	Failing  []FailingSite         `json:"failing"`
+}
+
+// FailingSite is a site whose last backup failed or only partly worked.
+type FailingSite struct {
+	SiteUUID  string        `json:"site_uuid"`
+	Name      string        `json:"name"`
+	Status    domain.Health `json:"status"`
+	Message   string        `json:"message,omitempty"`
+	UpdatedAt *time.Time    `json:"updated_at,omitempty"`
+}
+
+// SyncHealth is the offsite copy's health.
+type SyncHealth struct {
+	Status                  string     `json:"status"`
+	LastSuccessAt           *time.Time `json:"last_success_at"`
+	LastAttemptAt           *time.Time `json:"last_attempt_at,omitempty"`
+	SnapshotsPending        int        `json:"snapshots_pending"`
+	OldestPendingAgeSeconds int64      `json:"oldest_pending_age_seconds"`
+	IntervalSeconds         int64      `json:"interval_seconds"`
+	Error                   string     `json:"error,omitempty"`
+}
+
+// DiskCheck is a path whose free space is watched, with its minimum (a
+// zero limit is not checked).
+type DiskCheck struct {
+	// Name is the config key the path comes from, e.g. "staging_root".
+	Name           string
+	Path           string
+	MinFreeBytes   int64
+	MinFreePercent int
+}
+
+// DiskSpace is what statfs says about a filesystem.
+type DiskSpace struct {
+	// FreeBytes is what an unprivileged user can still write (f_bavail).
+	FreeBytes  int64
+	TotalBytes int64
+	// CheckedAt is the path that was measured: the watched path, or its
+	// nearest existing parent when it does not exist yet.
+	CheckedAt string
+}
+
+// DiskHealth is one watched path's headroom.
+type DiskHealth struct {
+	Name           string  `json:"name"`
+	Path           string  `json:"path"`
+	Status         string  `json:"status"`
+	FreeBytes      int64   `json:"free_bytes"`
+	TotalBytes     int64   `json:"total_bytes"`
+	FreePercent    float64 `json:"free_percent"`
+	MinFreeBytes   int64   `json:"min_free_bytes"`
+	MinFreePercent int     `json:"min_free_percent"`
+	Error          string  `json:"error,omitempty"`
+}
+
+// SummarizeSites counts sites by the health in their status (a site no
+// worker has touched is unknown) and lists the failed and warning ones,
+// failed first, then by name.
+func SummarizeSites(sites []domain.Site, statuses map[string]domain.SiteStatus) SitesHealth {
+	out := SitesHealth{
+		Total: len(sites),
+		ByStatus: map[domain.Health]int{
+			domain.HealthSuccess: 0, domain.HealthWarning: 0, domain.HealthFailed: 0, domain.HealthUnknown: 0,
+		},
+		Failing: []FailingSite{},
+	}
+	for _, site := range sites {
+		st := statuses[site.UUID]
+		h := st.Health.Status
+		switch h {
+		case domain.HealthSuccess, domain.HealthWarning, domain.HealthFailed:
+		default:
+			h = domain.HealthUnknown
+		}
+		out.ByStatus[h]++
+		if h == domain.HealthFailed || h == domain.HealthWarning {
+			f := FailingSite{SiteUUID: site.UUID, Name: site.Name, Status: h, Message: st.Health.Message}
+			if !st.Health.UpdatedAt.IsZero() {
+				at := st.Health.UpdatedAt
+				f.UpdatedAt = &at
+			}
+			out.Failing = append(out.Failing, f)
+		}
+	}
+	sort.SliceStable(out.Failing, func(i, j int) bool {
+		a, b := out.Failing[i], out.Failing[j]
+		if a.Status != b.Status {
+			return a.Status == domain.HealthFailed
+		}
+		return a.Name < b.Name
+	})
+	return out
+}
+
+// SyncHealthAt judges the offsite copy at now: not_configured without an
+// offsite repository; failed when the last attempt failed; stale when no
+// sync succeeded within twice the interval (never is stale too); else ok.
+func SyncHealthAt(st domain.SyncState, configured bool, interval time.Duration, now time.Time) SyncHealth {
+	if interval <= 0 {
+		interval = DefaultSyncInterval
+	}
+	h := SyncHealth{
+		LastSuccessAt:    st.LastSuccessAt,
+		LastAttemptAt:    st.LastAttemptAt,
+		SnapshotsPending: st.SnapshotsPending,
+		IntervalSeconds:  int64(interval / time.Second),
+		Error:            st.Error,
+	}
+	if st.OldestPendingAt != nil {
+		if age := now.Sub(*st.OldestPendingAt); age > 0 {
+			h.OldestPendingAgeSeconds = int64(age / time.Second)
+		}
+	}
+	switch {
+	case !configured:
+		h.Status = SyncNotConfigured
+	case st.Status == domain.HealthFailed:
+		h.Status = SyncFailed
+	case st.LastSuccessAt == nil || now.Sub(*st.LastSuccessAt) > 2*interval:
+		h.Status = SyncStale
+	default:
+		h.Status = SyncOK
+	}
+	return h
+}
+
+// DiskHealthOf judges one path's headroom from its measured space (or the
+// error measuring it) against its minimum.
+func DiskHealthOf(d DiskCheck, space DiskSpace, err error) DiskHealth {
+	h := DiskHealth{Name: d.Name, Path: d.Path, MinFreeBytes: d.MinFreeBytes, MinFreePercent: d.MinFreePercent}
+	if err != nil {
+		h.Status, h.Error = DiskError, err.Error()
+		return h
+	}
+	h.FreeBytes, h.TotalBytes = space.FreeBytes, space.TotalBytes
+	if space.TotalBytes > 0 {
+		// Floats: free*100 could overflow int64 on exabyte volumes.
+		h.FreePercent = float64(int64(float64(space.FreeBytes)/float64(space.TotalBytes)*1000)) / 10
+	}
+	h.Status = DiskOK
+	if d.MinFreeBytes > 0 && space.FreeBytes < d.MinFreeBytes {
+		h.Status = DiskLow
+	}
+	if d.MinFreePercent > 0 && space.TotalBytes > 0 &&
+		float64(space.FreeBytes)/float64(space.TotalBytes)*100 < float64(d.MinFreePercent) {
+		h.Status = DiskLow
+	}
+	return h
+}
+
+// Judge sets r.Status and r.Problems from its parts: degraded when a
+// service check failed, a site failed or warned, the offsite copy failed
+// or is stale, or a disk is low or cannot be measured. An offsite copy
+// that is not configured is not a problem.
+func Judge(r *HealthReport) {
+	r.Problems = []string{}
+	for _, c := range r.Services {
+		if !c.OK {
+			r.Problems = append(r.Problems, fmt.Sprintf("service check %s: %s", c.Name, c.Error))
+		}
+	}
+	if n := r.Sites.ByStatus[domain.HealthFailed]; n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d site(s) failed their last backup", n))
+	}
+	if n := r.Sites.ByStatus[domain.HealthWarning]; n > 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("%d site(s) have warnings from their last backup", n))
+	}
+	switch r.Sync.Status {
+	case SyncFailed:
+		r.Problems = append(r.Problems, "offsite sync failed: "+r.Sync.Error)
+	case SyncStale:
+		if r.Sync.LastSuccessAt == nil {
+			r.Problems = append(r.Problems, "offsite sync has never succeeded")
+		} else {
+			r.Problems = append(r.Problems, fmt.Sprintf("offsite sync is stale: last success %s, more than twice the interval of %s ago",
+				r.Sync.LastSuccessAt.UTC().Format(time.RFC3339), time.Duration(r.Sync.IntervalSeconds)*time.Second))
+		}
+	}
+	for _, d := range r.Disks {
+		switch d.Status {
+		case DiskLow:
+			r.Problems = append(r.Problems, fmt.Sprintf("%s %s: %d bytes (%.1f%%) free, below the minimum", d.Name, d.Path, d.FreeBytes, d.FreePercent))
+		case DiskError:
+			r.Problems = append(r.Problems, fmt.Sprintf("%s %s: free space unknown: %s", d.Name, d.Path, d.Error))
+		}
+	}
+	r.Status = HealthOK
+	if len(r.Problems) > 0 {
+		r.Status = HealthDegraded
+	}
+}
+
+// StatDisk measures the filesystem holding path with statfs. A path that
+// does not exist yet (a staging root before the first pull) is measured
+// at its nearest existing parent, where it will be created.
+func StatDisk(path string) (DiskSpace, error) {
+	at, err := existingAncestor(path)
+	if err != nil {
+		return DiskSpace{}, err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(at, &st); err != nil {
+		return DiskSpace{}, fmt.Errorf("statfs %s: %w", at, err)
+	}
+	return DiskSpace{FreeBytes: int64(st.Bavail) * int64(st.Bsize), TotalBytes: int64(st.Blocks) * int64(st.Bsize), CheckedAt: at}, nil
+}
+
+func existingAncestor(p string) (string, error) {
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	for at := abs; ; {
+		_, err := os.Stat(at)
+		if err == nil {
+			return at, nil
+		}
+		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return "", err
+		}
+		parent := filepath.Dir(at)
+		if parent == at {
+			return "", err
+		}
+		at = parent
+	}
+}

@@ -1,0 +1,116 @@
+package httpapi
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"sync"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/satoru/satoru/shared/domain"
+)
+
+// SyncView is the answer of GET /sync: the sync_state document with what
+// the API knows around it.
+type SyncView struct {
+	domain.SyncState
+	// Configured says an offsite repository (restic_b2_repository) is set.
+	Configured      bool  `json:"configured"`
+	IntervalSeconds int64 `json:"interval_seconds"`
+	// OldestPendingAgeSeconds is now minus oldest_pending_at (0 if none).
+	OldestPendingAgeSeconds int64 `json:"oldest_pending_age_seconds"`
+	// Health is ok, stale, failed or not_configured (see GET /health).
+	Health string `json:"health"`
+}
+
+// SyncInput is the body of POST /sync: no fields; the body may be empty.
+type SyncInput struct{}
+
+var errSyncNotConfigured = conflict("offsite sync is not configured: set restic_b2_repository (and restic_b2_account_id / restic_b2_account_key)")
+
+// createSync queues a restic_sync job: a repository-level job (no site)
+// created like a site's job.
+func (s *server) createSync(ctx context.Context) (JobAccepted, error) {
+	if !s.offsite {
+		return JobAccepted{}, errSyncNotConfigured
+	}
+	return s.enqueue(ctx, domain.Job{ID: s.newID(), Type: domain.JobResticSync, Status: domain.StatusQueued, CreatedAt: s.now().UTC()})
+}
+
+func (s *server) getSync(ctx context.Context) (SyncView, error) {
+	st, err := s.store.GetSyncState(ctx, SyncStateID)
+	if err != nil {
+		return SyncView{}, storeError(err, "", "")
+	}
+	if st.ID == "" {
+		st.ID = SyncStateID
+	}
+	if st.Status == "" {
+		st.Status = domain.HealthUnknown
+	}
+	h := SyncHealthAt(st, s.offsite, s.syncInterval, s.now().UTC())
+	return SyncView{SyncState: st, Configured: s.offsite, IntervalSeconds: h.IntervalSeconds,
+		OldestPendingAgeSeconds: h.OldestPendingAgeSeconds, Health: h.Status}, nil
+}
+
+// health gathers the aggregate health: service checks, sites, offsite
+// sync and disk headroom, measured concurrently where they wait.
+func (s *server) health(ctx context.Context) (HealthReport, error) {
+	now := s.now().UTC()
+	r := HealthReport{CheckedAt: now, Disks: make([]DiskHealth, len(s.disks))}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.Services = s.runChecks(ctx)
+	}()
+	for i, d := range s.disks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			space, err := s.diskSpace(d.Path)
+			r.Disks[i] = DiskHealthOf(d, space, err)
+		}()
+	}
+	sites, err := s.store.ListSites(ctx)
+	var statuses map[string]domain.SiteStatus
+	var st domain.SyncState
+	if err == nil {
+		statuses, err = s.store.ListSiteStatuses(ctx)
+	}
+	if err == nil {
+		st, err = s.store.GetSyncState(ctx, SyncStateID)
+	}
+	wg.Wait()
+	if err != nil {
+		return HealthReport{}, storeError(err, "", "")
+	}
+	r.Services = orEmpty(r.Services)
+	r.Sites = SummarizeSites(sites, statuses)
+	r.Sync = SyncHealthAt(st, s.offsite, s.syncInterval, now)
+	Judge(&r)
+	return r, nil
+}
+
+// decodeOptionalJSON is decodeJSON for a body that may be left out: no
+// body at all is fine, anything sent must be one JSON object without
+// unknown fields.
+func decodeOptionalJSON(c echo.Context, dst any) error {
+	r := c.Request()
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil
+	}
+	// A chunked body has no length: look for a first byte.
+	br := bufio.NewReader(r.Body)
+	if _, err := br.Peek(1); errors.Is(err, io.EOF) {
+		return nil
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{br, r.Body}
+	return decodeJSON(c, dst)
+}

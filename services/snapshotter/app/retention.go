@@ -1,0 +1,168 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/restic"
+)
+
+// maxEventIDs bounds the snapshot ids a retention job records.
+const maxEventIDs = 100
+
+// RetentionOptions is the forget of one site: its snapshots only (its host
+// and its site tag, both, so a snapshot of another site can never match),
+// grouped by host, so the site's snapshots form one group. The default
+// grouping (host,paths) would split them when the staging root moves, and
+// grouping by tags would give every snapshot its own group, since each
+// carries its job's tag. Prune follows in the same restic run.
+func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
+	return restic.ForgetOptions{
+		Tags:    []string{SiteTag(siteUUID)},
+		Host:    Host(siteUUID),
+		GroupBy: "host",
+		Policy:  policy,
+		Prune:   true,
+	}
+}
+
+// applyRetention is a retention job: restic forget --prune with the
+// configured policy over the site's snapshots. It holds the exclusive side
+// of the repository lock, so none of this process's backups runs while
+// prune does; other processes are waited for by restic's --retry-lock. A
+// lock still there after that wait is cleared when restic judges it stale
+// (its process is gone, or it is older than 30 minutes), then forget runs
+// once more. The site's health is not touched: only last_retention_at.
+func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	const step = "retention"
+	policy := s.Retention.String()
+	summary := map[string]any{"policy": policy}
+	fail := func(msg string) jobrun.Outcome {
+		rec.Add(ctx, domain.JobEvent{Step: step, Level: domain.LevelError, Message: msg})
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	}
+	if job.SiteUUID == "" {
+		return fail("retention job without a site")
+	}
+	if err := s.Retention.Validate(); err != nil {
+		// Config rejects a bad policy at start; this catches a process
+		// wired without one.
+		return fail("restic_retention_policy: " + err.Error())
+	}
+
+	release, err := s.repoLock.Exclusive(ctx, func(n int) {
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+			"waiting for %d backup(s) in this process to finish before pruning", n)})
+	})
+	if err != nil {
+		return fail("waiting for the repository: " + err.Error())
+	}
+	defer release()
+
+	rctx := ctx
+	if s.RetentionLimit > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, s.RetentionLimit)
+		defer cancel()
+	}
+	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
+	rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+		"restic forget --prune, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})
+
+	res, err := s.Repo.Forget(rctx, opts)
+	if errors.Is(err, restic.ErrLocked) {
+		n, uerr := s.Repo.UnlockStale(rctx)
+		if uerr != nil {
+			return fail(fmt.Sprintf("%v; looking for stale locks failed: %v", err, uerr))
+		}
+		if n == 0 {
+			return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
+		}
+		summary["stale_locks_cleared"] = n
+		rec.Add(ctx, domain.JobEvent{Step: step, Level: domain.LevelWarn, Data: map[string]any{"stale_locks_cleared": n},
+			Message: fmt.Sprintf("cleared %d stale restic lock(s) left by a process that is gone; running forget again", n)})
+		res, err = s.Repo.Forget(rctx, opts)
+	}
+	if errors.Is(err, restic.ErrNoRepository) {
+		s.initialised.Store(false)
+		msg := fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: msg})
+		s.putRetentionAt(ctx, job, rec)
+		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+	}
+	for k, v := range retentionData(res) {
+		summary[k] = v
+	}
+	if err != nil {
+		if res.Removed > 0 {
+			return fail(fmt.Sprintf("forget removed %d snapshot(s), then failed: %v", res.Removed, err))
+		}
+		return fail("restic forget: " + err.Error())
+	}
+
+	level, msg := domain.LevelInfo, fmt.Sprintf("kept %d, removed %d snapshot(s)", res.Kept, res.Removed)
+	switch {
+	case res.Groups == 0:
+		msg = "no snapshots of this site: nothing to forget"
+	case res.Removed == 0:
+		msg += "; nothing to prune"
+	case res.Pruned:
+		msg += fmt.Sprintf("; prune freed %s (%d blobs), %s remain in the repository",
+			humanBytes(res.BytesFreed), res.BlobsFreed, humanBytes(res.BytesRemaining))
+	default:
+		level, msg = domain.LevelWarn, msg+"; prune ran but printed no statistics, so the space freed is unknown"
+	}
+	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})
+	s.putRetentionAt(ctx, job, rec)
+	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+}
+
+// retentionData is what a retention job reports, in its event and summary.
+func retentionData(res restic.ForgetResult) map[string]any {
+	removed := res.RemovedIDs
+	if len(removed) > maxEventIDs {
+		removed = removed[:maxEventIDs]
+	}
+	return map[string]any{
+		"kept":                 res.Kept,
+		"removed":              res.Removed,
+		"removed_ids":          removed,
+		"pruned":               res.Pruned,
+		"bytes_freed":          res.BytesFreed,
+		"blobs_freed":          res.BlobsFreed,
+		"repo_bytes_remaining": res.BytesRemaining,
+	}
+}
+
+// putRetentionAt records when retention last ran on the site, leaving
+// its health as the backups set it.
+func (s *Snapshotter) putRetentionAt(ctx context.Context, job domain.Job, rec *jobrun.Recorder) {
+	st, err := s.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err == nil {
+		at := s.now().Truncate(time.Millisecond)
+		st.SiteUUID = job.SiteUUID
+		st.LastRetentionAt = &at
+		err = s.Store.PutSiteStatus(ctx, st)
+	}
+	if err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "retention", Level: domain.LevelWarn, Message: "last_retention_at not recorded: " + err.Error()})
+	}
+}
+
+// humanBytes formats n in IEC units: "1.5 GiB".
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
