@@ -20,7 +20,6 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
-	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -64,33 +63,22 @@ func Run(ctx context.Context, d Deps) error {
 
 // serve runs s as the service: tests hand in their own Snapshotter.
 func serve(ctx context.Context, d Deps, s *Snapshotter) error {
-	cons, err := d.Infra.Consumer(ctx, events.ConsumerSnapshotter)
-	if err != nil {
-		return err
-	}
-	log := d.Log.With("service", "snapshotter", "worker", d.Settings.Worker)
-	x := &jobrun.Executor{
+	return jobrun.Service{
+		Name:        "snapshotter",
+		Consumer:    events.ConsumerSnapshotter,
+		Infra:       d.Infra,
 		Store:       d.Store,
-		Bus:         d.Infra,
-		Worker:      d.Settings.Worker,
-		Heartbeat:   d.Settings.Heartbeat,
-		MaxAttempts: d.Settings.MaxAttempts,
-		LeaseRetry:  d.Settings.LeaseRetry,
 		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
-		Metrics:     observe.NewJobMetrics(d.Registry),
-		Log:         log,
-	}
-	r := &bus.Runner{
-		Consumer: cons,
-		Workers:  d.Settings.Concurrency,
-		AckWait:  d.Settings.AckWait,
-		Log:      log,
-		Handle: func(ctx context.Context, dl bus.Delivery) error {
-			return x.Handle(ctx, dl, s.Pick)
-		},
-	}
-	log.Info("snapshotter started", "concurrency", d.Settings.Concurrency, "repo", d.Settings.Repo.Repository)
-	return r.Run(ctx)
+		Worker:      d.Settings.Worker,
+		Concurrency: d.Settings.Concurrency,
+		AckWait:     d.Settings.AckWait,
+		Heartbeat:   d.Settings.Heartbeat,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		MaxAttempts: d.Settings.MaxAttempts,
+		Registry:    d.Registry,
+		Log:         d.Log,
+		Pick:        s.Pick,
+	}.Run(ctx)
 }
 
 // Store is what the snapshotter reads and writes besides the job.

@@ -17,7 +17,6 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
-	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -83,22 +82,6 @@ func RemoteRepo(local restic.Repo, repository, keyID, key string) (restic.Repo, 
 // each sync job with a message that says so, rather than leaving jobs
 // queued that nothing would ever take.
 func Run(ctx context.Context, d Deps) error {
-	cons, err := d.Infra.Consumer(ctx, events.ConsumerSyncer)
-	if err != nil {
-		return err
-	}
-	log := d.Log.With("service", "syncer", "worker", d.Settings.Worker)
-	x := &jobrun.Executor{
-		Store:       d.Store,
-		Bus:         d.Infra,
-		Worker:      d.Settings.Worker,
-		Heartbeat:   d.Settings.Heartbeat,
-		MaxAttempts: d.Settings.MaxAttempts,
-		LeaseRetry:  d.Settings.LeaseRetry,
-		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
-		Metrics:     observe.NewJobMetrics(d.Registry),
-		Log:         log,
-	}
 	s := &Syncer{Store: d.Store, Local: d.Settings.Local, Remote: d.Settings.Remote,
 		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry)}
 	if st, err := d.Store.GetSyncState(ctx, StateID); err == nil {
@@ -108,22 +91,28 @@ func Run(ctx context.Context, d Deps) error {
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	r := &bus.Runner{
-		Consumer: cons,
-		Workers:  concurrency,
-		AckWait:  d.Settings.AckWait,
-		Log:      log,
-		Handle: func(ctx context.Context, dl bus.Delivery) error {
-			return x.Handle(ctx, dl, s.Pick)
-		},
-	}
 	if d.Settings.Remote.Repository == "" {
-		log.Warn("syncer started without an offsite repository (restic_b2_repository); sync jobs will fail")
+		d.Log.Warn("syncer started without an offsite repository (restic_b2_repository); sync jobs will fail")
 	} else {
-		log.Info("syncer started", "local", restic.RedactLocation(d.Settings.Local.Repository),
+		d.Log.Info("syncer offsite", "local", restic.RedactLocation(d.Settings.Local.Repository),
 			"offsite", restic.RedactLocation(d.Settings.Remote.Repository))
 	}
-	return r.Run(ctx)
+	return jobrun.Service{
+		Name:        "syncer",
+		Consumer:    events.ConsumerSyncer,
+		Infra:       d.Infra,
+		Store:       d.Store,
+		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Worker:      d.Settings.Worker,
+		Concurrency: concurrency,
+		AckWait:     d.Settings.AckWait,
+		Heartbeat:   d.Settings.Heartbeat,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		MaxAttempts: d.Settings.MaxAttempts,
+		Registry:    d.Registry,
+		Log:         d.Log,
+		Pick:        s.Pick,
+	}.Run(ctx)
 }
 
 // Metrics are the syncer's gauges: a last-success timestamp and a
