@@ -5,6 +5,8 @@ go 1.26
 require (
 	github.com/satoru/satoru/services/api v0.0.0
 	github.com/satoru/satoru/services/puller v0.0.0
+	github.com/satoru/satoru/services/scheduler v0.0.0
+	github.com/satoru/satoru/services/scheduler v0.0.0
 	github.com/satoru/satoru/services/snapshotter v0.0.0
 	github.com/satoru/satoru/services/syncer v0.0.0
 	github.com/satoru/satoru/shared v0.0.0
@@ -13,6 +15,8 @@ require (
 replace (
 	github.com/satoru/satoru/services/api => ../../services/api
 	github.com/satoru/satoru/services/puller => ../../services/puller
+	github.com/satoru/satoru/services/scheduler => ../../services/scheduler
+	github.com/satoru/satoru/services/scheduler => ../../services/scheduler
 	github.com/satoru/satoru/services/snapshotter => ../../services/snapshotter
 	github.com/satoru/satoru/services/syncer => ../../services/syncer
 	github.com/satoru/satoru/shared => ../../shared

@@ -44,6 +44,8 @@ type Config struct {
 	ResticBin              string          // restic_bin ("" = find it)
 	JobWorkerConcurrency   int             // job_worker_concurrency
 	SiteScanInterval       time.Duration   // site_scan_interval_hours
+	RetentionInterval      time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
+	SchedulerTick          time.Duration   // scheduler_tick_seconds
 	NATSURL                string          // nats_url ("" with MongoURI "" = embedded); may hold credentials
 	MongoURI               string          // mongo_uri; may hold a password: print RedactedMongoURI
 	MongoDatabase          string          // mongo_database
@@ -79,6 +81,8 @@ func Default() Config {
 		ResticSyncInterval:    24 * time.Hour,
 		JobWorkerConcurrency:  4,
 		SiteScanInterval:      24 * time.Hour,
+		RetentionInterval:     24 * time.Hour,
+		SchedulerTick:         30 * time.Second,
 		MongoDatabase:         "satoru",
 		DataDir:               "./data",
 		APIListen:             "127.0.0.1:8080",
@@ -569,6 +573,8 @@ var specs = []spec{
 	intSpec("job_worker_concurrency", 1, 256,
 		func(c Config) int64 { return int64(c.JobWorkerConcurrency) }, func(c *Config, n int64) { c.JobWorkerConcurrency = int(n) }),
 	durSpec("site_scan_interval_hours", time.Hour, 1, maxHours, func(c *Config) *time.Duration { return &c.SiteScanInterval }),
+	durSpec("retention_interval_hours", time.Hour, 0, maxHours, func(c *Config) *time.Duration { return &c.RetentionInterval }),
+	durSpec("scheduler_tick_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.SchedulerTick }),
 	{
 		name: "nats_url",
 		set: func(c *Config, v value) error {

@@ -47,6 +47,8 @@ func TestDefaults(t *testing.T) {
 		{"sync", c.ResticSyncInterval, 24 * time.Hour},
 		{"concurrency", c.JobWorkerConcurrency, 4},
 		{"scan", c.SiteScanInterval, 24 * time.Hour},
+		{"retention interval", c.RetentionInterval, 24 * time.Hour},
+		{"scheduler tick", c.SchedulerTick, 30 * time.Second},
 		{"mongo_database", c.MongoDatabase, "satoru"},
 		{"data_dir", c.DataDir, "./data"},
 		{"api_listen", c.APIListen, "127.0.0.1:8080"},
@@ -133,6 +135,16 @@ restic_retention_policy:
 				t.Errorf("durations: %s", c)
 			}
 		}},
+		{"scheduler keys", "", []string{"SATORU_RETENTION_INTERVAL_HOURS=168", "SATORU_SCHEDULER_TICK_SECONDS=5"}, func(t *testing.T, c Config) {
+			if c.RetentionInterval != 7*24*time.Hour || c.SchedulerTick != 5*time.Second {
+				t.Errorf("scheduler keys: %s", c)
+			}
+		}},
+		{"retention interval zero turns retention off", "", []string{"SATORU_RETENTION_INTERVAL_HOURS=0"}, func(t *testing.T, c Config) {
+			if c.RetentionInterval != 0 {
+				t.Errorf("retention interval = %s, want 0", c.RetentionInterval)
+			}
+		}},
 		{"explicit instance name", "", []string{"SATORU_INSTANCE_NAME=worker-1"}, func(t *testing.T, c Config) {
 			if c.InstanceName != "worker-1" {
 				t.Errorf("instance = %q", c.InstanceName)
@@ -212,6 +224,12 @@ func TestBadValues(t *testing.T) {
 		{"concurrency too big", "SATORU_JOB_WORKER_CONCURRENCY=257", "job_worker_concurrency: must be between 1 and 256, got 257"},
 		{"sync interval", "SATORU_RESTIC_SYNC_INTERVAL_HOURS=1.5", `restic_sync_interval_hours: must be a positive integer, got "1.5"`},
 		{"scan interval", "SATORU_SITE_SCAN_INTERVAL_HOURS=-1", "site_scan_interval_hours: must be a positive integer, got -1"},
+		{"retention interval negative", "SATORU_RETENTION_INTERVAL_HOURS=-1", "retention_interval_hours: must not be negative, got -1"},
+		{"retention interval text", "SATORU_RETENTION_INTERVAL_HOURS=daily", `retention_interval_hours: must be a non-negative integer, got "daily"`},
+		{"retention interval too big", "SATORU_RETENTION_INTERVAL_HOURS=9000", "retention_interval_hours: must be between 0 and 8784, got 9000"},
+		{"scheduler tick zero", "SATORU_SCHEDULER_TICK_SECONDS=0", "scheduler_tick_seconds: must be a positive integer, got 0"},
+		{"scheduler tick fraction", "SATORU_SCHEDULER_TICK_SECONDS=0.5", `scheduler_tick_seconds: must be a positive integer, got "0.5"`},
+		{"scheduler tick too big", "SATORU_SCHEDULER_TICK_SECONDS=86401", "scheduler_tick_seconds: must be between 1 and 86400, got 86401"},
 		{"free bytes", "SATORU_STAGING_MIN_FREE_BYTES=-5", "staging_min_free_bytes: must not be negative, got -5"},
 		{"free bytes text", "SATORU_STAGING_MIN_FREE_BYTES=10G", `staging_min_free_bytes: must be a non-negative integer, got "10G"`},
 		{"free percent", "SATORU_STAGING_MIN_FREE_PERCENT=101", "staging_min_free_percent: must be between 0 and 100, got 101"},
@@ -420,7 +438,7 @@ func TestKeys(t *testing.T) {
 	want := []string{"staging_root", "restic_repo_path", "restic_password_file", "restic_password", "restic_retention_policy",
 		"restic_sync_interval_hours", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
 		"restic_b2_account_key", "restic_b2_account_key_file", "restic_bin", "job_worker_concurrency", "site_scan_interval_hours",
-		"nats_url", "mongo_uri", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
+		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
 		"job_max_attempts", "job_timeout_preflight_seconds", "history_retention_days", "log_level", "log_format", "instance_name"}
@@ -450,6 +468,9 @@ func TestValidateTyped(t *testing.T) {
 		{"policy", func(c *Config) { c.ResticRetentionPolicy = RetentionPolicy{} }, "config: restic_retention_policy: keeps nothing"},
 		{"empty staging", func(c *Config) { c.StagingRoot = "" }, "config: staging_root: must not be empty"},
 		{"bad log level", func(c *Config) { c.LogLevel = "" }, "config: log_level: must be one of"},
+		{"negative retention interval", func(c *Config) { c.RetentionInterval = -time.Hour }, "config: retention_interval_hours: must not be negative"},
+		{"fractional retention interval", func(c *Config) { c.RetentionInterval = 90 * time.Minute }, "config: retention_interval_hours: must be a whole number of hours"},
+		{"zero scheduler tick", func(c *Config) { c.SchedulerTick = 0 }, "config: scheduler_tick_seconds: must be a positive integer, got 0"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -156,6 +156,32 @@ type Job struct {
 	// Targets are a backup's per-target pull results, handed from the
 	// puller to the snapshotter with the job.
 	Targets []TargetRun `bson:"targets,omitempty" json:"targets,omitempty"`
+	// Restore holds a restore job's options, written by the API when it
+	// creates the job; nil for every other type.
+	Restore *RestoreRequest `bson:"restore,omitempty" json:"restore,omitempty"`
+}
+
+// RestoreRequest is what a restore job restores and where.
+type RestoreRequest struct {
+	// SnapshotID is the full id of a snapshot of the job's site.
+	SnapshotID string `bson:"snapshot_id" json:"snapshot_id"`
+	// Paths are absolute paths as stored in the snapshot (staging paths);
+	// each lands at <destination>/<its base name>.
+	Paths       []string           `bson:"paths" json:"paths"`
+	Destination RestoreDestination `bson:"destination" json:"destination"`
+	// Overwrite allows a destination folder that is not empty; files of
+	// the same name are replaced, others are left alone.
+	Overwrite bool `bson:"overwrite,omitempty" json:"overwrite,omitempty"`
+	// DryRun reports what would change without writing the destination.
+	DryRun bool `bson:"dry_run,omitempty" json:"dry_run,omitempty"`
+}
+
+// RestoreDestination is exactly one of: a folder on the Satoru host
+// (LocalPath), or a folder on the site's edge host (ToSite with Path).
+type RestoreDestination struct {
+	LocalPath string `bson:"local_path,omitempty" json:"local_path,omitempty"`
+	ToSite    bool   `bson:"to_site,omitempty" json:"to_site,omitempty"`
+	Path      string `bson:"path,omitempty" json:"path,omitempty"`
 }
 
 // TargetRun is what one backup did with one target.

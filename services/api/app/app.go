@@ -30,6 +30,10 @@ type JobFinisher = httpapi.JobFinisher
 // *bus.Infra satisfies it.
 type Dispatcher = httpapi.Dispatcher
 
+// Repository is the local restic repository the snapshot, browse,
+// download and restore endpoints read. restic.Repo satisfies it.
+type Repository = httpapi.Repository
+
 // Checker is one readiness check for /readyz.
 type Checker = httpapi.Checker
 

@@ -16,6 +16,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -24,6 +25,7 @@ var (
 	_ Store       = (*store.Store)(nil)
 	_ JobFinisher = (*store.Store)(nil)
 	_ Dispatcher  = (*bus.Infra)(nil)
+	_ Repository  = restic.Repo{}
 )
 
 // nopStore knows no site; enough to see that New wires the routes.

@@ -19,6 +19,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -45,12 +46,14 @@ type Deps struct {
 	Infra    *bus.Infra
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+	// Restic is the local repository restore jobs read.
+	Restic restic.Repo
 }
 
 // Run consumes puller job requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
 	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
-		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync")}
+		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: d.Restic}
 	return jobrun.Service{
 		Name:        "puller",
 		Consumer:    events.ConsumerPuller,
@@ -132,6 +135,7 @@ type Puller struct {
 	PreflightLimit time.Duration
 	Backup         BackupSettings
 	RsyncPath      string
+	Restic         restic.Repo
 	Now            func() time.Time
 
 	mu            sync.Mutex
@@ -152,6 +156,8 @@ func (p *Puller) Pick(job domain.Job) (jobrun.Work, error) {
 		return p.preflight, nil
 	case domain.JobBackup:
 		return p.backup, nil
+	case domain.JobRestore:
+		return p.restore, nil
 	}
 	return nil, fmt.Errorf("puller: job type %q is not supported by this version", job.Type)
 }

@@ -27,6 +27,8 @@ commands:
             the pullers whose staging it snapshots)
   api       run the REST API against external NATS and MongoDB
   syncer    run the offsite syncer against external NATS and MongoDB
+  scheduler run the scheduler against external NATS and MongoDB (several
+            may run: one leads)
   version   print the version
 
 flags (up, puller, api):
@@ -54,6 +56,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		roles = node.Roles{Snapshotter: true}
 	case "syncer":
 		roles = node.Roles{Syncer: true}
+	case "scheduler":
+		roles = node.Roles{Scheduler: true}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "satoru", observe.Version())
 		return 0

@@ -40,6 +40,9 @@ func testEnv(dataDir string, extra ...string) []string {
 		"SATORU_JOB_WORKER_CONCURRENCY=4",
 		"SATORU_RESTIC_BIN=" + resticBin(),
 		"SATORU_LOG_LEVEL=warn",
+		// The scheduler ticks once at start (no sites yet) and then not
+		// again, so scheduled jobs never mix into a test's own jobs.
+		"SATORU_SCHEDULER_TICK_SECONDS=86400",
 	}
 	return append(env, extra...)
 }

@@ -20,18 +20,19 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-		"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
 
 	apiapp "github.com/satoru/satoru/services/api/app"
 	pullerapp "github.com/satoru/satoru/services/puller/app"
+	schedulerapp "github.com/satoru/satoru/services/scheduler/app"
 	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
 	syncerapp "github.com/satoru/satoru/services/syncer/app"
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
 	"github.com/satoru/satoru/shared/embedded"
-	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -41,10 +42,11 @@ type Roles struct {
 	Puller      bool
 	Snapshotter bool
 	Syncer      bool
+	Scheduler   bool
 }
 
 // All is every service, as `satoru up` runs them.
-var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true}
+var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true, Scheduler: true}
 
 // Node is a running Satoru process.
 type Node struct {
@@ -92,16 +94,18 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	if err := n.connect(ctx); err != nil {
 		return nil, err
 	}
+	// Every service reads the one local repository: the snapshotter and
+	// syncer write it, the puller restores from it, the API browses it.
+	repo, err := ResticRepo(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if roles.Puller {
 		n.goService("puller", func(ctx context.Context) error {
-			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
-		repo, err := ResticRepo(cfg)
-		if err != nil {
-			return nil, err
-		}
 		if roles.Snapshotter {
 			n.goService("snapshotter", func(ctx context.Context) error {
 				return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
@@ -117,8 +121,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 			}, ctx)
 		}
 	}
+	if roles.Scheduler {
+		n.goService("scheduler", func(ctx context.Context) error {
+			return schedulerapp.Run(ctx, schedulerapp.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+		}, ctx)
+	}
 	if roles.API {
-		if err := n.startAPI(ctx); err != nil {
+		if err := n.startAPI(ctx, repo); err != nil {
 			return nil, err
 		}
 	}
@@ -164,6 +173,19 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Set
 		Repo:          repo,
 		ProgressEvery: 5 * time.Second,
 		Retention:     cfg.ResticRetentionPolicy,
+	}
+}
+
+// SchedulerSettings maps config to the scheduler's settings.
+func SchedulerSettings(cfg config.Config) schedulerapp.Settings {
+	return schedulerapp.Settings{
+		Instance:          cfg.InstanceName,
+		Tick:              cfg.SchedulerTick,
+		ScanInterval:      cfg.SiteScanInterval,
+		RetentionInterval: cfg.RetentionInterval,
+		SyncInterval:      cfg.ResticSyncInterval,
+		SyncEnabled:       cfg.ResticB2Repository != "",
+		LeaderTTL:         cfg.SiteLease,
 	}
 }
 
@@ -223,7 +245,9 @@ func ResticRepo(cfg config.Config) (restic.Repo, error) {
 }
 
 // ResticPasswordFile is where a generated repository password lives.
-func ResticPasswordFile(cfg config.Config) string { return filepath.Join(cfg.DataDir, "restic-password") }
+func ResticPasswordFile(cfg config.Config) string {
+	return filepath.Join(cfg.DataDir, "restic-password")
+}
 
 func (n *Node) connect(ctx context.Context) error {
 	cfg := n.Config
@@ -263,6 +287,9 @@ func (n *Node) connect(ctx context.Context) error {
 	}
 	n.conns = c
 	n.NC, n.Store, n.Infra = c.NC, c.Store, c.Bus
+	if err := n.Store.EnsureSchedules(ctx); err != nil {
+		return err
+	}
 	if n.StoreSrv != nil {
 		// Open created the collections; index their _id lookups now rather
 		// than at the store's next periodic pass.
@@ -288,7 +315,7 @@ func splitListen(key, hostport string) (string, int, error) {
 	return host, port, nil
 }
 
-func (n *Node) startAPI(ctx context.Context) error {
+func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	cfg := n.Config
 	token, tokenFile, err := APIToken(cfg)
 	if err != nil {
@@ -307,6 +334,7 @@ func (n *Node) startAPI(ctx context.Context) error {
 		Registry:   n.Registry,
 		Ready:      []apiapp.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
 		Log:        n.Log.With("service", "api"),
+		Repo:       repo,
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,

@@ -589,7 +589,7 @@ func TestCreateJob(t *testing.T) {
 		status           int
 		code, msg        string
 	}{
-		{"unsupported", "id-1", `{"type":"restore"}`, 400, CodeInvalidArgument, `type: unsupported job type "restore" (supported: preflight, backup, retention)`},
+		{"unsupported", "id-1", `{"type":"restore"}`, 400, CodeInvalidArgument, `type: restore jobs are created with POST /api/v1/sites/{site_uuid}/restores`},
 		{"nonsense", "id-1", `{"type":"x"}`, 400, CodeInvalidArgument, `type: unsupported job type "x" (supported: preflight, backup, retention)`},
 		{"missing", "id-1", `{}`, 400, CodeInvalidArgument, "type: required"},
 		{"unknown field", "id-1", `{"type":"preflight","site_uuid":"id-1"}`, 400, CodeInvalidArgument, `unknown field "site_uuid"`},

@@ -6,6 +6,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -63,6 +65,21 @@ type Dispatcher interface {
 	RequestCancel(ctx context.Context, jobID string) error
 }
 
+// Repository reads the local restic repository for the snapshot, browse
+// and download endpoints and to check a restore's snapshot. restic.Repo
+// satisfies it. Errors wrap restic.ErrSnapshotNotFound,
+// restic.ErrPathNotFound and restic.ErrNotDir where they apply.
+type Repository interface {
+	// Snapshots lists the snapshots carrying all of tags.
+	Snapshots(ctx context.Context, tags ...string) ([]restic.Snapshot, error)
+	// List is one folder level of a snapshot.
+	List(ctx context.Context, snapshotID, dir string) (restic.Listing, error)
+	// Stat is the node at a path of a snapshot ("/" is the root folder).
+	Stat(ctx context.Context, snapshotID, path string) (restic.Node, error)
+	// Dump streams a file (archive "") or a folder as an archive to w.
+	Dump(ctx context.Context, snapshotID, path string, w io.Writer, archive string) error
+}
+
 // Checker is one readiness check (store ping, NATS connected).
 type Checker interface {
 	Name() string
@@ -94,6 +111,9 @@ type Deps struct {
 	// configured minimum (staging_root and restic_repo_path with
 	// staging_min_free_bytes / staging_min_free_percent).
 	Disks []DiskCheck
+	// Repo is the local restic repository; nil makes the snapshot,
+	// browse, download and restore endpoints answer 503.
+	Repo Repository
 	// DiskSpace reads the space of the filesystem holding a path; nil
 	// means statfs (StatDisk).
 	DiskSpace func(path string) (DiskSpace, error)

@@ -46,6 +46,7 @@ type server struct {
 	syncInterval time.Duration
 	disks        []DiskCheck
 	diskSpace    func(path string) (DiskSpace, error)
+	repo         Repository
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -55,7 +56,7 @@ func New(d Deps) *echo.Echo {
 		store: d.Store, disp: d.Dispatcher, ready: d.Ready,
 		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
 		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
-		disks: d.Disks, diskSpace: d.DiskSpace,
+		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
 	}
 	if s.diskSpace == nil {
 		s.diskSpace = StatDisk
@@ -103,6 +104,10 @@ func New(d Deps) *echo.Echo {
 	g.POST("/sync", s.handleCreateSync)
 	g.GET("/sync", s.handleGetSync)
 	g.GET("/health", s.handleHealth)
+	g.GET("/sites/:site_uuid/snapshots", s.handleListSnapshots)
+	g.GET("/snapshots/:id/tree", s.handleSnapshotTree)
+	g.GET("/snapshots/:id/download", s.handleDownload)
+	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
 	return e
 }
 

@@ -220,6 +220,10 @@ func ValidateJobType(t domain.JobType) *Error {
 			return nil
 		}
 	}
+	if t == domain.JobRestore {
+		// A restore needs options (snapshot, paths, destination).
+		return invalid("type: restore jobs are created with POST /api/v1/sites/{site_uuid}/restores, which takes the snapshot, paths and destination")
+	}
 	return invalid("type: unsupported job type %q (supported: %s)", clip(string(t)), supportedList())
 }
 

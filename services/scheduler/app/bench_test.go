@@ -1,0 +1,142 @@
+package app
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/satoru/satoru/services/scheduler/internal/plan"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+)
+
+// Scale check (docs/scale.md): one tick that finds every one of 1,000
+// sites due and queues a backup for each: 1,000 jobs written (one
+// InsertMany), 1,000 requests published (async, acks awaited), 1,000
+// schedules moved on. Run with
+//
+//	go test -tags ferretdb_no_postgresql,ferretdb_no_mysql -run '^$' \
+//	  -bench Tick1000Sites -benchtime 3x ./services/scheduler/app/
+//
+// Each iteration builds a fresh stack (not timed): 1,000 sites, optionally
+// a history of finished jobs, and a first tick that makes the 2,000
+// schedules (backup and retention per site). The timed tick runs one
+// interval later, when every backup is due.
+func BenchmarkTick1000Sites(b *testing.B) {
+	const sites = 1000
+	for _, bc := range []struct {
+		name    string
+		history int  // finished jobs already stored
+		cold    bool // a scheduler that has not read the schedules yet (restart, new leader)
+	}{
+		{"warm/history=0", 0, false},
+		{"cold/history=0", 0, true},
+		{"cold/history=3000", 3000, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			var queuedIn, took time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				e := newEnv(b)
+				ctx := ctxT(b)
+				uuids := make([]string, sites)
+				for k := range uuids {
+					uuids[k] = fmt.Sprintf("5a70b0e4-b000-4000-8000-%012d", k)
+				}
+				e.addSites(b, uuids...)
+				if bc.history > 0 {
+					seedHistory(b, e, uuids, bc.history)
+				}
+				set := Settings{ScanInterval: day, RetentionInterval: day}
+				s := e.scheduler(b, "bench-1", set)
+				if res, err := s.Tick(ctx, start); err != nil || res.Created != 2*sites {
+					b.Fatalf("first tick: %+v, %v", res, err)
+				}
+				// The running embedded store indexes new collections within
+				// 30 s; do it now.
+				if _, err := e.stack.Store.IndexIDs(ctx); err != nil {
+					b.Fatal(err)
+				}
+				if bc.cold {
+					s.Resign()
+					s = e.scheduler(b, "bench-2", set)
+				}
+				b.StartTimer()
+				res, err := s.Tick(ctx, start.Add(day))
+				b.StopTimer()
+				if err != nil || res.Queued[domain.JobBackup] != sites || res.Failed+res.Lost != 0 {
+					b.Fatalf("tick: %+v, %v", res, err)
+				}
+				str, err := e.in.JS.Stream(ctx, events.StreamJobs)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if info, err := str.Info(ctx); err != nil || info.State.Msgs != sites {
+					b.Fatalf("stream holds %d messages, want %d (%v)", info.State.Msgs, sites, err)
+				}
+				queuedIn += res.QueuedIn
+				took += res.Took
+			}
+			b.ReportMetric(float64(queuedIn.Milliseconds())/float64(b.N), "ms-to-queue")
+			b.ReportMetric(float64(took.Milliseconds())/float64(b.N), "ms-tick")
+		})
+	}
+}
+
+// seedHistory stores n finished backups spread over the sites.
+func seedHistory(b *testing.B, e *env, sites []string, n int) {
+	b.Helper()
+	jobs := make([]domain.Job, n)
+	for i := range jobs {
+		created := start.Add(-time.Duration(n-i) * time.Minute)
+		fin := created.Add(30 * time.Second)
+		jobs[i] = domain.Job{ID: fmt.Sprintf("hist-%06d", i), SiteUUID: sites[i%len(sites)], Type: domain.JobBackup,
+			Status: domain.StatusSuccess, Attempts: 1, CreatedAt: created, StartedAt: &created, FinishedAt: &fin,
+			Summary: map[string]any{"files_new": 3, "bytes_added": 12345}}
+	}
+	for k := 0; k < n; k += 500 {
+		if _, err := e.st.InsertJobs(ctxT(b), jobs[k:min(k+500, n)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// Publishing 1,000 job requests: one at a time as the API does
+// (bus.Infra.Publish, each waiting for its ack) against the scheduler's
+// async publish (all sent, then the acks awaited).
+func BenchmarkPublish1000(b *testing.B) {
+	const n = 1000
+	runs := func(round int) []plan.Run {
+		out := make([]plan.Run, n)
+		for i := range out {
+			site := fmt.Sprintf("site-%04d", i)
+			out[i] = plan.Run{SiteUUID: site, Job: domain.Job{ID: fmt.Sprintf("r%d-%04d", round, i), SiteUUID: site, Type: domain.JobBackup}}
+		}
+		return out
+	}
+	b.Run("sync", func(b *testing.B) {
+		e := newEnv(b)
+		ctx := ctxT(b)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for _, r := range runs(i) {
+				if err := e.in.Publish(ctx, request(r)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+	b.Run("async", func(b *testing.B) {
+		e := newEnv(b)
+		s := e.scheduler(b, "bench", Settings{})
+		ctx := ctxT(b)
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			for _, err := range s.publish(ctx, runs(i)) {
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
+}

@@ -1,4 +1,0 @@
-// Package scheduler is the Satoru scheduler service. Its work arrives in a later
-// phase (see README "Status"); the module exists so the workspace layout
-// matches DESIGN.md and the service can grow without moving code.
-package scheduler

@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"go.mongodb.org/mongo-driver/v2/mongo"
+	"go.mongodb.org/mongo-driver/v2/mongo/options"
+
+	"github.com/satoru/satoru/shared/domain"
+)
+
+// Bulk writes: one command for many documents. The embedded store costs
+// about 1 ms per command (docs/store-budget.md), so a writer that creates
+// many documents at once (the scheduler's tick) sends them together.
+
+// InsertJobs stores new jobs in one write (unordered). inserted[i] reports
+// whether jobs[i] was written. A job whose id exists is not written and is
+// not an error: with deterministic job ids it is the same job, created
+// earlier. err reports any other failure; the jobs it names were not
+// written, the others were.
+func (s *Store) InsertJobs(ctx context.Context, jobs []domain.Job) (inserted []bool, err error) {
+	docs := make([]any, len(jobs))
+	for i, j := range jobs {
+		if j.ID == "" {
+			return make([]bool, len(jobs)), fmt.Errorf("store: insert jobs: job %d has no job_id", i)
+		}
+		docs[i] = normJob(j)
+	}
+	done, err := insertManyNew(ctx, s.jobs, docs)
+	return done, wrap(fmt.Sprintf("insert %d jobs", len(jobs)), err)
+}
+
+// InsertSites stores new sites in one write (unordered), for seeding a
+// fleet (imports, benchmarks); the API creates sites one by one with
+// CreateSite. inserted[i] reports whether sites[i] was written; a site
+// whose id or name is taken is not written and not an error.
+func (s *Store) InsertSites(ctx context.Context, sites []domain.Site) (inserted []bool, err error) {
+	docs := make([]any, len(sites))
+	for i, site := range sites {
+		if site.UUID == "" {
+			return make([]bool, len(sites)), fmt.Errorf("store: insert sites: site %d has no site_uuid", i)
+		}
+		docs[i] = normSite(site)
+	}
+	done, err := insertManyNew(ctx, s.sites, docs)
+	return done, wrap(fmt.Sprintf("insert %d sites", len(sites)), err)
+}
+
+// insertManyNew inserts docs with one unordered InsertMany. done[i]
+// reports whether docs[i] was written; duplicates of an existing key are
+// skipped without error, any other write error is returned.
+func insertManyNew(ctx context.Context, coll *mongo.Collection, docs []any) (done []bool, err error) {
+	done = make([]bool, len(docs))
+	if len(docs) == 0 {
+		return done, nil
+	}
+	_, err = coll.InsertMany(ctx, docs, options.InsertMany().SetOrdered(false))
+	if err == nil {
+		for i := range done {
+			done[i] = true
+		}
+		return done, nil
+	}
+	var bwe mongo.BulkWriteException
+	if !errors.As(err, &bwe) || bwe.WriteConcernError != nil {
+		// The command failed as a whole: nothing is known to be written.
+		return done, err
+	}
+	failed := make([]bool, len(docs))
+	var other []error
+	for _, we := range bwe.WriteErrors {
+		if we.Index < 0 || we.Index >= len(docs) {
+			other = append(other, we)
+			continue
+		}
+		failed[we.Index] = true
+		if !isDuplicate(we.WriteError) {
+			other = append(other, fmt.Errorf("document %d: %w", we.Index, we))
+		}
+	}
+	for i := range done {
+		done[i] = !failed[i]
+	}
+	return done, errors.Join(other...)
+}
+
+// isDuplicate reports a unique-key violation of one write (E11000, or
+// FerretDB's SQLite message).
+func isDuplicate(we mongo.WriteError) bool {
+	return we.Code == 11000 || we.Code == 11001 || we.Code == 12582 || isConflict(errors.New(we.Message))
+}
