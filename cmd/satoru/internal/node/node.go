@@ -328,6 +328,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	}
 	n.APIAddr = ln.Addr().String()
 	h := apiapp.New(apiapp.Deps{
+		Context:    ctx,
 		Store:      n.Store,
 		Dispatcher: n.Infra,
 		Token:      token,

@@ -117,4 +117,16 @@ type Deps struct {
 	// DiskSpace reads the space of the filesystem holding a path; nil
 	// means statfs (StatDisk).
 	DiskSpace func(path string) (DiskSpace, error)
+
+	// SiteListMaxAge is how old the snapshot of all sites and statuses
+	// that GET /sites and GET /health answer from may be before it is
+	// read again (in the background; see sitecache.go). 0 means
+	// DefaultSiteListMaxAge (2 s); negative reads the store on every
+	// request. The API's own site writes always show at once; statuses
+	// written by the workers show in the list up to this late.
+	SiteListMaxAge time.Duration
+	// Context, when set, is the server's lifetime: the site list reads
+	// that run apart from requests stop when it ends. nil means
+	// context.Background (each read still ends within 30 s).
+	Context context.Context
 }

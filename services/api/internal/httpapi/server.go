@@ -47,6 +47,7 @@ type server struct {
 	disks        []DiskCheck
 	diskSpace    func(path string) (DiskSpace, error)
 	repo         Repository
+	siteLists    *siteLists
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -76,6 +77,7 @@ func New(d Deps) *echo.Echo {
 		s.log.Warn("api: no API token configured; every /api/v1 request will be refused")
 	}
 	s.metrics = newHTTPMetrics(s.reg)
+	s.siteLists = newSiteLists(d.Store, d.SiteListMaxAge, d.Context, s.log)
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true

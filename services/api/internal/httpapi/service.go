@@ -109,6 +109,8 @@ func (s *server) createSite(ctx context.Context, in SiteInput) (SiteDetail, erro
 		targets = append(targets, newTarget(site.UUID, t, now))
 	}
 
+	// Whatever happens below, the site list must be read again.
+	defer s.siteLists.invalidate()
 	if err := s.store.CreateSite(ctx, site); err != nil {
 		return SiteDetail{}, storeError(err, "", fmt.Sprintf("a site named %q already exists", site.Name))
 	}
@@ -178,18 +180,16 @@ func (s *server) detail(ctx context.Context, site domain.Site) (SiteDetail, erro
 	}, nil
 }
 
+// listSites answers from the site list snapshot (sitecache.go): the
+// API's own site writes show at once, statuses up to SiteListMaxAge late.
 func (s *server) listSites(ctx context.Context) (SiteList, error) {
-	sites, err := s.store.ListSites(ctx)
+	snap, err := s.siteLists.get(ctx)
 	if err != nil {
 		return SiteList{}, storeError(err, "", "")
 	}
-	statuses, err := s.store.ListSiteStatuses(ctx)
-	if err != nil {
-		return SiteList{}, storeError(err, "", "")
-	}
-	out := make([]domain.SiteView, len(sites))
-	for i, site := range sites {
-		out[i] = domain.SiteView{Site: site, Status: normStatus(site.UUID, statuses[site.UUID])}
+	out := make([]domain.SiteView, len(snap.Sites))
+	for i, site := range snap.Sites {
+		out[i] = domain.SiteView{Site: site, Status: normStatus(site.UUID, snap.Statuses[site.UUID])}
 	}
 	return SiteList{Sites: out}, nil
 }
@@ -208,7 +208,9 @@ func (s *server) patchSite(ctx context.Context, uuid string, in SiteInput) (Site
 	}
 	if next != cur {
 		next.UpdatedAt = s.now().UTC()
-		if err := s.store.ReplaceSite(ctx, next); err != nil {
+		err := s.store.ReplaceSite(ctx, next)
+		s.siteLists.invalidate()
+		if err != nil {
 			return SiteDetail{}, storeError(err, siteNotFound(uuid), fmt.Sprintf("a site named %q already exists", next.Name))
 		}
 	}
@@ -216,7 +218,9 @@ func (s *server) patchSite(ctx context.Context, uuid string, in SiteInput) (Site
 }
 
 func (s *server) deleteSite(ctx context.Context, uuid string) error {
-	if err := s.store.DeleteSite(ctx, uuid); err != nil {
+	err := s.store.DeleteSite(ctx, uuid)
+	s.siteLists.invalidate()
+	if err != nil {
 		return storeError(err, siteNotFound(uuid), "")
 	}
 	return nil

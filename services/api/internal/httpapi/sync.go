@@ -75,12 +75,9 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 			r.Disks[i] = DiskHealthOf(d, space, err)
 		}()
 	}
-	sites, err := s.store.ListSites(ctx)
-	var statuses map[string]domain.SiteStatus
+	// Sites and statuses from the snapshot GET /sites answers from.
+	snap, err := s.siteLists.get(ctx)
 	var st domain.SyncState
-	if err == nil {
-		statuses, err = s.store.ListSiteStatuses(ctx)
-	}
 	if err == nil {
 		st, err = s.store.GetSyncState(ctx, SyncStateID)
 	}
@@ -89,7 +86,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		return HealthReport{}, storeError(err, "", "")
 	}
 	r.Services = orEmpty(r.Services)
-	r.Sites = SummarizeSites(sites, statuses)
+	r.Sites = SummarizeSites(snap.Sites, snap.Statuses)
 	r.Sync = SyncHealthAt(st, s.offsite, s.syncInterval, now)
 	Judge(&r)
 	return r, nil
