@@ -36,14 +36,25 @@ type Settings struct {
 	// AckWait is how long a consumer waits for Ack or InProgress before
 	// redelivering a message.
 	AckWait time.Duration
+	// ServiceTTL is how long a service instance's liveness entry lives
+	// without renewal (bucket SATORU_SERVICES); 0 means DefaultServiceTTL.
+	ServiceTTL time.Duration
 }
+
+// DefaultServiceTTL is the liveness TTL of a zero Settings.ServiceTTL.
+const DefaultServiceTTL = 30 * time.Second
 
 // Infra holds the declared JetStream objects every service uses.
 type Infra struct {
 	JS      jetstream.JetStream
 	Leases  jetstream.KeyValue
 	Cancels jetstream.KeyValue
-	AckWait time.Duration
+	// Liveness holds the liveness entries of the running service
+	// instances (see Announce).
+	Liveness jetstream.KeyValue
+	AckWait  time.Duration
+	// ServiceTTL is the TTL of the Services bucket.
+	ServiceTTL time.Duration
 }
 
 // Ensure creates or updates the streams and KV buckets. It is idempotent,
@@ -92,7 +103,21 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 	if err != nil {
 		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketCancel, err)
 	}
-	return &Infra{JS: js, Leases: leases, Cancels: cancels, AckWait: s.AckWait}, nil
+	serviceTTL := s.ServiceTTL
+	if serviceTTL <= 0 {
+		serviceTTL = DefaultServiceTTL
+	}
+	services, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketServices,
+		Description: "service instance liveness; an entry expires unless renewed",
+		TTL:         serviceTTL,
+		History:     1,
+		Storage:     jetstream.MemoryStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketServices, err)
+	}
+	return &Infra{JS: js, Leases: leases, Cancels: cancels, Liveness: services, AckWait: s.AckWait, ServiceTTL: serviceTTL}, nil
 }
 
 // Consumer creates or updates a service's durable consumer. Deliveries are

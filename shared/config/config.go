@@ -64,6 +64,7 @@ type Config struct {
 	JobHeartbeat           time.Duration   // job_heartbeat_seconds
 	SiteLease              time.Duration   // site_lease_seconds
 	JobMaxAttempts         int             // job_max_attempts
+	JobStaleAfter          time.Duration   // job_stale_after_seconds
 	JobTimeoutPreflight    time.Duration   // job_timeout_preflight_seconds
 	HistoryRetention       time.Duration   // history_retention_days
 	LogLevel               string          // log_level: debug, info, warn, error
@@ -95,6 +96,7 @@ func Default() Config {
 		JobHeartbeat:          10 * time.Second,
 		SiteLease:             60 * time.Second,
 		JobMaxAttempts:        5,
+		JobStaleAfter:         300 * time.Second,
 		JobTimeoutPreflight:   120 * time.Second,
 		HistoryRetention:      90 * 24 * time.Hour,
 		LogLevel:              "info",
@@ -220,6 +222,10 @@ func (c Config) Validate() error {
 	if c.JobHeartbeat >= c.SiteLease && c.JobHeartbeat > 0 && c.SiteLease > 0 {
 		bad("job_heartbeat_seconds", "must be less than site_lease_seconds (%d) so heartbeats renew the lease, got %d",
 			c.SiteLease/time.Second, c.JobHeartbeat/time.Second)
+	}
+	if c.JobStaleAfter <= c.JobHeartbeat && c.JobStaleAfter > 0 && c.JobHeartbeat > 0 {
+		bad("job_stale_after_seconds", "must be more than job_heartbeat_seconds (%d), got %d",
+			c.JobHeartbeat/time.Second, c.JobStaleAfter/time.Second)
 	}
 	if c.ResticB2AccountID.IsSet() != c.ResticB2AccountKey.IsSet() {
 		bad("restic_b2_account_key", "restic_b2_account_id and restic_b2_account_key must be set together")
@@ -612,6 +618,7 @@ var specs = []spec{
 	durSpec("site_lease_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.SiteLease }),
 	intSpec("job_max_attempts", 1, 100,
 		func(c Config) int64 { return int64(c.JobMaxAttempts) }, func(c *Config, n int64) { c.JobMaxAttempts = int(n) }),
+	durSpec("job_stale_after_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobStaleAfter }),
 	durSpec("job_timeout_preflight_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutPreflight }),
 	durSpec("history_retention_days", 24*time.Hour, 1, 36500, func(c *Config) *time.Duration { return &c.HistoryRetention }),
 	enumSpec("log_level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),

@@ -61,6 +61,7 @@ func TestDefaults(t *testing.T) {
 		{"heartbeat", c.JobHeartbeat, 10 * time.Second},
 		{"lease", c.SiteLease, time.Minute},
 		{"attempts", c.JobMaxAttempts, 5},
+		{"stale after", c.JobStaleAfter, 5 * time.Minute},
 		{"preflight timeout", c.JobTimeoutPreflight, 2 * time.Minute},
 		{"history", c.HistoryRetention, 90 * 24 * time.Hour},
 		{"log_level", c.LogLevel, "info"},
@@ -129,8 +130,8 @@ restic_retention_policy:
 				t.Errorf("policy = %+v, want %+v (a given policy replaces the file's)", c.ResticRetentionPolicy, want)
 			}
 		}},
-		{"durations", "", []string{"SATORU_JOB_ACK_WAIT_SECONDS=120", "SATORU_JOB_HEARTBEAT_SECONDS=30", "SATORU_SITE_LEASE_SECONDS=90", "SATORU_HISTORY_RETENTION_DAYS=30", "SATORU_RESTIC_SYNC_INTERVAL_HOURS=6"}, func(t *testing.T, c Config) {
-			if c.JobAckWait != 2*time.Minute || c.JobHeartbeat != 30*time.Second || c.SiteLease != 90*time.Second ||
+		{"durations", "", []string{"SATORU_JOB_ACK_WAIT_SECONDS=120", "SATORU_JOB_HEARTBEAT_SECONDS=30", "SATORU_SITE_LEASE_SECONDS=90", "SATORU_HISTORY_RETENTION_DAYS=30", "SATORU_RESTIC_SYNC_INTERVAL_HOURS=6", "SATORU_JOB_STALE_AFTER_SECONDS=600"}, func(t *testing.T, c Config) {
+			if c.JobAckWait != 2*time.Minute || c.JobHeartbeat != 30*time.Second || c.SiteLease != 90*time.Second || c.JobStaleAfter != 10*time.Minute ||
 				c.HistoryRetention != 30*24*time.Hour || c.ResticSyncInterval != 6*time.Hour {
 				t.Errorf("durations: %s", c)
 			}
@@ -239,6 +240,7 @@ func TestBadValues(t *testing.T) {
 		{"heartbeat vs ack wait", "SATORU_JOB_HEARTBEAT_SECONDS=60", "job_heartbeat_seconds: must be less than job_ack_wait_seconds (60), got 60"},
 		{"lease", "SATORU_SITE_LEASE_SECONDS=5", "job_heartbeat_seconds: must be less than site_lease_seconds (5)"},
 		{"attempts", "SATORU_JOB_MAX_ATTEMPTS=0", "job_max_attempts: must be a positive integer, got 0"},
+		{"stale after zero", "SATORU_JOB_STALE_AFTER_SECONDS=0", "job_stale_after_seconds: must be a positive integer, got 0"},
 		{"preflight timeout", "SATORU_JOB_TIMEOUT_PREFLIGHT_SECONDS=999999", "job_timeout_preflight_seconds: must be between 1 and 86400"},
 		{"history", "SATORU_HISTORY_RETENTION_DAYS=0", "history_retention_days: must be a positive integer"},
 		{"log level", "SATORU_LOG_LEVEL=verbose", `log_level: must be one of debug, info, warn, error, got "verbose"`},
@@ -441,7 +443,7 @@ func TestKeys(t *testing.T) {
 		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
-		"job_max_attempts", "job_timeout_preflight_seconds", "history_retention_days", "log_level", "log_format", "instance_name"}
+		"job_max_attempts", "job_stale_after_seconds", "job_timeout_preflight_seconds", "history_retention_days", "log_level", "log_format", "instance_name"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("Keys() = %q", keys)
 	}
@@ -465,6 +467,7 @@ func TestValidateTyped(t *testing.T) {
 	}{
 		{"concurrency", func(c *Config) { c.JobWorkerConcurrency = 0 }, "config: job_worker_concurrency: must be a positive integer, got 0"},
 		{"fractional seconds", func(c *Config) { c.JobAckWait = 1500 * time.Millisecond }, "config: job_ack_wait_seconds: must be a whole number of seconds"},
+		{"stale after vs heartbeat", func(c *Config) { c.JobStaleAfter = c.JobHeartbeat }, "config: job_stale_after_seconds: must be more than job_heartbeat_seconds (10), got 10"},
 		{"policy", func(c *Config) { c.ResticRetentionPolicy = RetentionPolicy{} }, "config: restic_retention_policy: keeps nothing"},
 		{"empty staging", func(c *Config) { c.StagingRoot = "" }, "config: staging_root: must not be empty"},
 		{"bad log level", func(c *Config) { c.LogLevel = "" }, "config: log_level: must be one of"},

@@ -21,6 +21,9 @@ const (
 	BucketLeases = "SATORU_LEASES"
 	// BucketCancel holds cancel requests keyed by job id.
 	BucketCancel = "SATORU_CANCEL"
+	// BucketServices holds one liveness entry per running service
+	// instance, keyed by ServiceKey; its TTL ends an entry nobody renews.
+	BucketServices = "SATORU_SERVICES"
 
 	// RepoSite stands in for the site of repository-level jobs.
 	RepoSite = "_repo"
@@ -78,6 +81,9 @@ func EventSubject(siteUUID, jobID string) string {
 
 // LeaseKey is the KV key of a site's lease.
 func LeaseKey(siteUUID string) string { return "site." + siteUUID }
+
+// ServiceKey is the KV key of a service instance's liveness entry.
+func ServiceKey(service, instance string) string { return service + "." + instance }
 
 // CancelKey is the KV key of a job's cancel request.
 func CancelKey(jobID string) string { return "job." + jobID }

@@ -34,6 +34,10 @@ type Dispatcher = httpapi.Dispatcher
 // download and restore endpoints read. restic.Repo satisfies it.
 type Repository = httpapi.Repository
 
+// Liveness lists the live service instances for GET /api/v1/health
+// (Deps.Services). *bus.Infra satisfies it.
+type Liveness = httpapi.Liveness
+
 // Checker is one readiness check for /readyz.
 type Checker = httpapi.Checker
 

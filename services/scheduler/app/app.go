@@ -62,6 +62,17 @@ type Settings struct {
 	// site_lease_seconds), which NATS enforces; 0 reads it from the
 	// bucket. Run renews the lease every LeaderTTL/3.
 	LeaderTTL time.Duration
+	// StaleAfter is how old a running job's heartbeat_at may grow before
+	// the leader recovers the job (job_stale_after_seconds; see
+	// recoverStale); 0 turns the recovery off.
+	StaleAfter time.Duration
+	// MaxAttempts is job_max_attempts: a stale job that used them all is
+	// failed, one with attempts left is published again if its request is
+	// gone (default 5).
+	MaxAttempts int
+	// RecoverEvery is the least time between two recovery passes, each of
+	// which reads the active jobs (default 1 minute).
+	RecoverEvery time.Duration
 }
 
 // Deps are the scheduler's collaborators. Store, Infra and
@@ -104,6 +115,8 @@ type TickResult struct {
 	Created, Deleted, Rescheduled int
 	// ReadActive: the tick read the active jobs (something was due).
 	ReadActive bool
+	// Recovery is what the stale-job recovery pass did, if it ran.
+	Recovery Recovery
 	// QueuedIn is the wall time from the tick's start until its jobs were
 	// written and published; Took the whole tick.
 	QueuedIn, Took time.Duration
@@ -135,6 +148,12 @@ type Scheduler struct {
 	// false), not every tick. Writes go to the store and then here.
 	cache   map[string]store.Schedule
 	cacheOK bool
+
+	// recoveredAt is when the last recovery pass ran (scheduler clock).
+	recoveredAt time.Time
+	// active are the active jobs the tick in progress read, if it did.
+	active      []domain.Job
+	activeKnown bool
 }
 
 // New builds a scheduler from d, filling defaults.
@@ -157,6 +176,12 @@ func New(d Deps) (*Scheduler, error) {
 	}
 	if s.RetentionInterval < 0 {
 		s.RetentionInterval = 0
+	}
+	if s.RecoverEvery <= 0 {
+		s.RecoverEvery = DefaultRecoverEvery
+	}
+	if s.MaxAttempts <= 0 {
+		s.MaxAttempts = DefaultMaxAttempts
 	}
 	log := d.Log
 	if log == nil {
@@ -226,9 +251,9 @@ func (s *Scheduler) tickLogged(ctx context.Context) {
 	switch {
 	case err != nil && ctx.Err() == nil:
 		s.log.Error("scheduler: tick failed", "err", err)
-	case res.Total() > 0 || res.Failed > 0 || res.Lost > 0:
+	case res.Total() > 0 || res.Failed > 0 || res.Lost > 0 || res.Recovery.Failed > 0 || res.Recovery.Republished > 0:
 		s.log.Info("scheduler: tick", "queued", res.Total(), "waiting", res.Waiting, "lost", res.Lost,
-			"failed", res.Failed, "took", res.Took)
+			"failed", res.Failed, "stale_failed", res.Recovery.Failed, "stale_republished", res.Recovery.Republished, "took", res.Took)
 	}
 }
 
@@ -285,7 +310,16 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickResult, error)
 	if err != nil || !leader {
 		return TickResult{}, err
 	}
+	s.active, s.activeKnown = nil, false
 	res, err := s.work(ctx, now)
+	if ctx.Err() == nil {
+		rec, rerr := s.recoverStale(ctx, now, s.active, s.activeKnown)
+		res.Recovery = rec
+		if rerr != nil {
+			s.log.Error("scheduler: recovery pass", "err", rerr)
+		}
+	}
+	s.active, s.activeKnown = nil, false
 	res.Leader = true
 	res.Took = time.Since(start)
 	s.m.observe(res, err)
@@ -325,6 +359,7 @@ func (s *Scheduler) work(ctx context.Context, now time.Time) (TickResult, error)
 		}
 		in.ActiveKnown = true
 		res.ReadActive = true
+		s.active, s.activeKnown = in.Active, true
 		out = plan.Plan(in)
 	}
 

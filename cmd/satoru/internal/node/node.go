@@ -186,6 +186,8 @@ func SchedulerSettings(cfg config.Config) schedulerapp.Settings {
 		SyncInterval:      cfg.ResticSyncInterval,
 		SyncEnabled:       cfg.ResticB2Repository != "",
 		LeaderTTL:         cfg.SiteLease,
+		StaleAfter:        cfg.JobStaleAfter,
+		MaxAttempts:       cfg.JobMaxAttempts,
 	}
 }
 
@@ -336,6 +338,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Ready:      []apiapp.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
 		Log:        n.Log.With("service", "api"),
 		Repo:       repo,
+		Services:   n.Infra,
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
@@ -384,11 +387,26 @@ func APIToken(cfg config.Config) (token, generatedFile string, err error) {
 	return token, path, nil
 }
 
+// goService runs a service until ctx ends, announcing it alive in the
+// SATORU_SERVICES bucket (bus.Announce, as <name>.<instance_name>) while
+// it runs; the entry is deleted when the service returns.
 func (n *Node) goService(name string, run func(context.Context) error, ctx context.Context) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		actx, stopAnnounce := context.WithCancel(ctx)
+		announced := make(chan struct{})
+		go func() {
+			defer close(announced)
+			log := n.Log.With("service", name)
+			if err := n.Infra.Announce(actx, name, n.Config.InstanceName, log); err != nil && actx.Err() == nil {
+				log.Error("cannot announce the service alive; GET /health will miss it", "err", err)
+			}
+		}()
+		err := run(ctx)
+		stopAnnounce()
+		<-announced
+		if err != nil && !errors.Is(err, context.Canceled) {
 			n.Log.Error("service stopped", "service", name, "err", err)
 			n.mu.Lock()
 			n.errs = append(n.errs, fmt.Errorf("%s: %w", name, err))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/restic"
@@ -80,6 +81,13 @@ type Repository interface {
 	Dump(ctx context.Context, snapshotID, path string, w io.Writer, archive string) error
 }
 
+// Liveness lists the live service instances: the entries each running
+// service keeps in the NATS KV bucket SATORU_SERVICES (bus.Announce).
+// *bus.Infra satisfies it.
+type Liveness interface {
+	Services(ctx context.Context) ([]bus.Instance, error)
+}
+
 // Checker is one readiness check (store ping, NATS connected).
 type Checker interface {
 	Name() string
@@ -117,6 +125,13 @@ type Deps struct {
 	// DiskSpace reads the space of the filesystem holding a path; nil
 	// means statfs (StatDisk).
 	DiskSpace func(path string) (DiskSpace, error)
+	// Services, when set, makes GET /health list the live service
+	// instances and degrade when an expected service has none; nil leaves
+	// liveness out of the report.
+	Services Liveness
+	// ExpectedServices are the services that must have a live instance;
+	// nil means DefaultExpectedServices.
+	ExpectedServices []string
 
 	// SiteListMaxAge is how old the snapshot of all sites and statuses
 	// that GET /sites and GET /health answer from may be before it is

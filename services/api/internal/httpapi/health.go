@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 )
 
@@ -56,6 +57,46 @@ type HealthReport struct {
 	Sites    SitesHealth   `json:"sites"`
 	Sync     SyncHealth    `json:"sync"`
 	Disks    []DiskHealth  `json:"disks"`
+	// Liveness lists the services and their live instances; left out
+	// when the API has no liveness source (Deps.Services).
+	Liveness *LivenessHealth `json:"liveness,omitempty"`
+}
+
+// Service liveness statuses.
+const (
+	ServiceUp   = "up"
+	ServiceDown = "down"
+)
+
+// DefaultExpectedServices are the services a deployment runs, each of
+// which must have at least one live instance.
+var DefaultExpectedServices = []string{"api", "puller", "snapshotter", "syncer", "scheduler"}
+
+// LivenessHealth is which service instances are alive, from the entries
+// they keep in the NATS KV bucket SATORU_SERVICES.
+type LivenessHealth struct {
+	// Error is set when the entries could not be read; Services then
+	// shows every expected service as down.
+	Error    string          `json:"error,omitempty"`
+	Services []ServiceHealth `json:"services"`
+}
+
+// ServiceHealth is one service with its live instances: up with at least
+// one, down with none.
+type ServiceHealth struct {
+	Service   string           `json:"service"`
+	Status    string           `json:"status"`
+	Expected  bool             `json:"expected"`
+	Instances []InstanceHealth `json:"instances"`
+}
+
+// InstanceHealth is one live instance and its last heartbeat.
+type InstanceHealth struct {
+	Instance            string    `json:"instance"`
+	Version             string    `json:"version"`
+	StartedAt           time.Time `json:"started_at"`
+	HeartbeatAt         time.Time `json:"heartbeat_at"`
+	HeartbeatAgeSeconds int64     `json:"heartbeat_age_seconds"`
 }
 
 // SitesHealth counts sites by health status and lists those that need
@@ -214,8 +255,60 @@ func DiskHealthOf(d DiskCheck, space DiskSpace, err error) DiskHealth {
 	return h
 }
 
+// LivenessOf groups the live instances by service: the expected services
+// first, in their order, then any other service seen, by name; instances
+// by name. An expected service without an instance is down. readErr is
+// the error reading the instances, if any.
+func LivenessOf(instances []bus.Instance, readErr error, expected []string, now time.Time) *LivenessHealth {
+	out := &LivenessHealth{Services: []ServiceHealth{}}
+	if readErr != nil {
+		out.Error = readErr.Error()
+		instances = nil
+	}
+	idx := map[string]int{}
+	for _, name := range expected {
+		if _, dup := idx[name]; dup {
+			continue
+		}
+		idx[name] = len(out.Services)
+		out.Services = append(out.Services, ServiceHealth{Service: name, Expected: true, Instances: []InstanceHealth{}})
+	}
+	var extra []string
+	byService := map[string][]InstanceHealth{}
+	for _, in := range instances {
+		if _, ok := idx[in.Service]; !ok && byService[in.Service] == nil {
+			extra = append(extra, in.Service)
+		}
+		age := int64(0)
+		if d := now.Sub(in.HeartbeatAt); d > 0 {
+			age = int64(d / time.Second)
+		}
+		byService[in.Service] = append(byService[in.Service], InstanceHealth{Instance: in.Instance, Version: in.Version,
+			StartedAt: in.StartedAt, HeartbeatAt: in.HeartbeatAt, HeartbeatAgeSeconds: age})
+	}
+	sort.Strings(extra)
+	for _, name := range extra {
+		idx[name] = len(out.Services)
+		out.Services = append(out.Services, ServiceHealth{Service: name})
+	}
+	for i := range out.Services {
+		sv := &out.Services[i]
+		sv.Instances = byService[sv.Service]
+		if sv.Instances == nil {
+			sv.Instances = []InstanceHealth{}
+		}
+		sort.Slice(sv.Instances, func(a, b int) bool { return sv.Instances[a].Instance < sv.Instances[b].Instance })
+		sv.Status = ServiceDown
+		if len(sv.Instances) > 0 {
+			sv.Status = ServiceUp
+		}
+	}
+	return out
+}
+
 // Judge sets r.Status and r.Problems from its parts: degraded when a
-// service check failed, a site failed or warned, the offsite copy failed
+// service check failed, the service liveness could not be read or an
+// expected service has no live instance, a site failed or warned, the offsite copy failed
 // or is stale, or a disk is low or cannot be measured. An offsite copy
 // that is not configured is not a problem.
 func Judge(r *HealthReport) {
@@ -223,6 +316,17 @@ func Judge(r *HealthReport) {
 	for _, c := range r.Services {
 		if !c.OK {
 			r.Problems = append(r.Problems, fmt.Sprintf("service check %s: %s", c.Name, c.Error))
+		}
+	}
+	if l := r.Liveness; l != nil {
+		if l.Error != "" {
+			r.Problems = append(r.Problems, "service liveness unknown: "+l.Error)
+		} else {
+			for _, sv := range l.Services {
+				if sv.Expected && sv.Status == ServiceDown {
+					r.Problems = append(r.Problems, fmt.Sprintf("service %s has no live instance", sv.Service))
+				}
+			}
 		}
 	}
 	if n := r.Sites.ByStatus[domain.HealthFailed]; n > 0 {

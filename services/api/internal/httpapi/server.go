@@ -48,6 +48,8 @@ type server struct {
 	diskSpace    func(path string) (DiskSpace, error)
 	repo         Repository
 	siteLists    *siteLists
+	services     Liveness
+	expected     []string
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -58,6 +60,10 @@ func New(d Deps) *echo.Echo {
 		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
 		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
+		services: d.Services, expected: d.ExpectedServices,
+	}
+	if s.expected == nil {
+		s.expected = DefaultExpectedServices
 	}
 	if s.diskSpace == nil {
 		s.diskSpace = StatDisk

@@ -7,9 +7,11 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 )
 
@@ -67,6 +69,17 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		defer wg.Done()
 		r.Services = s.runChecks(ctx)
 	}()
+	var instances []bus.Instance
+	var livenessErr error
+	if s.services != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			instances, livenessErr = s.services.Services(lctx)
+		}()
+	}
 	for i, d := range s.disks {
 		wg.Add(1)
 		go func() {
@@ -88,6 +101,9 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	r.Services = orEmpty(r.Services)
 	r.Sites = SummarizeSites(snap.Sites, snap.Statuses)
 	r.Sync = SyncHealthAt(st, s.offsite, s.syncInterval, now)
+	if s.services != nil {
+		r.Liveness = LivenessOf(instances, livenessErr, s.expected, now)
+	}
 	Judge(&r)
 	return r, nil
 }
