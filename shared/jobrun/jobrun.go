@@ -165,6 +165,9 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		}
 		job.Status, job.Attempts, job.StartedAt = domain.StatusRunning, attempts, &started
 		log.Info("job started", "attempt", attempts, "delivery", d.NumDelivered)
+		if attempts > 1 && x.Metrics != nil {
+			x.Metrics.Retries.WithLabelValues(string(job.Type)).Inc()
+		}
 		rec.status = domain.StatusRunning
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
 			Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
@@ -242,6 +245,9 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 		x.Metrics.Finished.WithLabelValues(string(job.Type), string(out.Status)).Inc()
 		if !started.IsZero() {
 			x.Metrics.Duration.WithLabelValues(string(job.Type)).Observe(at.Sub(started).Seconds())
+		}
+		if job.Type == domain.JobBackup { // every way a backup ends, worker lost included
+			x.Metrics.Sites.Finished(job.SiteUUID, string(out.Status), at)
 		}
 	}
 	rec.log.Info("job finished", "status", out.Status, "error", out.Error)

@@ -42,6 +42,16 @@ func (s Service) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.Registry != nil {
+		// Queue depth: requests waiting for this service, or taken and not acked.
+		observe.NewQueueMetrics(s.Registry).Watch(s.Consumer.Durable, func(ctx context.Context) (uint64, error) {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return info.NumPending + uint64(info.NumAckPending), nil
+		})
+	}
 	log := s.Log.With("service", s.Name, "worker", s.Worker)
 	x := &Executor{
 		Store:       s.Store,

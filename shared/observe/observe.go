@@ -59,6 +59,11 @@ type JobMetrics struct {
 	Finished *prometheus.CounterVec
 	Duration *prometheus.HistogramVec
 	Running  *prometheus.GaugeVec
+	// Retries counts job attempts after the first (a redelivered job
+	// whose worker died), by type.
+	Retries *prometheus.CounterVec
+	// Sites hold each site's last backup outcome.
+	Sites *SiteMetrics
 }
 
 // NewJobMetrics registers the job metrics on reg. A second call on the
@@ -79,10 +84,16 @@ func NewJobMetrics(reg prometheus.Registerer) *JobMetrics {
 			Name: "satoru_jobs_running",
 			Help: "Jobs running in this process, by type.",
 		}, []string{"type"}),
+		Retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "satoru_jobs_retries_total",
+			Help: "Job attempts after the first (the previous worker stopped or died), by type.",
+		}, []string{"type"}),
+		Sites: NewSiteMetrics(reg),
 	}
 	m.Finished = register(reg, m.Finished)
 	m.Duration = register(reg, m.Duration)
 	m.Running = register(reg, m.Running)
+	m.Retries = register(reg, m.Retries)
 	return m
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -54,6 +55,13 @@ type Deps struct {
 func Run(ctx context.Context, d Deps) error {
 	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
 		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: d.Restic}
+	if d.Registry != nil {
+		p.Metrics = observe.NewPullMetrics(d.Registry)
+		disks := observe.NewDiskMetrics(d.Registry)
+		for _, path := range []string{d.Settings.Backup.StagingRoot, d.Settings.Backup.RepoPath} {
+			disks.Watch(path, d.Settings.Backup.MinFreeBytes, d.Settings.Backup.MinFreePercent)
+		}
+	}
 	return jobrun.Service{
 		Name:        "puller",
 		Consumer:    events.ConsumerPuller,
@@ -137,6 +145,8 @@ type Puller struct {
 	RsyncPath      string
 	Restic         restic.Repo
 	Now            func() time.Time
+	// Metrics count pulled bytes and files; nil records nothing.
+	Metrics *observe.PullMetrics
 
 	mu            sync.Mutex
 	tmpControlDir string

@@ -113,6 +113,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		} else {
 			ok++
 		}
+		p.Metrics.Target(site.UUID, string(r.Status), r.Transferred, r.Files)
 		transferred += r.Transferred
 		bytes += r.Bytes
 		files += r.Files

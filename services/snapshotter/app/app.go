@@ -20,6 +20,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -63,6 +64,12 @@ func Run(ctx context.Context, d Deps) error {
 
 // serve runs s as the service: tests hand in their own Snapshotter.
 func serve(ctx context.Context, d Deps, s *Snapshotter) error {
+	if d.Registry != nil {
+		if s.Metrics == nil {
+			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
+		}
+		seedLastSuccess(ctx, d)
+	}
 	return jobrun.Service{
 		Name:        "snapshotter",
 		Consumer:    events.ConsumerSnapshotter,
@@ -99,6 +106,8 @@ type Snapshotter struct {
 	Retention      config.RetentionPolicy
 	RetentionLimit time.Duration
 	Now            func() time.Time
+	// Metrics count the data added; nil records nothing.
+	Metrics *observe.SnapshotMetrics
 
 	// initialised remembers a repository known to exist: checking costs a
 	// restic run with key derivation (~0.5 s) per backup otherwise.
@@ -233,6 +242,7 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	for k, v := range data {
 		summary[k] = v
 	}
+	s.Metrics.Snapshot(job.SiteUUID, sum.DataAdded)
 	rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelInfo, Data: data, Message: fmt.Sprintf(
 		"snapshot %s: %d new, %d changed, %d unmodified files; %d bytes added of %d processed",
 		short(sum.SnapshotID), sum.FilesNew, sum.FilesChanged, sum.FilesUnmodified, sum.DataAdded, sum.TotalBytesProcessed)})
@@ -271,6 +281,29 @@ func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.He
 		st.LastSuccessAt = &at
 	}
 	_ = s.Store.PutSiteStatus(ctx, st)
+}
+
+// seedLastSuccess starts each site's last-success gauge at the stored
+// value, so a restart does not hide a stale site until its next backup.
+// The site's outcome gauges wait for the next backup: the stored health
+// is also written by preflight jobs.
+func seedLastSuccess(ctx context.Context, d Deps) {
+	if d.Store == nil {
+		return
+	}
+	all, err := d.Store.ListSiteStatuses(ctx)
+	if err != nil {
+		if d.Log != nil {
+			d.Log.Warn("cannot seed the sites' last-success metrics", "err", err)
+		}
+		return
+	}
+	sites := observe.NewSiteMetrics(d.Registry)
+	for uuid, st := range all {
+		if st.LastSuccessAt != nil {
+			sites.SeedLastSuccess(uuid, *st.LastSuccessAt)
+		}
+	}
 }
 
 func short(id string) string {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	apiapp "github.com/satoru/satoru/services/api/app"
 	pullerapp "github.com/satoru/satoru/services/puller/app"
@@ -130,6 +132,8 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 		if err := n.startAPI(ctx, repo); err != nil {
 			return nil, err
 		}
+	} else if err := n.startMetrics(ctx); err != nil {
+		return nil, err
 	}
 	return n, nil
 }
@@ -351,6 +355,24 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	return nil
 }
 
+// startMetrics serves /metrics and /healthz on api_listen for a process
+// that runs no API, so Prometheus scrapes every service the same way.
+func (n *Node) startMetrics(ctx context.Context) error {
+	ln, err := net.Listen("tcp", n.Config.APIListen)
+	if err != nil {
+		return fmt.Errorf("api_listen %s (metrics): %w", n.Config.APIListen, err)
+	}
+	n.APIAddr = ln.Addr().String()
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(n.Registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
+	})
+	n.goRun("metrics", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, mux) }, ctx)
+	return nil
+}
+
 func (n *Node) natsReady(context.Context) error {
 	if !n.NC.IsConnected() {
 		return errors.New("not connected")
@@ -391,9 +413,8 @@ func APIToken(cfg config.Config) (token, generatedFile string, err error) {
 // SATORU_SERVICES bucket (bus.Announce, as <name>.<instance_name>) while
 // it runs; the entry is deleted when the service returns.
 func (n *Node) goService(name string, run func(context.Context) error, ctx context.Context) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
+	n.goRun(name, func(ctx context.Context) error {
+		// The service is announced alive (GET /health lists it) while it runs.
 		actx, stopAnnounce := context.WithCancel(ctx)
 		announced := make(chan struct{})
 		go func() {
@@ -406,7 +427,16 @@ func (n *Node) goService(name string, run func(context.Context) error, ctx conte
 		err := run(ctx)
 		stopAnnounce()
 		<-announced
-		if err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}, ctx)
+}
+
+// goRun runs one part of the node; its failure stops the whole node.
+func (n *Node) goRun(name string, run func(context.Context) error, ctx context.Context) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			n.Log.Error("service stopped", "service", name, "err", err)
 			n.mu.Lock()
 			n.errs = append(n.errs, fmt.Errorf("%s: %w", name, err))
