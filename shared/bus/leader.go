@@ -21,6 +21,12 @@ func (in *Infra) AcquireKey(ctx context.Context, key string, h LeaseHolder) (*Le
 	if key == "" {
 		return nil, errors.New("bus: acquire lease: empty key")
 	}
+	return in.acquire(ctx, key, h, func(other LeaseHolder) bool { return other == h })
+}
+
+// acquire creates the lease at key, or takes it over when its current
+// holder is one that mine says is ours.
+func (in *Infra) acquire(ctx context.Context, key string, h LeaseHolder, mine func(LeaseHolder) bool) (*Lease, error) {
 	val, err := json.Marshal(h)
 	if err != nil {
 		return nil, fmt.Errorf("bus: encode lease: %w", err)
@@ -41,7 +47,7 @@ func (in *Infra) AcquireKey(ctx context.Context, key string, h LeaseHolder) (*Le
 		return nil, fmt.Errorf("bus: read lease %s: %w", key, err)
 	}
 	var other LeaseHolder
-	if json.Unmarshal(cur.Value(), &other) != nil || other != h {
+	if json.Unmarshal(cur.Value(), &other) != nil || !mine(other) {
 		return nil, fmt.Errorf("bus: lease %s is held by %s: %w", key, other.describe(), ErrLeaseHeld)
 	}
 	rev, err = in.Leases.Update(ctx, key, val, cur.Revision())

@@ -2,7 +2,6 @@ package bus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -37,35 +36,7 @@ type Lease struct {
 // (a redelivery after its worker died) is taken over: the stream delivers a
 // job to one worker at a time, so the old holder is gone.
 func (in *Infra) AcquireSite(ctx context.Context, siteUUID string, h LeaseHolder) (*Lease, error) {
-	key := events.LeaseKey(siteUUID)
-	val, err := json.Marshal(h)
-	if err != nil {
-		return nil, fmt.Errorf("bus: encode lease: %w", err)
-	}
-	rev, err := in.Leases.Create(ctx, key, val)
-	if err == nil {
-		return &Lease{kv: in.Leases, key: key, revision: rev, value: val, Holder: h}, nil
-	}
-	if !errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, fmt.Errorf("bus: acquire lease of site %s: %w", siteUUID, err)
-	}
-	cur, err := in.Leases.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		// Released between our Create and Get; let the caller retry soon.
-		return nil, fmt.Errorf("bus: lease of site %s: %w", siteUUID, ErrLeaseHeld)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("bus: read lease of site %s: %w", siteUUID, err)
-	}
-	var other LeaseHolder
-	if json.Unmarshal(cur.Value(), &other) != nil || other.JobID != h.JobID {
-		return nil, fmt.Errorf("bus: site %s (held by job %s): %w", siteUUID, other.JobID, ErrLeaseHeld)
-	}
-	rev, err = in.Leases.Update(ctx, key, val, cur.Revision())
-	if err != nil {
-		return nil, fmt.Errorf("bus: take over lease of site %s: %w", siteUUID, ErrLeaseHeld)
-	}
-	return &Lease{kv: in.Leases, key: key, revision: rev, value: val, Holder: h}, nil
+	return in.acquire(ctx, events.LeaseKey(siteUUID), h, func(other LeaseHolder) bool { return other.JobID == h.JobID })
 }
 
 // Renew extends the lease by another TTL.
