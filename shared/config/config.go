@@ -66,6 +66,10 @@ type Config struct {
 	JobMaxAttempts         int             // job_max_attempts
 	JobStaleAfter          time.Duration   // job_stale_after_seconds
 	JobTimeoutPreflight    time.Duration   // job_timeout_preflight_seconds
+	JobTimeoutTarget       time.Duration   // job_timeout_target_seconds: one target's pull
+	JobTimeoutSnapshot     time.Duration   // job_timeout_snapshot_seconds: one restic backup
+	JobTimeoutRetention    time.Duration   // job_timeout_retention_seconds: one forget --prune
+	JobTimeoutSync         time.Duration   // job_timeout_sync_seconds: one offsite copy
 	HistoryRetention       time.Duration   // history_retention_days
 	LogLevel               string          // log_level: debug, info, warn, error
 	LogFormat              string          // log_format: text, json
@@ -98,6 +102,10 @@ func Default() Config {
 		JobMaxAttempts:        5,
 		JobStaleAfter:         300 * time.Second,
 		JobTimeoutPreflight:   120 * time.Second,
+		JobTimeoutTarget:      4 * time.Hour,
+		JobTimeoutSnapshot:    6 * time.Hour,
+		JobTimeoutRetention:   6 * time.Hour,
+		JobTimeoutSync:        12 * time.Hour,
 		HistoryRetention:      90 * 24 * time.Hour,
 		LogLevel:              "info",
 		LogFormat:             "text",
@@ -620,6 +628,10 @@ var specs = []spec{
 		func(c Config) int64 { return int64(c.JobMaxAttempts) }, func(c *Config, n int64) { c.JobMaxAttempts = int(n) }),
 	durSpec("job_stale_after_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobStaleAfter }),
 	durSpec("job_timeout_preflight_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutPreflight }),
+	durSpec("job_timeout_target_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutTarget }),
+	durSpec("job_timeout_snapshot_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSnapshot }),
+	durSpec("job_timeout_retention_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutRetention }),
+	durSpec("job_timeout_sync_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSync }),
 	durSpec("history_retention_days", 24*time.Hour, 1, 36500, func(c *Config) *time.Duration { return &c.HistoryRetention }),
 	enumSpec("log_level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
 	enumSpec("log_format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -397,4 +398,38 @@ func TestBackupOfALiveDatabase(t *testing.T) {
 		t.Errorf("remote dump temp files left in /tmp: %s", out)
 	}
 	_ = restic.ErrLocked
+}
+
+func TestBackupTargetTimeoutKillsThePull(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	_, c := backupNode(t, "SATORU_JOB_TIMEOUT_TARGET_SECONDS=2")
+	dir := filepath.Join(edge.Dir, "slow")
+	mkdir(t, dir)
+	big := make([]byte, 8<<20)
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), big, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site := c.registerSite(edge, siteOpts{name: "edge-slow", targets: []map[string]any{{"mode": "directory", "path": dir}}})
+	// 64 KiB/s makes the 8 MiB pull take two minutes: far past the 2 s limit.
+	if code := c.do("PATCH", "/api/v1/sites/"+site, map[string]any{"bandwidth_limit_kbps": 64}, nil); code != http.StatusOK {
+		t.Fatalf("PATCH bandwidth: %d", code)
+	}
+	start := time.Now()
+	id := c.startJob(site, "backup")
+	j := c.waitJob(id, 60*time.Second)
+	if j.Status != domain.StatusFailed || !strings.Contains(j.Error, "every target failed") {
+		t.Fatalf("got %s %q, want failed", j.Status, j.Error)
+	}
+	if !hasEvent(c.events(id), "pull", domain.LevelError, "timed out") {
+		t.Errorf("no event says the pull timed out:\n%s", dumpEvents(c.events(id)))
+	}
+	if took := time.Since(start); took > 30*time.Second {
+		t.Errorf("the timed-out pull took %s; it was not killed at its limit", took)
+	}
+	if out, _ := exec.Command("pgrep", "-f", "rsync.*"+dir).Output(); len(out) > 0 {
+		t.Errorf("rsync still running after the timeout: pids %s", out)
+	}
 }

@@ -158,6 +158,7 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 			MinFreeBytes:   cfg.StagingMinFreeBytes,
 			MinFreePercent: cfg.StagingMinFreePercent,
 			IOTimeout:      5 * time.Minute,
+			TargetTimeout:  cfg.JobTimeoutTarget,
 			ProgressEvery:  5 * time.Second,
 			ControlDir:     filepath.Join(cfg.DataDir, "ssh", "cm"),
 		},
@@ -167,16 +168,18 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 // SnapshotterSettings maps config to the snapshotter's settings.
 func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Settings {
 	return snapshotterapp.Settings{
-		Worker:        cfg.InstanceName,
-		Concurrency:   cfg.JobWorkerConcurrency,
-		AckWait:       cfg.JobAckWait,
-		Heartbeat:     cfg.JobHeartbeat,
-		LeaseRetry:    time.Second,
-		MaxAttempts:   cfg.JobMaxAttempts,
-		StagingRoot:   cfg.StagingRoot,
-		Repo:          repo,
-		ProgressEvery: 5 * time.Second,
-		Retention:     cfg.ResticRetentionPolicy,
+		Worker:         cfg.InstanceName,
+		Concurrency:    cfg.JobWorkerConcurrency,
+		AckWait:        cfg.JobAckWait,
+		Heartbeat:      cfg.JobHeartbeat,
+		LeaseRetry:     time.Second,
+		MaxAttempts:    cfg.JobMaxAttempts,
+		StagingRoot:    cfg.StagingRoot,
+		Repo:           repo,
+		ProgressEvery:  5 * time.Second,
+		Retention:      cfg.ResticRetentionPolicy,
+		SnapshotLimit:  cfg.JobTimeoutSnapshot,
+		RetentionLimit: cfg.JobTimeoutRetention,
 	}
 }
 
@@ -207,6 +210,7 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, e
 		LeaseRetry:  5 * time.Second,
 		MaxAttempts: cfg.JobMaxAttempts,
 		Local:       local,
+		SyncLimit:   cfg.JobTimeoutSync,
 	}
 	if cfg.ResticB2Repository == "" {
 		return s, nil
