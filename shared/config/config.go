@@ -64,6 +64,7 @@ type Config struct {
 	JobHeartbeat           time.Duration   // job_heartbeat_seconds
 	SiteLease              time.Duration   // site_lease_seconds
 	JobMaxAttempts         int             // job_max_attempts
+	JobRetryBase           time.Duration   // job_retry_base_seconds: first backoff after a transient failure
 	JobStaleAfter          time.Duration   // job_stale_after_seconds
 	JobTimeoutPreflight    time.Duration   // job_timeout_preflight_seconds
 	JobTimeoutTarget       time.Duration   // job_timeout_target_seconds: one target's pull
@@ -102,6 +103,7 @@ func Default() Config {
 		JobMaxAttempts:        5,
 		JobStaleAfter:         300 * time.Second,
 		JobTimeoutPreflight:   120 * time.Second,
+		JobRetryBase:          10 * time.Second,
 		JobTimeoutTarget:      4 * time.Hour,
 		JobTimeoutSnapshot:    6 * time.Hour,
 		JobTimeoutRetention:   6 * time.Hour,
@@ -626,6 +628,7 @@ var specs = []spec{
 	durSpec("site_lease_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.SiteLease }),
 	intSpec("job_max_attempts", 1, 100,
 		func(c Config) int64 { return int64(c.JobMaxAttempts) }, func(c *Config, n int64) { c.JobMaxAttempts = int(n) }),
+	durSpec("job_retry_base_seconds", time.Second, 1, 3600, func(c *Config) *time.Duration { return &c.JobRetryBase }),
 	durSpec("job_stale_after_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobStaleAfter }),
 	durSpec("job_timeout_preflight_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutPreflight }),
 	durSpec("job_timeout_target_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutTarget }),

@@ -6,6 +6,7 @@ package jobrun
 
 import (
 	"context"
+	"math/rand/v2"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ type Store interface {
 	GetJob(ctx context.Context, id string) (domain.Job, error)
 	StartJob(ctx context.Context, id, worker string, attempts int, at time.Time) error
 	HeartbeatJob(ctx context.Context, id string, at time.Time) error
+	RetryJob(ctx context.Context, id, errMsg string, next, at time.Time) error
 	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
@@ -50,6 +52,10 @@ type Outcome struct {
 	Summary map[string]any
 	// Targets are per-target results, saved with a hand-off.
 	Targets []domain.TargetRun
+	// Retry marks a failure that may pass (site unreachable, repository
+	// locked): the job gets another attempt after a backoff while it has
+	// attempts left.
+	Retry bool
 	// Next, when set, hands the still running job to the service that
 	// takes this step type (e.g. "snapshot"): the summary is saved, the
 	// site lease stays held under the job's id, and the next service
@@ -71,6 +77,9 @@ type Executor struct {
 	MaxAttempts int
 	// LeaseRetry is how long to wait before retrying a busy site.
 	LeaseRetry time.Duration
+	// RetryBase is the first backoff after a transient failure; it
+	// doubles with every attempt, with jitter, up to MaxBackoff.
+	RetryBase time.Duration
 	// IsNotFound tells the store's not-found error.
 	IsNotFound func(error) bool
 	Metrics    *observe.JobMetrics
@@ -202,6 +211,9 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	if out.Next != "" && cause == nil && !out.Status.Terminal() {
 		return x.handOff(ctx, job, rec, lease, out)
 	}
+	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && job.Attempts < x.MaxAttempts {
+		return x.retry(ctx, job, rec, lease, out)
+	}
 	switch {
 	case errors.Is(cause, ErrCanceled):
 		out = Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error(), Summary: out.Summary}
@@ -252,6 +264,43 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 	}
 	rec.log.Info("job finished", "status", out.Status, "error", out.Error)
 	return nil
+}
+
+// MaxBackoff caps the wait between attempts.
+const MaxBackoff = 10 * time.Minute
+
+// Backoff is the wait before the attempt after attempt n (1-based): base
+// doubled per attempt, capped, with ±25% jitter so failed jobs of many
+// sites do not come back in step. rnd returns a number in [0, 1).
+func Backoff(base time.Duration, n int, rnd func() float64) time.Duration {
+	if base <= 0 {
+		base = 10 * time.Second
+	}
+	d := base
+	for i := 1; i < n && d < MaxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, MaxBackoff)
+	return time.Duration(float64(d) * (0.75 + rnd()/2))
+}
+
+// retry records a failed attempt and queues the next one after a backoff.
+func (x *Executor) retry(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome) error {
+	defer x.release(lease, rec.log)
+	delay := Backoff(x.RetryBase, job.Attempts, rand.Float64)
+	next := x.now().Add(delay)
+	rec.status = domain.StatusQueued
+	rec.Add(ctx, domain.JobEvent{Step: "retry", Level: domain.LevelWarn,
+		Message: fmt.Sprintf("attempt %d of %d failed: %s; next attempt at %s", job.Attempts, x.MaxAttempts, out.Error, next.Format(time.RFC3339)),
+		Data:    map[string]any{"attempt": job.Attempts, "next_attempt_at": next, "error": out.Error}})
+	if err := rec.Flush(ctx); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if err := x.Store.RetryJob(ctx, job.ID, out.Error, next, x.now()); err != nil {
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	rec.log.Warn("job attempt failed; retrying", "attempt", job.Attempts, "next_attempt_at", next, "error", out.Error)
+	return bus.RetryAfter(delay, errors.New(out.Error))
 }
 
 // handOff saves the step's summary and passes the job on, keeping the

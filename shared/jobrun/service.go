@@ -28,6 +28,7 @@ type Service struct {
 	AckWait     time.Duration
 	Heartbeat   time.Duration
 	LeaseRetry  time.Duration
+	RetryBase   time.Duration
 	MaxAttempts int
 	Registry    prometheus.Registerer
 	Log         *slog.Logger
@@ -60,6 +61,7 @@ func (s Service) Run(ctx context.Context) error {
 		Heartbeat:   s.Heartbeat,
 		MaxAttempts: s.MaxAttempts,
 		LeaseRetry:  s.LeaseRetry,
+		RetryBase:   s.RetryBase,
 		IsNotFound:  s.IsNotFound,
 		Metrics:     observe.NewJobMetrics(s.Registry),
 		Log:         log,

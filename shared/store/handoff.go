@@ -27,3 +27,14 @@ func (s *Store) ContinueJob(ctx context.Context, id, worker string, at time.Time
 		{Key: "heartbeat_at", Value: ts(at)},
 	}}})
 }
+
+// RetryJob puts a job whose attempt failed for a passing reason back to
+// queued, with the error and when the next attempt is due.
+func (s *Store) RetryJob(ctx context.Context, id, errMsg string, next, at time.Time) error {
+	return s.updateJob(ctx, "retry job", id, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "status", Value: domain.StatusQueued},
+		{Key: "error", Value: errMsg},
+		{Key: "next_attempt_at", Value: ts(next)},
+		{Key: "heartbeat_at", Value: ts(at)},
+	}}})
+}

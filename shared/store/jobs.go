@@ -117,6 +117,7 @@ func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, a
 		{Key: "$unset", Value: bson.D{
 			{Key: "error", Value: ""},
 			{Key: "finished_at", Value: ""},
+			{Key: "next_attempt_at", Value: ""},
 		}},
 	})
 }

@@ -31,6 +31,7 @@ type Settings struct {
 	AckWait        time.Duration
 	Heartbeat      time.Duration
 	LeaseRetry     time.Duration
+	RetryBase      time.Duration
 	MaxAttempts    int
 	ConnectTimeout time.Duration
 	PreflightLimit time.Duration
@@ -73,6 +74,7 @@ func Run(ctx context.Context, d Deps) error {
 		AckWait:     d.Settings.AckWait,
 		Heartbeat:   d.Settings.Heartbeat,
 		LeaseRetry:  d.Settings.LeaseRetry,
+		RetryBase:   d.Settings.RetryBase,
 		MaxAttempts: d.Settings.MaxAttempts,
 		Registry:    d.Registry,
 		Log:         d.Log,
@@ -222,7 +224,7 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 	out := jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
 	status.Health = domain.HealthState{Status: domain.HealthSuccess, Message: "preflight passed", UpdatedAt: at}
 	if !res.OK() {
-		out = jobrun.Outcome{Status: domain.StatusFailed, Error: "preflight failed: " + res.Error(), Summary: summary}
+		out = jobrun.Outcome{Status: domain.StatusFailed, Error: "preflight failed: " + res.Error(), Summary: summary, Retry: res.Transient}
 		status.Health = domain.HealthState{Status: domain.HealthFailed, Message: out.Error, UpdatedAt: at}
 	}
 	if err := p.Store.PutSiteStatus(ctx, status); err != nil {

@@ -65,7 +65,9 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 	}
 	if !res.SiteOK() {
-		return fail("preflight failed, nothing pulled: "+res.Error(), nil)
+		out := fail("preflight failed, nothing pulled: "+res.Error(), nil)
+		out.Retry = res.Transient
+		return out
 	}
 	b := p.Backup
 	if err := pull.CheckHeadroom([]string{b.StagingRoot, b.RepoPath}, b.MinFreeBytes, b.MinFreePercent); err != nil {

@@ -40,6 +40,8 @@ func testEnv(dataDir string, extra ...string) []string {
 		"SATORU_JOB_WORKER_CONCURRENCY=4",
 		"SATORU_RESTIC_BIN=" + resticBin(),
 		"SATORU_LOG_LEVEL=warn",
+		"SATORU_JOB_MAX_ATTEMPTS=3",
+		"SATORU_JOB_RETRY_BASE_SECONDS=1",
 		// The scheduler ticks once at start (no sites yet) and then not
 		// again, so scheduled jobs never mix into a test's own jobs.
 		"SATORU_SCHEDULER_TICK_SECONDS=86400",

@@ -146,6 +146,7 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 		AckWait:        cfg.JobAckWait,
 		Heartbeat:      cfg.JobHeartbeat,
 		LeaseRetry:     time.Second,
+		RetryBase:      cfg.JobRetryBase,
 		MaxAttempts:    cfg.JobMaxAttempts,
 		ConnectTimeout: cfg.SSHConnectTimeout,
 		PreflightLimit: cfg.JobTimeoutPreflight,

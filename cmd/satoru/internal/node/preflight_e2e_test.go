@@ -91,6 +91,9 @@ func TestPreflightThroughAPI(t *testing.T) {
 		if j.Status != domain.StatusFailed || !strings.Contains(j.Error, "host key does not match") {
 			t.Fatalf("got %s %q, want failed saying the host key does not match", j.Status, j.Error)
 		}
+		if j.Attempts != 1 {
+			t.Errorf("a host key mismatch is permanent: %d attempts, want 1", j.Attempts)
+		}
 		var view struct {
 			Status domain.SiteStatus `json:"status"`
 		}
@@ -100,19 +103,29 @@ func TestPreflightThroughAPI(t *testing.T) {
 		}
 	})
 
-	t.Run("closed port fails within the connect timeout", func(t *testing.T) {
+	t.Run("closed port is retried with backoff, each attempt within the connect timeout", func(t *testing.T) {
 		c := c.with(t)
 		port := testkit.FreePort(t)
 		site := c.registerSite(edge, siteOpts{name: "edge-closed", port: port})
-		j := c.waitJob(c.startJob(site, "preflight"), 30*time.Second)
-		if j.Status != domain.StatusFailed {
-			t.Fatalf("got %s, want failed", j.Status)
+		id := c.startJob(site, "preflight")
+		j := c.waitJob(id, 60*time.Second)
+		if j.Status != domain.StatusFailed || j.Attempts != 3 {
+			t.Fatalf("got %s after %d attempts, want failed after job_max_attempts (3)", j.Status, j.Attempts)
 		}
 		if took := j.FinishedAt.Sub(*j.StartedAt); took > 3*time.Second+2*time.Second {
-			t.Errorf("closed port took %s, longer than the 3s connect timeout", took)
+			t.Errorf("the last attempt took %s, longer than the 3s connect timeout", took)
 		}
 		if !strings.Contains(strings.ToLower(j.Error), "refused") {
 			t.Errorf("error %q does not say the connection was refused", j.Error)
+		}
+		retries := 0
+		for _, e := range c.events(id) {
+			if e.Step == "retry" && strings.Contains(e.Message, "next attempt at") {
+				retries++
+			}
+		}
+		if retries != 2 {
+			t.Errorf("%d retry events, want 2 (after attempts 1 and 2):\n%s", retries, dumpEvents(c.events(id)))
 		}
 	})
 

@@ -98,6 +98,10 @@ type Result struct {
 	LearnedHostKey string
 	// SSH is how the site was reached, for the steps that follow.
 	SSH remote.SSHConfig
+	// Transient says the site could not be reached for a reason that may
+	// pass (connection refused or timed out, network unreachable), so the
+	// job is worth another attempt; a host key or login refusal is not.
+	Transient bool
 }
 
 // OK reports whether every check passed.
@@ -267,6 +271,7 @@ func (c *Checker) checkRemote(ctx context.Context, in Input, sshc remote.SSHConf
 				reason = "the host key does not match the pinned key (possible man-in-the-middle, or the host was reinstalled; re-pin only after checking)"
 			case cerr != nil:
 				reason = cerr.Error()
+				res.Transient = !remote.IsPermanent(cerr)
 			}
 			res.fail(StepSSH, "", fmt.Sprintf("ssh %s: %s: %s", dest, reason, ee.Stderr), map[string]any{"exit_code": ee.Code})
 			return
