@@ -60,6 +60,13 @@ func (m *memStore) StartJob(_ context.Context, _, worker string, attempts int, a
 
 func (m *memStore) HeartbeatJob(context.Context, string, time.Time) error { return nil }
 
+func (m *memStore) RetryJob(_ context.Context, _ string, errMsg string, next, _ time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.job.Status, m.job.Error, m.job.NextAttemptAt = domain.StatusQueued, errMsg, &next
+	return nil
+}
+
 func (m *memStore) FinishJob(_ context.Context, _ string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
