@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -90,7 +91,8 @@ func (r *Runner) loop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			// An empty fetch ends in a timeout: no message, fetch again at once.
+			if !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 				r.Log.Warn("fetch failed", "err", err)
 				sleep(ctx, time.Second)
 			}

@@ -85,6 +85,10 @@ type Executor struct {
 	Metrics    *observe.JobMetrics
 	Now        func() time.Time
 	Log        *slog.Logger
+	// Notify, when set, is told every job's final outcome after it is
+	// written (e.g. a webhook). It must not block for long and its
+	// errors are its own: a notification never fails a job.
+	Notify func(ctx context.Context, job domain.Job, out Outcome)
 }
 
 func (x *Executor) now() time.Time {
@@ -263,6 +267,9 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 		}
 	}
 	rec.log.Info("job finished", "status", out.Status, "error", out.Error)
+	if x.Notify != nil {
+		x.Notify(context.WithoutCancel(ctx), job, out)
+	}
 	return nil
 }
 
@@ -312,17 +319,18 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, x.now()); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
+	if lease != nil {
+		// Renew once more, before the next service can take the lease over,
+		// so it outlives the hop.
+		if err := lease.Renew(ctx); err != nil {
+			rec.log.Warn("lease renew at hand-off failed", "err", err)
+		}
+	}
 	next := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: out.Next}
 	if err := x.Bus.Publish(ctx, next); err != nil {
 		// Nothing will continue the job: end it rather than leave it running.
 		msg := fmt.Sprintf("hand-off to %s failed: %v", out.Next, err)
 		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg, Summary: out.Summary}, time.Time{})
-	}
-	if lease != nil {
-		// Renew once more so the lease outlives the hop to the next service.
-		if err := lease.Renew(ctx); err != nil {
-			rec.log.Warn("lease renew at hand-off failed", "err", err)
-		}
 	}
 	rec.log.Info("job handed off", "next", out.Next)
 	return nil
