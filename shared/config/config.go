@@ -75,6 +75,7 @@ type Config struct {
 	LogLevel               string          // log_level: debug, info, warn, error
 	LogFormat              string          // log_format: text, json
 	InstanceName           string          // instance_name (Load fills "" with <hostname>-<pid>)
+	WebhookURL             string          // webhook_url ("" = off); may hold a token: print RedactedWebhookURL
 }
 
 // Default is the configuration with no file and no environment. Unlike
@@ -121,6 +122,11 @@ func (c Config) Embedded() bool { return c.NATSURL == "" && c.MongoURI == "" }
 // RedactedMongoURI is mongo_uri with its password (and credential-like
 // query values) replaced by "[redacted]", fit for logs.
 func (c Config) RedactedMongoURI() string { return redactURLs(c.MongoURI) }
+
+// RedactedWebhookURL is webhook_url with its user info, path and
+// credential-like query values replaced by "[redacted]", fit for logs:
+// webhook tokens often sit in the path (https://hooks.example/T/B/TOKEN).
+func (c Config) RedactedWebhookURL() string { return RedactWebhookURL(c.WebhookURL) }
 
 // RedactedNATSURL is nats_url with any credentials replaced.
 func (c Config) RedactedNATSURL() string { return redactURLs(c.NATSURL) }
@@ -639,6 +645,15 @@ var specs = []spec{
 	enumSpec("log_level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
 	enumSpec("log_format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
 	strSpec("instance_name", func(c *Config) *string { return &c.InstanceName }, checkInstance),
+	{
+		name: "webhook_url",
+		set: func(c *Config, v value) error {
+			c.WebhookURL = strings.TrimSpace(v.text)
+			return checkWebhookURL(c.WebhookURL)
+		},
+		show:  func(c Config) string { return c.RedactedWebhookURL() },
+		check: func(c Config) error { return checkWebhookURL(c.WebhookURL) },
+	},
 }
 
 // --- value checks (messages never include secret values) ---
@@ -686,6 +701,19 @@ func checkNATSURL(s string) error {
 		if err != nil || !natsSchemes[strings.ToLower(u.Scheme)] || u.Host == "" {
 			return fmt.Errorf("must be a comma-separated list of nats://host:port URLs (schemes nats, tls, ws, wss), got %q", redactURL(part))
 		}
+	}
+	return nil
+}
+
+// checkWebhookURL accepts "" (off) or one http:// or https:// URL with a
+// host. Messages show the redacted URL (it may carry a token).
+func checkWebhookURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || strings.ContainsAny(s, " \t\n\r") {
+		return fmt.Errorf("must be an http:// or https:// URL with a host, got %q", RedactWebhookURL(s))
 	}
 	return nil
 }

@@ -252,6 +252,8 @@ func TestBadValues(t *testing.T) {
 		{"nats url scheme", "SATORU_NATS_URL=http://x:4222", "nats_url: must be a comma-separated list"},
 		{"mongo uri scheme", "SATORU_MONGO_URI=postgres://u:hunter2@h/db", "mongo_uri: must start with mongodb:// or mongodb+srv://"},
 		{"mongo uri host", "SATORU_MONGO_URI=mongodb://u:hunter2@/db", "mongo_uri: has no host"},
+		{"webhook scheme", "SATORU_WEBHOOK_URL=ftp://hunter2@h/x", "webhook_url: must be an http:// or https:// URL"},
+		{"webhook host", "SATORU_WEBHOOK_URL=https:///hunter2", "webhook_url: must be an http:// or https:// URL"},
 		{"mongo database", "SATORU_MONGO_DATABASE=a.b", "mongo_database: must be 1 to 63 characters"},
 		{"instance name", "SATORU_INSTANCE_NAME=has space", "instance_name: must be 1 to 128 characters"},
 		{"newline in path", "SATORU_STAGING_ROOT=/a\nb", "staging_root: must not contain NUL, newline or carriage return"},
@@ -444,7 +446,7 @@ func TestKeys(t *testing.T) {
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
 		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "job_timeout_target_seconds",
-		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "history_retention_days", "log_level", "log_format", "instance_name"}
+		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "history_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("Keys() = %q", keys)
 	}
@@ -485,5 +487,34 @@ func TestValidateTyped(t *testing.T) {
 				t.Errorf("Validate() = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestWebhookURL(t *testing.T) {
+	c, err := Load("", []string{"SATORU_WEBHOOK_URL=https://bot:hunter2@hooks.example.com/services/T0/B0/hunter2?token=hunter2&x=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WebhookURL != "https://bot:hunter2@hooks.example.com/services/T0/B0/hunter2?token=hunter2&x=1" {
+		t.Errorf("WebhookURL = %q", c.WebhookURL)
+	}
+	want := "https://[redacted]@hooks.example.com/[redacted]?token=%5Bredacted%5D&x=%5Bredacted%5D"
+	if got := c.RedactedWebhookURL(); got != want {
+		t.Errorf("RedactedWebhookURL = %q, want %q", got, want)
+	}
+	for _, out := range []string{c.String(), fmt.Sprintf("%v", c), fmt.Sprintf("%#v", c)} {
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("output shows the webhook token: %s", out)
+		}
+	}
+	js, _ := json.Marshal(c)
+	if strings.Contains(string(js), "hunter2") {
+		t.Errorf("JSON shows the webhook token: %s", js)
+	}
+	if d := Default(); d.WebhookURL != "" || d.RedactedWebhookURL() != "" {
+		t.Error("webhook_url must default to off")
+	}
+	if _, err := Load("", []string{"SATORU_WEBHOOK_URL=http://127.0.0.1:9/hook"}); err != nil {
+		t.Errorf("plain http URL rejected: %v", err)
 	}
 }

@@ -105,3 +105,41 @@ func redactURL(u string) string {
 	}
 	return scheme + "://" + authority + tail
 }
+
+// RedactWebhookURL hides what in a webhook URL may be a credential: the
+// user info (user alone too, as a token), the path (chat webhooks carry
+// their token there) and credential-like query values. Scheme and host
+// stay, so an operator can still tell which endpoint is configured.
+func RedactWebhookURL(s string) string {
+	if s == "" {
+		return ""
+	}
+	scheme, rest, ok := strings.Cut(s, "://")
+	if !ok {
+		return redacted
+	}
+	authority, tail := rest, ""
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority, tail = rest[:i], rest[i:]
+	}
+	if at := strings.LastIndex(authority, "@"); at >= 0 {
+		authority = redacted + authority[at:]
+	}
+	tail, _, _ = strings.Cut(tail, "#")
+	path, query, hasQuery := strings.Cut(tail, "?")
+	if path != "" && path != "/" {
+		path = "/" + redacted
+	}
+	out := scheme + "://" + authority + path
+	if hasQuery {
+		params := strings.Split(query, "&")
+		for i, kv := range params {
+			k, _, hasV := strings.Cut(kv, "=")
+			if hasV {
+				params[i] = k + "=" + url.QueryEscape(redacted)
+			}
+		}
+		out += "?" + strings.Join(params, "&")
+	}
+	return out
+}

@@ -35,6 +35,9 @@ type Service struct {
 	// Pick returns the work for a job, or an error for a job type the
 	// service does not run.
 	Pick func(domain.Job) (Work, error)
+	// Notify, when set, is told every job's final outcome (see
+	// Executor.Notify).
+	Notify func(ctx context.Context, job domain.Job, out Outcome)
 }
 
 // Run consumes the service's job requests until ctx ends.
@@ -65,6 +68,7 @@ func (s Service) Run(ctx context.Context) error {
 		IsNotFound:  s.IsNotFound,
 		Metrics:     observe.NewJobMetrics(s.Registry),
 		Log:         log,
+		Notify:      s.Notify,
 	}
 	r := &bus.Runner{
 		Consumer: cons,

@@ -50,6 +50,8 @@ type Deps struct {
 	Log      *slog.Logger
 	// Restic is the local repository restore jobs read.
 	Restic restic.Repo
+	// Notify is told every job's final outcome (webhook); nil for none.
+	Notify func(ctx context.Context, job domain.Job, out jobrun.Outcome)
 }
 
 // Run consumes puller job requests until ctx ends.
@@ -79,6 +81,7 @@ func Run(ctx context.Context, d Deps) error {
 		Registry:    d.Registry,
 		Log:         d.Log,
 		Pick:        p.Pick,
+		Notify:      d.Notify,
 	}.Run(ctx)
 }
 

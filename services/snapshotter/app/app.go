@@ -52,6 +52,8 @@ type Deps struct {
 	Infra    *bus.Infra
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+	// Notify is told every job's final outcome (webhook); nil for none.
+	Notify func(ctx context.Context, job domain.Job, out jobrun.Outcome)
 }
 
 // Run consumes snapshot and retention requests until ctx ends.
@@ -85,6 +87,7 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		Registry:    d.Registry,
 		Log:         d.Log,
 		Pick:        s.Pick,
+		Notify:      d.Notify,
 	}.Run(ctx)
 }
 

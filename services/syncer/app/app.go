@@ -53,6 +53,8 @@ type Deps struct {
 	Infra    *bus.Infra
 	Registry prometheus.Registerer
 	Log      *slog.Logger
+	// Notify is told every job's final outcome (webhook); nil for none.
+	Notify func(ctx context.Context, job domain.Job, out jobrun.Outcome)
 }
 
 // RemoteRepo builds the offsite repository from the local one and config:
@@ -112,6 +114,7 @@ func Run(ctx context.Context, d Deps) error {
 		Registry:    d.Registry,
 		Log:         d.Log,
 		Pick:        s.Pick,
+		Notify:      d.Notify,
 	}.Run(ctx)
 }
 

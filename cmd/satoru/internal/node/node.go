@@ -32,7 +32,10 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/embedded"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
@@ -102,15 +105,24 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	if err != nil {
 		return nil, err
 	}
+	// Job outcome notifications (webhook_url): one notifier shared by the
+	// puller, snapshotter and syncer, so a backup that fails in the puller
+	// and succeeds later in the snapshotter counts as a recovery.
+	var hook func(context.Context, domain.Job, jobrun.Outcome)
+	if cfg.WebhookURL != "" {
+		jobs := &notify.Jobs{Webhook: &notify.Webhook{URL: cfg.WebhookURL, Log: log.With("service", "notify")}}
+		hook = jobs.Hook
+		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
+	}
 	if roles.Puller {
 		n.goService("puller", func(ctx context.Context) error {
-			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo})
+			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
 			n.goService("snapshotter", func(ctx context.Context) error {
-				return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+				return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 		if roles.Syncer {
@@ -119,7 +131,7 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 				return nil, err
 			}
 			n.goService("syncer", func(ctx context.Context) error {
-				return syncerapp.Run(ctx, syncerapp.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+				return syncerapp.Run(ctx, syncerapp.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 	}
