@@ -74,6 +74,14 @@ func StartStore(ctx context.Context, o StoreOptions) (*Store, error) {
 	}
 	sqliteURL := (&url.URL{Scheme: "file", Path: dir + "/"}).String()
 
+	// FerretDB leaks its backend when its listener cannot bind (a later
+	// GC then panics in its resource tracker), so a busy address is
+	// refused here first.
+	if probe, err := net.Listen("tcp", o.Listen); err != nil {
+		return nil, fmt.Errorf("embedded: store: start on %s: %w", o.Listen, err)
+	} else if err := probe.Close(); err != nil {
+		return nil, fmt.Errorf("embedded: store: start on %s: %w", o.Listen, err)
+	}
 	// ferretdb.New binds the listener, so the real port is known here.
 	f, err := ferretdb.New(&ferretdb.Config{
 		Listener:  ferretdb.ListenerConfig{TCP: o.Listen},

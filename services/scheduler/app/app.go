@@ -259,11 +259,16 @@ func (s *Scheduler) tickLogged(ctx context.Context) {
 
 // Resign gives the leader lease up, if held.
 func (s *Scheduler) Resign() {
-	if s.lease == nil {
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
+	if s.lease == nil {
+		// A take-over cut short by shutdown may have written the lease
+		// without our learning it: remove it if it names this instance.
+		if h, ok, err := s.infra.LeaseHolderOf(ctx, LeaderKey); err == nil && ok && h.Worker == s.set.Instance {
+			_ = s.infra.Leases.Delete(ctx, LeaderKey)
+		}
+		return
+	}
 	if err := s.lease.Release(ctx); err != nil {
 		s.log.Warn("scheduler: release leader lease", "err", err)
 	}
@@ -279,6 +284,10 @@ func (s *Scheduler) lead(ctx context.Context) (bool, error) {
 		err := s.lease.Renew(ctx)
 		if err == nil {
 			return true, nil
+		}
+		if ctx.Err() != nil {
+			// Stopping, not lost: keep the lease so Resign releases it.
+			return false, ctx.Err()
 		}
 		s.log.Warn("scheduler: lost the leader lease", "err", err)
 		s.lease = nil
