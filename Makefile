@@ -36,7 +36,8 @@ test: tools-test vet
 # then every other benchmark at its own -benchtime.
 bench: tools-test
 	$(GO) test -tags $(TAGS) -run '^$$' -bench BackupVsTools -benchtime 1x -timeout 30m -v ./cmd/satoru/internal/node/
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip BackupVsTools -benchtime 20x -timeout 30m $(PKGS)
+	$(GO) test -tags $(TAGS) -run '^$$' -bench Download1GB -benchtime 1x -timeout 10m ./cmd/satoru/internal/node/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip 'BackupVsTools|Download1GB' -benchtime 20x -timeout 30m $(PKGS)
 
 clean:
 	rm -rf $(BIN)/satoru
