@@ -19,13 +19,16 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/satoru/satoru/services/api/internal/web"
 )
 
 // BasePath prefixes every API route.
 const BasePath = "/api/v1"
 
-// PublicPaths need no token.
-var PublicPaths = []string{"/healthz", "/readyz", "/metrics"}
+// PublicPaths need no token. The dashboard's page and assets hold no
+// data (the page asks for the token), so they are public too.
+var PublicPaths = []string{"/healthz", "/readyz", "/metrics", web.IndexPath, web.AssetsPrefix + "*"}
 
 // readyTimeout bounds each readiness check.
 const readyTimeout = 3 * time.Second
@@ -94,6 +97,8 @@ func New(d Deps) *echo.Echo {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{})))
+	e.GET(web.IndexPath, echo.WrapHandler(web.Index()))
+	e.GET(web.AssetsPrefix+"*", echo.WrapHandler(web.Assets()))
 
 	g := e.Group(BasePath)
 	g.POST("/sites", s.handleCreateSite)
@@ -187,10 +192,16 @@ func (s *server) recoverPanic(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// isPublic says the matched route is one of PublicPaths. For exact routes
+// the request path must be the route itself too, so an unmatched path
+// that Echo files under a route (a 404) is not public.
 func isPublic(c echo.Context) bool {
-	p := echo.GetPath(c.Request())
+	p, route := echo.GetPath(c.Request()), c.Path()
 	for _, pub := range PublicPaths {
-		if p == pub && c.Path() == pub {
+		if route != pub {
+			continue
+		}
+		if strings.HasSuffix(pub, "*") || p == pub {
 			return true
 		}
 	}
