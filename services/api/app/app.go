@@ -38,6 +38,14 @@ type Repository = httpapi.Repository
 // (Deps.Services). *bus.Infra satisfies it.
 type Liveness = httpapi.Liveness
 
+// EventSource follows the job step events for GET /api/v1/events/stream
+// (Deps.Events). *bus.Infra satisfies it.
+type EventSource = httpapi.EventSource
+
+// ScheduleLister lists the scheduler's schedules for GET /api/v1/schedules
+// (Deps.Schedules). *store.Store satisfies it.
+type ScheduleLister = httpapi.ScheduleLister
+
 // Checker is one readiness check for /readyz.
 type Checker = httpapi.Checker
 

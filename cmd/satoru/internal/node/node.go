@@ -360,6 +360,8 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Log:        n.Log.With("service", "api"),
 		Repo:       repo,
 		Services:   n.Infra,
+		Events:     n.Infra,
+		Schedules:  n.Store,
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,

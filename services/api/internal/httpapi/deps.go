@@ -88,6 +88,19 @@ type Liveness interface {
 	Services(ctx context.Context) ([]bus.Instance, error)
 }
 
+// EventSource follows the job step events of stream SATORU_EVENTS for
+// GET /events/stream (see bus.FollowEvents for the filter's meaning).
+// *bus.Infra satisfies it.
+type EventSource interface {
+	FollowEvents(ctx context.Context, f bus.EventFilter) (bus.EventFeed, error)
+}
+
+// ScheduleLister lists the scheduler's schedules for GET /schedules.
+// *store.Store satisfies it.
+type ScheduleLister interface {
+	ListSchedules(ctx context.Context) ([]store.Schedule, error)
+}
+
 // Checker is one readiness check (store ping, NATS connected).
 type Checker interface {
 	Name() string
@@ -141,7 +154,17 @@ type Deps struct {
 	// written by the workers show in the list up to this late.
 	SiteListMaxAge time.Duration
 	// Context, when set, is the server's lifetime: the site list reads
-	// that run apart from requests stop when it ends. nil means
+	// that run apart from requests stop when it ends, and so do open
+	// event streams (a graceful shutdown waits for requests in flight,
+	// which a stream never finishes by itself). nil means
 	// context.Background (each read still ends within 30 s).
 	Context context.Context
+
+	// Events, when set, serves GET /events/stream; nil answers 503.
+	Events EventSource
+	// StreamPing is how long an event stream may be idle before a
+	// ": ping" comment is sent; 0 means DefaultStreamPing.
+	StreamPing time.Duration
+	// Schedules, when set, serves GET /schedules; nil answers 503.
+	Schedules ScheduleLister
 }

@@ -27,8 +27,9 @@ import (
 const BasePath = "/api/v1"
 
 // PublicPaths need no token. The dashboard's page and assets hold no
-// data (the page asks for the token), so they are public too.
-var PublicPaths = []string{"/healthz", "/readyz", "/metrics", web.IndexPath, web.AssetsPrefix + "*"}
+// data (the page asks for the token), so they are public too, and so is
+// the API's OpenAPI document.
+var PublicPaths = []string{"/healthz", "/readyz", "/metrics", web.IndexPath, web.AssetsPrefix + "*", OpenAPIPath}
 
 // readyTimeout bounds each readiness check.
 const readyTimeout = 3 * time.Second
@@ -53,6 +54,11 @@ type server struct {
 	siteLists    *siteLists
 	services     Liveness
 	expected     []string
+
+	ctx        context.Context // the server's lifetime (Deps.Context)
+	events     EventSource
+	streamPing time.Duration
+	schedules  ScheduleLister
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -64,6 +70,13 @@ func New(d Deps) *echo.Echo {
 		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
 		services: d.Services, expected: d.ExpectedServices,
+		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
+	}
+	if s.ctx == nil {
+		s.ctx = context.Background()
+	}
+	if s.streamPing <= 0 {
+		s.streamPing = DefaultStreamPing
 	}
 	if s.expected == nil {
 		s.expected = DefaultExpectedServices
@@ -121,6 +134,10 @@ func New(d Deps) *echo.Echo {
 	g.GET("/snapshots/:id/tree", s.handleSnapshotTree)
 	g.GET("/snapshots/:id/download", s.handleDownload)
 	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
+	g.GET("/events/stream", s.handleEventStream)
+	g.GET("/schedules", s.handleListSchedules)
+	// Every route must be in openapi.json too (openapi_test.go checks).
+	e.GET(OpenAPIPath, s.handleOpenAPI)
 	return e
 }
 
