@@ -171,7 +171,7 @@ var errBind = errors.New("port in use")
 
 // start runs sshd with cfg and waits for its banner.
 func (h *EdgeHost) start(cfg string) error {
-	log := &syncTail{max: 64 << 10}
+	log := &syncTail{max: 64 << 10, count: "Accepted publickey for "}
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", cfg)
 	cmd.Stdout = log
 	cmd.Stderr = log
@@ -232,6 +232,14 @@ func banner(port int) bool {
 	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 	line, err := bufio.NewReader(c).ReadString('\n')
 	return err == nil && strings.HasPrefix(line, "SSH-2.0-")
+}
+
+// Logins is how many ssh connections have logged in so far (sessions
+// multiplexed over a master connection are not logins).
+func (h *EdgeHost) Logins() int {
+	h.log.mu.Lock()
+	defer h.log.mu.Unlock()
+	return h.log.seen
 }
 
 // Stop ends sshd: SIGTERM, then SIGKILL if it lingers. Sessions already
@@ -321,16 +329,23 @@ func writeFile(t testing.TB, path, content string) {
 	}
 }
 
-// syncTail keeps the last max bytes of a daemon's log for failure reports.
+// syncTail keeps the last max bytes of a daemon's log for failure reports,
+// and counts the lines holding count (if set) over the whole log.
 type syncTail struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
+	mu    sync.Mutex
+	buf   []byte
+	max   int
+	count string
+	seen  int
 }
 
 func (s *syncTail) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.count != "" {
+		// sshd -e writes each log line in one write.
+		s.seen += strings.Count(string(p), s.count)
+	}
 	s.buf = append(s.buf, p...)
 	if len(s.buf) > 2*s.max {
 		s.buf = append(s.buf[:0], s.buf[len(s.buf)-s.max:]...)

@@ -20,6 +20,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -65,6 +66,9 @@ func Run(ctx context.Context, d Deps) error {
 			disks.Watch(path, d.Settings.Backup.MinFreeBytes, d.Settings.Backup.MinFreePercent)
 		}
 	}
+	// Masters kept for a site's next job end with the service, not up to
+	// ControlPersist later.
+	defer p.closeMasters()
 	return jobrun.Service{
 		Name:        "puller",
 		Consumer:    events.ConsumerPuller,
@@ -155,6 +159,7 @@ type Puller struct {
 
 	mu            sync.Mutex
 	tmpControlDir string
+	masters       map[string]remote.SSHConfig // open site masters by control path
 }
 
 func (p *Puller) now() time.Time {

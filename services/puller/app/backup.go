@@ -2,11 +2,7 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
@@ -14,8 +10,6 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
-	"github.com/satoru/satoru/shared/proc"
-	"github.com/satoru/satoru/shared/remote"
 )
 
 // BackupSettings are what a backup's pull step needs beyond preflight.
@@ -31,10 +25,10 @@ type BackupSettings struct {
 	ControlDir string
 }
 
-// backup runs preflight over a fresh master connection, checks disk
+// backup runs preflight over the site's master connection, checks disk
 // headroom, pulls every target into staging and hands the job to the
 // snapshotter.
-func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
 	site, status, targets, err := p.load(ctx, job)
 	if err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
@@ -47,12 +41,15 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return fail("site has no targets to back up", nil)
 	}
 
-	controlPath, err := p.controlPath(job)
+	controlPath, err := p.masterPath(site, status)
 	if err != nil {
 		return fail(err.Error(), nil)
 	}
 	res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, Targets: targets, ControlPath: controlPath})
-	defer p.closeMaster(res.SSH)
+	// The master outlives a job that went well, so the site's next job
+	// within ControlPersist skips the handshake; a failed one may have
+	// left it broken, so it goes.
+	defer func() { p.releaseMaster(res.SSH, result.Status == domain.StatusFailed) }()
 	for _, ev := range res.Events {
 		rec.Add(ctx, ev)
 	}
@@ -181,58 +178,6 @@ func (p *Puller) pullTarget(ctx context.Context, cfg pull.Config, siteUUID strin
 	}
 	rec.Add(ctx, ev)
 	return r
-}
-
-// controlPath is the job's ssh master socket. Unix sockets have a short
-// path limit, so a long control dir falls back to a private temp dir.
-func (p *Puller) controlPath(job domain.Job) (string, error) {
-	sum := sha256.Sum256([]byte(job.ID))
-	name := hex.EncodeToString(sum[:6])
-	dir := p.Backup.ControlDir
-	if dir == "" || len(dir)+1+len(name) > 80 {
-		var err error
-		if dir, err = p.shortControlDir(); err != nil {
-			return "", err
-		}
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("ssh control folder %s: %w", dir, err)
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return "", fmt.Errorf("ssh control folder %s: %w", dir, err)
-	}
-	return filepath.Join(dir, name), nil
-}
-
-func (p *Puller) shortControlDir() (string, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.tmpControlDir == "" {
-		d, err := os.MkdirTemp("", "satoru-ssh-")
-		if err != nil {
-			return "", fmt.Errorf("ssh control folder: %w", err)
-		}
-		p.tmpControlDir = d
-	}
-	return p.tmpControlDir, nil
-}
-
-// closeMaster ends the job's master connection, if one was opened.
-func (p *Puller) closeMaster(c remote.SSHConfig) {
-	if c.ControlPath == "" {
-		return
-	}
-	defer os.Remove(c.ControlPath)
-	if _, err := os.Stat(c.ControlPath); err != nil {
-		return
-	}
-	args, err := remote.SSHControlArgs(c, "exit")
-	if err != nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_, _ = proc.Run(ctx, proc.Cmd{Step: "ssh master exit", Path: p.Checker.SSHPath, Args: args})
 }
 
 // putHealth records a failed backup step on the site.

@@ -47,7 +47,7 @@ const restoreListCap = 200
 // restoreDirTimeout bounds the ssh command that checks a site folder.
 const restoreDirTimeout = time.Minute
 
-func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
 	fail := func(format string, args ...any) jobrun.Outcome {
 		msg := fmt.Sprintf(format, args...)
 		rec.Add(ctx, domain.JobEvent{Step: "restore", Level: domain.LevelError, Message: msg})
@@ -88,12 +88,12 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 		if err != nil {
 			return fail("load status of site %s: %v", job.SiteUUID, err)
 		}
-		controlPath, err := p.controlPath(job)
+		controlPath, err := p.masterPath(site, status)
 		if err != nil {
 			return fail("%v", err)
 		}
 		res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, ControlPath: controlPath})
-		defer p.closeMaster(res.SSH)
+		defer func() { p.releaseMaster(res.SSH, result.Status == domain.StatusFailed) }()
 		for _, ev := range res.Events {
 			rec.Add(ctx, ev)
 		}
