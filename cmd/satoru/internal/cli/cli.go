@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/satoru/satoru/cmd/satoru/internal/clicmd"
 	"github.com/satoru/satoru/cmd/satoru/internal/node"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
@@ -35,7 +36,8 @@ flags (up, puller, api):
   --config FILE     YAML config file (default $SATORU_CONFIG)
   --nats-url URL    NATS to use (overrides nats_url)
   --mongo-uri URI   MongoDB to use (overrides mongo_uri)
-`
+
+` + clicmd.Usage
 
 // Main runs one satoru command and returns its exit code.
 func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
@@ -44,6 +46,9 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
+	if clicmd.IsCommand(cmd) {
+		return clicmd.Main(ctx, args, environ, stdout, stderr)
+	}
 	var roles node.Roles
 	switch cmd {
 	case "up":
