@@ -7,7 +7,7 @@ TAGS  := ferretdb_no_postgresql,ferretdb_no_mysql
 BIN   := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-MODULES := shared services/api services/puller services/scheduler services/snapshotter services/syncer cmd/satoru
+MODULES := shared services/api services/puller services/scheduler services/snapshotter services/syncer cmd/satoru deploy
 PKGS    := $(addsuffix /...,$(addprefix ./,$(MODULES)))
 CONFIG  ?=
 
