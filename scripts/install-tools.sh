@@ -2,7 +2,8 @@
 # Installs the system tools Satoru needs, only when missing.
 #   scripts/install-tools.sh run   tools the services run (ssh, rsync, gzip, restic)
 #   scripts/install-tools.sh test  also what the tests run (sshd, sqlite3,
-#                                  promtool from Debian's prometheus package)
+#                                  promtool from Debian's prometheus package,
+#                                  headless chromium for the dashboard test)
 # restic must be 0.16 or newer (--retry-lock); Debian 12 ships 0.14, so a
 # newer one is built into ./bin with `go install` when needed.
 set -euo pipefail
@@ -21,6 +22,7 @@ if [ "$mode" = test ]; then
   [ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
   have sqlite3 || need_pkgs+=(sqlite3)
   have promtool || need_pkgs+=(prometheus)
+  have chromium || need_pkgs+=(chromium)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
