@@ -43,6 +43,16 @@ func repoRoot(t *testing.T) string {
 	return filepath.Join(composeDir(t), "..", "..")
 }
 
+// offsiteVariants are the environments the secrets and the services'
+// configuration are checked under: the offsite copy adds the B2 secrets.
+var offsiteVariants = []struct {
+	name    string
+	environ []string
+}{
+	{"no offsite", nil},
+	{"offsite", []string{"SATORU_RESTIC_B2_REPOSITORY=b2:bucket:satoru"}},
+}
+
 // loadProject loads compose.yaml as `docker compose` does (interpolation,
 // schema validation, normalization, consistency checks), with environ as
 // the only environment: neither the caller's variables nor a local .env
@@ -222,13 +232,7 @@ func TestSatoruServices(t *testing.T) {
 var secretWord = regexp.MustCompile(`PASSWORD|TOKEN|KEY|SECRET|CREDENTIAL`)
 
 func TestSecretsByFile(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		environ []string
-	}{
-		{"no offsite", nil},
-		{"offsite", []string{"SATORU_RESTIC_B2_REPOSITORY=b2:bucket:satoru"}},
-	} {
+	for _, tc := range offsiteVariants {
 		t.Run(tc.name, func(t *testing.T) {
 			p := loadProject(t, tc.environ...)
 			secretsDir := filepath.Join(composeDir(t), "secrets")

@@ -15,13 +15,7 @@ import (
 // variable must be a known key with a valid value, and every secret file
 // must be read. The secrets are dummy files in place of /run/secrets.
 func TestSatoruConfig(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		environ []string
-	}{
-		{"no offsite", nil},
-		{"offsite", []string{"SATORU_RESTIC_B2_REPOSITORY=b2:bucket:satoru"}},
-	} {
+	for _, tc := range offsiteVariants {
 		t.Run(tc.name, func(t *testing.T) {
 			p := loadProject(t, tc.environ...)
 			for _, name := range satoruServices {

@@ -9,6 +9,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/units"
 )
 
 // maxEventIDs bounds the snapshot ids a retention job records.
@@ -112,7 +113,7 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		msg += "; nothing to prune"
 	case res.Pruned:
 		msg += fmt.Sprintf("; prune freed %s (%d blobs), %s remain in the repository",
-			humanBytes(res.BytesFreed), res.BlobsFreed, humanBytes(res.BytesRemaining))
+			units.Bytes(res.BytesFreed), res.BlobsFreed, units.Bytes(res.BytesRemaining))
 	default:
 		level, msg = domain.LevelWarn, msg+"; prune ran but printed no statistics, so the space freed is unknown"
 	}
@@ -151,18 +152,4 @@ func (s *Snapshotter) putRetentionAt(ctx context.Context, job domain.Job, rec *j
 	if err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "retention", Level: domain.LevelWarn, Message: "last_retention_at not recorded: " + err.Error()})
 	}
-}
-
-// humanBytes formats n in IEC units: "1.5 GiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -226,8 +226,38 @@ func (r *runner) progress() io.Writer {
 	return r.stdout
 }
 
-// site resolves a name or uuid through GET /sites.
-func (r *runner) site(ref string) (domain.SiteView, error) {
+// connectArgs parses a command's flags and its positionals (names, as
+// for parse), then connects.
+func (r *runner) connectArgs(fs *flag.FlagSet, help string, args []string, names ...string) ([]string, error) {
+	pos, err := parse(fs, help, args, names...)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.connect(); err != nil {
+		return nil, err
+	}
+	return pos, nil
+}
+
+// siteArgs is connectArgs for a command whose first positional is SITE,
+// followed by the positionals named in more; it resolves the site and
+// returns it with the other positionals.
+func (r *runner) siteArgs(fs *flag.FlagSet, help string, args []string, more ...string) (domain.SiteView, []string, error) {
+	pos, err := parse(fs, help, args, append([]string{"SITE"}, more...)...)
+	if err != nil {
+		return domain.SiteView{}, nil, err
+	}
+	sv, err := r.connectSite(pos[0])
+	return sv, pos[1:], err
+}
+
+// connectSite connects and resolves a site's name or uuid through GET
+// /sites (for commands that check their flags between parsing and
+// connecting).
+func (r *runner) connectSite(ref string) (domain.SiteView, error) {
+	if err := r.connect(); err != nil {
+		return domain.SiteView{}, err
+	}
 	list, err := r.api.ListSites(r.ctx)
 	if err != nil {
 		return domain.SiteView{}, fmt.Errorf("list sites: %w", err)

@@ -197,11 +197,6 @@ func TestFormatting(t *testing.T) {
 			t.Errorf("ago(%s) = %q, want %q", now.Sub(tc.t), got, tc.want)
 		}
 	}
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB", 20 << 20: "20.0 MiB", 3 << 40: "3.0 TiB"} {
-		if got := size(n); got != want {
-			t.Errorf("size(%d) = %q, want %q", n, got, want)
-		}
-	}
 	if got := clean("a\tb\x1b[31mred\nnext ☕"); got != `a\tb\x1b[31mred\nnext ☕` {
 		t.Errorf("clean = %q", got)
 	}

@@ -32,13 +32,10 @@ type follower struct {
 }
 
 func (f *follower) follow(ctx context.Context, id string) (client.Job, error) {
-	job, err := f.api.GetJob(ctx, id)
-	if err != nil {
-		return client.Job{}, fmt.Errorf("get job %s: %w", clean(id), err)
-	}
 	// The stored events first: the stream replays only what JetStream
 	// still holds; what both give is emitted once (by seq).
-	if err := f.stored(ctx, id); err != nil {
+	job, err := f.refresh(ctx, id)
+	if err != nil {
 		return client.Job{}, err
 	}
 	if job.Status.Terminal() {
@@ -56,6 +53,19 @@ func (f *follower) follow(ctx context.Context, id string) (client.Job, error) {
 		interval = min(f.poll, afterTerminalPoll)
 	}
 	return f.pollUntilDone(ctx, id, interval)
+}
+
+// refresh reads the job, then emits its stored events not yet emitted:
+// read after the job, so a terminal job's last events are in.
+func (f *follower) refresh(ctx context.Context, id string) (client.Job, error) {
+	job, err := f.api.GetJob(ctx, id)
+	if err != nil {
+		return client.Job{}, fmt.Errorf("get job %s: %w", clean(id), err)
+	}
+	if err := f.stored(ctx, id); err != nil {
+		return client.Job{}, err
+	}
+	return job, nil
 }
 
 // stored emits the stored events not yet emitted.
@@ -89,12 +99,8 @@ func (f *follower) pollUntilDone(ctx context.Context, id string, interval time.D
 			return client.Job{}, ctx.Err()
 		case <-t.C:
 		}
-		job, err := f.api.GetJob(ctx, id)
+		job, err := f.refresh(ctx, id)
 		if err != nil {
-			return client.Job{}, fmt.Errorf("get job %s: %w", clean(id), err)
-		}
-		// Read after the job, so a terminal job's last events are in.
-		if err := f.stored(ctx, id); err != nil {
 			return client.Job{}, err
 		}
 		if job.Status.Terminal() {

@@ -108,20 +108,6 @@ func took(from, to *time.Time) string {
 	return d.Round(time.Second).String()
 }
 
-// size is a byte count in binary units.
-func size(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
-
 // orDash is s, or "-" when empty.
 func orDash(s string) string {
 	if s == "" {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/satoru/satoru/cmd/satoru/internal/client"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/units"
 )
 
 func (r *runner) syncNow(args []string) error {
@@ -32,11 +33,7 @@ func (r *runner) syncNow(args []string) error {
 }
 
 func (r *runner) syncStatus(args []string) error {
-	fs := r.newFlags()
-	if _, err := parse(fs, syncHelp, args); err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
+	if _, err := r.connectArgs(r.newFlags(), syncHelp, args); err != nil {
 		return err
 	}
 	v, err := r.api.GetSync(r.ctx)
@@ -66,7 +63,7 @@ func writeSync(w io.Writer, v client.SyncView, now time.Time) error {
 		{"last status", string(v.Status)},
 		{"last attempt", stampPtr(v.LastAttemptAt)},
 		{"last success", stampPtr(v.LastSuccessAt)},
-		{"last copied", fmt.Sprintf("%d snapshot(s), %s", v.SnapshotsCopied, size(v.Bytes))},
+		{"last copied", fmt.Sprintf("%d snapshot(s), %s", v.SnapshotsCopied, units.Bytes(v.Bytes))},
 		{"pending", pending},
 		{"interval", (time.Duration(v.IntervalSeconds) * time.Second).String()},
 	} {
@@ -79,11 +76,7 @@ func writeSync(w io.Writer, v client.SyncView, now time.Time) error {
 }
 
 func (r *runner) health(args []string) error {
-	fs := r.newFlags()
-	if _, err := parse(fs, healthHelp, args); err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
+	if _, err := r.connectArgs(r.newFlags(), healthHelp, args); err != nil {
 		return err
 	}
 	h, err := r.api.Health(r.ctx)
@@ -153,7 +146,7 @@ func writeHealth(w io.Writer, h client.HealthReport, now time.Time) error {
 	}
 	fmt.Fprintf(kv, "offsite:\t%s\n", clean(sync))
 	for _, d := range h.Disks {
-		line := fmt.Sprintf("%s %s free of %s (%.1f%%) at %s", d.Status, size(d.FreeBytes), size(d.TotalBytes), d.FreePercent, d.Path)
+		line := fmt.Sprintf("%s %s free of %s (%.1f%%) at %s", d.Status, units.Bytes(d.FreeBytes), units.Bytes(d.TotalBytes), d.FreePercent, d.Path)
 		if d.Error != "" {
 			line = d.Status + ": " + d.Error
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/satoru/satoru/cmd/satoru/internal/client"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/units"
 )
 
 // runTypes are the job types `satoru run` queues.
@@ -58,10 +59,7 @@ func (r *runner) runJob(args []string) error {
 	if err := wf.check(runHelp, r.cmd); err != nil {
 		return err
 	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, err := r.connectSite(pos[0])
 	if err != nil {
 		return err
 	}
@@ -186,12 +184,8 @@ func siteLabel(uuid string, names map[string]string) string {
 }
 
 func (r *runner) jobsShow(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, jobsHelp, args, "JOB")
+	pos, err := r.connectArgs(r.newFlags(), jobsHelp, args, "JOB")
 	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
 		return err
 	}
 	id := pos[0]
@@ -236,11 +230,8 @@ func (r *runner) jobsLogs(args []string) error {
 	fs := r.newFlags()
 	fs.BoolVar(&follow, "follow", false, "stream the events live until the job ends; exit with its code")
 	fs.BoolVar(&follow, "f", false, "short for --follow")
-	pos, err := parse(fs, jobsHelp, args, "JOB")
+	pos, err := r.connectArgs(fs, jobsHelp, args, "JOB")
 	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
 		return err
 	}
 	id := pos[0]
@@ -291,12 +282,8 @@ func errSuffix(e string) string {
 }
 
 func (r *runner) jobsCancel(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, jobsHelp, args, "JOB")
+	pos, err := r.connectArgs(r.newFlags(), jobsHelp, args, "JOB")
 	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
 		return err
 	}
 	acc, err := r.api.CancelJob(r.ctx, pos[0])
@@ -401,7 +388,7 @@ func writeJob(w io.Writer, j domain.Job, names map[string]string, now time.Time)
 				note = tr.Error
 			}
 			t.row(tr.TargetHash, string(tr.Mode), tr.Path, string(tr.Status), strconv.FormatInt(tr.Files, 10),
-				size(tr.Bytes), size(tr.Transferred), (time.Duration(tr.DurationMS) * time.Millisecond).String(), orDash(clip(note, 100)))
+				units.Bytes(tr.Bytes), units.Bytes(tr.Transferred), (time.Duration(tr.DurationMS) * time.Millisecond).String(), orDash(clip(note, 100)))
 		}
 		return t.flush()
 	}

@@ -42,10 +42,7 @@ func (r *runner) restore(args []string) error {
 		return err
 	}
 	in.Paths = paths
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, err := r.connectSite(pos[0])
 	if err != nil {
 		return err
 	}

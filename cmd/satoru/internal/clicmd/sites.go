@@ -73,11 +73,7 @@ func (r *runner) sitesAdd(args []string) error {
 }
 
 func (r *runner) sitesList(args []string) error {
-	fs := r.newFlags()
-	if _, err := parse(fs, sitesHelp, args); err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
+	if _, err := r.connectArgs(r.newFlags(), sitesHelp, args); err != nil {
 		return err
 	}
 	list, err := r.api.ListSites(r.ctx)
@@ -110,15 +106,7 @@ func sshAddr(s domain.Site) string {
 }
 
 func (r *runner) sitesShow(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, sitesHelp, args, "SITE")
-	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, _, err := r.siteArgs(r.newFlags(), sitesHelp, args)
 	if err != nil {
 		return err
 	}
@@ -187,15 +175,7 @@ func writeSiteDetail(w io.Writer, d client.SiteDetail, now time.Time) error {
 }
 
 func (r *runner) sitesRm(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, sitesHelp, args, "SITE")
-	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, _, err := r.siteArgs(r.newFlags(), sitesHelp, args)
 	if err != nil {
 		return err
 	}

@@ -8,18 +8,11 @@ import (
 
 	"github.com/satoru/satoru/cmd/satoru/internal/client"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/units"
 )
 
 func (r *runner) snapshots(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, snapshotsHelp, args, "SITE")
-	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, _, err := r.siteArgs(r.newFlags(), snapshotsHelp, args)
 	if err != nil {
 		return err
 	}
@@ -41,8 +34,8 @@ func writeSnapshots(w io.Writer, site domain.Site, snaps []client.Snapshot, now 
 	}
 	t := newTable(w, "ID", "TIME", "SIZE", "FILES", "NEW", "CHANGED", "ADDED", "JOB")
 	for _, s := range snaps {
-		t.row(s.ShortID, ago(s.Time, now), size(s.Size), strconv.FormatInt(s.Files, 10),
-			strconv.FormatInt(s.FilesNew, 10), strconv.FormatInt(s.FilesChanged, 10), size(s.DataAdded), orDash(s.JobID))
+		t.row(s.ShortID, ago(s.Time, now), units.Bytes(s.Size), strconv.FormatInt(s.Files, 10),
+			strconv.FormatInt(s.FilesNew, 10), strconv.FormatInt(s.FilesChanged, 10), units.Bytes(s.DataAdded), orDash(s.JobID))
 	}
 	if err := t.flush(); err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 
 	"github.com/satoru/satoru/cmd/satoru/internal/client"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/units"
 )
 
 func (r *runner) targetsAdd(args []string) error {
@@ -36,10 +37,7 @@ func (r *runner) targetsAdd(args []string) error {
 	default:
 		return usagef(targetsHelp, "%s: missing --dir or --sqlite", r.cmd)
 	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, err := r.connectSite(pos[0])
 	if err != nil {
 		return err
 	}
@@ -55,15 +53,7 @@ func (r *runner) targetsAdd(args []string) error {
 }
 
 func (r *runner) targetsList(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, targetsHelp, args, "SITE")
-	if err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
+	sv, _, err := r.siteArgs(r.newFlags(), targetsHelp, args)
 	if err != nil {
 		return err
 	}
@@ -91,7 +81,7 @@ func writeTargets(w io.Writer, targets []domain.Target, now time.Time) error {
 			if s.Error != "" {
 				scan += ": " + clip(s.Error, 60)
 			}
-			files, bytes = strconv.FormatInt(s.Files, 10), size(s.Bytes)
+			files, bytes = strconv.FormatInt(s.Files, 10), units.Bytes(s.Bytes)
 		}
 		t.row(tg.TargetHash, string(tg.Mode), tg.Path, orDash(strings.Join(tg.Excludes, " ")), scan, files, bytes)
 	}
@@ -99,24 +89,17 @@ func writeTargets(w io.Writer, targets []domain.Target, now time.Time) error {
 }
 
 func (r *runner) targetsRm(args []string) error {
-	fs := r.newFlags()
-	pos, err := parse(fs, targetsHelp, args, "SITE", "TARGET_HASH")
+	sv, rest, err := r.siteArgs(r.newFlags(), targetsHelp, args, "TARGET_HASH")
 	if err != nil {
 		return err
 	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	sv, err := r.site(pos[0])
-	if err != nil {
-		return err
-	}
-	if err := r.api.DeleteTarget(r.ctx, sv.UUID, pos[1]); err != nil {
-		return fmt.Errorf("remove target %s of site %s: %w", clean(pos[1]), clean(sv.Name), err)
+	hash := rest[0]
+	if err := r.api.DeleteTarget(r.ctx, sv.UUID, hash); err != nil {
+		return fmt.Errorf("remove target %s of site %s: %w", clean(hash), clean(sv.Name), err)
 	}
 	if r.flags.json {
-		return printValue(r.stdout, map[string]any{"removed": true, "site_uuid": sv.UUID, "target_hash": pos[1]})
+		return printValue(r.stdout, map[string]any{"removed": true, "site_uuid": sv.UUID, "target_hash": hash})
 	}
-	fmt.Fprintf(r.stdout, "removed target %s from site %s\n", clean(pos[1]), clean(sv.Name))
+	fmt.Fprintf(r.stdout, "removed target %s from site %s\n", clean(hash), clean(sv.Name))
 	return nil
 }

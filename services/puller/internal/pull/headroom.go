@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+
+	"github.com/satoru/satoru/shared/units"
 )
 
 // ErrLowDiskSpace means a filesystem has less free space than the
@@ -41,14 +43,14 @@ func CheckHeadroom(paths []string, minFreeBytes int64, minFreePercent int) error
 		}
 		if minFreeBytes > 0 && free < minFreeBytes {
 			return fmt.Errorf("%w: %s has %s (%d bytes) free, below the minimum of %s (%d bytes)",
-				ErrLowDiskSpace, where, humanBytes(free), free, humanBytes(minFreeBytes), minFreeBytes)
+				ErrLowDiskSpace, where, units.Bytes(free), free, units.Bytes(minFreeBytes), minFreeBytes)
 		}
 		if minFreePercent > 0 && total > 0 {
 			// Floats: free*100 could overflow int64 on exabyte volumes.
 			pct := float64(free) / float64(total) * 100
 			if pct < float64(minFreePercent) {
 				return fmt.Errorf("%w: %s has %s (%d bytes) free, %.1f%% of %s, below the minimum of %d%%",
-					ErrLowDiskSpace, where, humanBytes(free), free, pct, humanBytes(total), minFreePercent)
+					ErrLowDiskSpace, where, units.Bytes(free), free, pct, units.Bytes(total), minFreePercent)
 			}
 		}
 	}
@@ -76,18 +78,4 @@ func existingAncestor(p string) (at string, exists bool, err error) {
 		}
 		at = parent
 	}
-}
-
-// humanBytes formats n in IEC units: "1.5 GiB".
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/satoru/satoru/shared/units"
 )
 
 func TestCheckHeadroom(t *testing.T) {
@@ -43,7 +45,7 @@ func TestCheckHeadroom(t *testing.T) {
 			t.Fatalf("err = %v, want ErrLowDiskSpace", err)
 		}
 		msg := err.Error()
-		for _, want := range []string{dir + " has ", "iB (", "below the minimum of ", strconv.FormatInt(above, 10) + " bytes", humanBytes(above)} {
+		for _, want := range []string{dir + " has ", "iB (", "below the minimum of ", strconv.FormatInt(above, 10) + " bytes", units.Bytes(above)} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("%q lacks %q", msg, want)
 			}
@@ -103,13 +105,4 @@ func TestCheckHeadroom(t *testing.T) {
 			}
 		}
 	})
-}
-
-func TestHumanBytes(t *testing.T) {
-	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 1536: "1.5 KiB",
-		5 << 30: "5.0 GiB", 3 << 40: "3.0 TiB", 1 << 62: "4.0 EiB"} {
-		if got := humanBytes(n); got != want {
-			t.Errorf("humanBytes(%d) = %q, want %q", n, got, want)
-		}
-	}
 }
