@@ -520,7 +520,7 @@ func cpuJiffies() (busy, total uint64) {
 // cpuMeter measures the CPU time the machine spent during a run, and how
 // much of it was not ours. Ours: the benchmark process and what it waited
 // for (rsync, restic, ssh; Satoru runs in-process), the edge host's sshd
-// with its finished sessions, and Satoru's ssh master, a detached daemon
+// with its sessions, live or finished, and Satoru's ssh master, a detached daemon
 // that is polled while it lives (it is found by tag, the node's data
 // folder, in its "ssh: <control path> [mux]" title). A run with much
 // foreign CPU had company on this shared machine.
@@ -625,12 +625,52 @@ func (m *cpuMeter) foreign() float64 {
 	return m.machine() - float64(m.own1-m.own0)/100
 }
 
+// own is the CPU so far of the benchmark process (with the children it
+// reaped) and of the edge sshd with every live process below it. The
+// connections under a kept ssh master stay alive across runs, so their
+// CPU shows only in their own counters, not yet in sshd's reaped total;
+// summing the whole live tree at both ends of a run counts each process
+// once: one that exits is in its parent's reaped total at the end, and
+// its reading at the start is subtracted.
 func (m *cpuMeter) own() uint64 {
 	t := procCPU("self")
 	if m.sshdPid > 0 {
-		t += procCPU(strconv.Itoa(m.sshdPid))
+		for _, pid := range descendants(m.sshdPid) {
+			t += procCPU(strconv.Itoa(pid))
+		}
 	}
 	return t
+}
+
+// descendants is root and every live process below it.
+func descendants(root int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return []int{root}
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		data, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// After the command name: state, then ppid.
+		f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+		if len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil {
+				children[ppid] = append(children[ppid], pid)
+			}
+		}
+	}
+	out := []int{root}
+	for i := 0; i < len(out); i++ {
+		out = append(out, children[out[i]]...)
+	}
+	return out
 }
 
 // procCPU is a process's utime+stime+cutime+cstime in clock ticks.
