@@ -1174,7 +1174,7 @@ func describe(name, args string) string {
 	case name == "ssh" && strings.Contains(args, "rsync --server"):
 		return "  ssh under rsync (over the master)"
 	case name == "ssh":
-		return "ssh preflight (opens the master)"
+		return "ssh preflight (opens the master, or rides a kept one)"
 	case name == "rsync" && strings.Contains(args, "--version"):
 		return "rsync --version (preflight local tool)"
 	case name == "rsync":

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -95,7 +96,7 @@ func TestDashboardE2E(t *testing.T) {
 	var siteUUID string
 	t.Run("register a site", func(t *testing.T) {
 		b := b.with(t)
-		b.do(chromedp.Click(chromedp.CSS("#nav-add-site")))
+		b.click("#nav-add-site")
 		b.visible("#site-form")
 		// No host key and no trust on first use: the preflight offers the
 		// key and the site page pins it.
@@ -129,19 +130,19 @@ func TestDashboardE2E(t *testing.T) {
 
 	t.Run("pin the host key a preflight offered", func(t *testing.T) {
 		b := b.with(t)
-		b.do(chromedp.Click(chromedp.CSS("#run-preflight")))
+		b.click("#run-preflight")
 		job := b.jobPage()
 		if st := b.waitJobStatus(c, job); st != "failed" {
 			t.Fatalf("preflight without a host key: %s, want failed", st)
 		}
-		b.do(chromedp.Click(chromedp.CSS("#job-site-link")))
+		b.click("#job-site-link")
 		b.visible("#pin-host-key")
 		want := sshFingerprint(t, edge.HostKeyLine)
 		if got := b.text("#host-key-fingerprint"); got != want {
 			t.Errorf("fingerprint shown %q, want %q", got, want)
 		}
 		msgs := b.acceptDialogs()
-		b.do(chromedp.Click(chromedp.CSS("#pin-host-key")))
+		b.click("#pin-host-key")
 		b.waitJS(`!document.getElementById('pin-host-key') && document.getElementById('site-page') !== null`, "the pinned site page")
 		if m := msgs(); len(m) != 1 || !strings.Contains(m[0], want) {
 			t.Errorf("confirm dialogs %q, want one naming %s", m, want)
@@ -159,7 +160,7 @@ func TestDashboardE2E(t *testing.T) {
 	t.Run("run a backup and follow it live", func(t *testing.T) {
 		b := b.with(t)
 		b.visible("#run-backup")
-		b.do(chromedp.Click(chromedp.CSS("#run-backup")))
+		b.click("#run-backup")
 		backupJob = b.jobPage()
 		// A reload would drop this marker: the status must change in place.
 		b.do(chromedp.Evaluate[chromedp.Void](`window.__dashboardMarker = 'loaded once'`))
@@ -211,7 +212,7 @@ func TestDashboardE2E(t *testing.T) {
 
 	t.Run("overview", func(t *testing.T) {
 		b := b.with(t)
-		b.do(chromedp.Click(chromedp.CSS("#nav-overview")))
+		b.click("#nav-overview")
 		b.waitJS(`document.querySelector('tr[data-testid="site-row"] [data-status="success"]') !== null`, "the site shown healthy")
 		if n := b.text(`[data-testid="count-success"] .count-n`); n != "1" {
 			t.Errorf("success count %q, want 1", n)
@@ -233,25 +234,25 @@ func TestDashboardE2E(t *testing.T) {
 
 	t.Run("browse the snapshot and download", func(t *testing.T) {
 		b := b.with(t)
-		b.do(chromedp.Click(chromedp.CSS(`tr[data-testid="site-row"] .site-link`)))
+		b.click(`tr[data-testid="site-row"] .site-link`)
 		b.visible("#site-snapshots")
 		b.screenshot(artifacts, "dashboard-site.png")
-		b.do(chromedp.Click(chromedp.CSS("#site-snapshots")))
+		b.click("#site-snapshots")
 		b.visible(".snapshot-link")
-		b.do(chromedp.Click(chromedp.CSS(".snapshot-link")))
+		b.click(".snapshot-link")
 		hash := domain.TargetHash(domain.ModeDirectory, src)
 		b.visible(`#browse-page tr[data-name="` + hash + `"] .entry-link`)
 		if got := b.text(`tr[data-name="` + hash + `"] .entry-link`); !strings.Contains(got, src) {
 			t.Errorf("target folder labelled %q, want its path %s", got, src)
 		}
-		b.do(chromedp.Click(chromedp.CSS(`tr[data-name="` + hash + `"] .entry-link`)))
+		b.click(`tr[data-name="` + hash + `"] .entry-link`)
 		b.visible(`#browse-page[data-path$="/` + hash + `"] tr[data-name="data.bin"]`)
-		b.do(chromedp.Click(chromedp.CSS(`button[data-testid="download"][data-name="data.bin"]`)))
+		b.click(`button[data-testid="download"][data-name="data.bin"]`)
 		b.waitDownload("data.bin", blob)
 
-		b.do(chromedp.Click(chromedp.CSS(`tr[data-name="notes"] .entry-link`)))
+		b.click(`tr[data-name="notes"] .entry-link`)
 		b.visible(`#browse-page[data-path$="/notes"] tr[data-name="readme.txt"]`)
-		b.do(chromedp.Click(chromedp.CSS(`button[data-testid="download"][data-name="readme.txt"]`)))
+		b.click(`button[data-testid="download"][data-name="readme.txt"]`)
 		b.waitDownload("readme.txt", readme)
 		b.screenshot(artifacts, "dashboard-browse.png")
 	})
@@ -260,11 +261,9 @@ func TestDashboardE2E(t *testing.T) {
 		b := b.with(t)
 		dest := filepath.Join(t.TempDir(), "restored")
 		b.visible(`tr[data-name="readme.txt"] input.select`)
-		b.do(
-			chromedp.Click(chromedp.CSS(`tr[data-name="readme.txt"] input.select`)),
-			chromedp.SetValue(chromedp.CSS("#restore-path"), dest),
-			chromedp.Click(chromedp.CSS("#restore-submit")),
-		)
+		b.click(`tr[data-name="readme.txt"] input.select`)
+		b.do(chromedp.SetValue(chromedp.CSS("#restore-path"), dest))
+		b.click("#restore-submit")
 		job := b.jobPage()
 		if job == backupJob {
 			t.Fatal("restore did not open its own job page")
@@ -280,9 +279,9 @@ func TestDashboardE2E(t *testing.T) {
 
 	t.Run("sync without an offsite repository", func(t *testing.T) {
 		b := b.with(t)
-		b.do(chromedp.Click(chromedp.CSS("#nav-sync")))
+		b.click("#nav-sync")
 		b.visible("#sync-now")
-		b.do(chromedp.Click(chromedp.CSS("#sync-now")))
+		b.click("#sync-now")
 		b.visible("#error")
 		if msg := b.text("#error"); !strings.Contains(msg, "Offsite not configured") {
 			t.Errorf("sync now without offsite: error %q", msg)
@@ -474,6 +473,26 @@ func eval[T any](s *session, expr string) T {
 		s.t.Fatalf("evaluate %s: %v", expr, err)
 	}
 	return v
+}
+
+// click clicks the element sel selects once it is on the page and shown.
+// It clicks from JavaScript, retried until it lands: the dashboard
+// re-renders a section when a live event arrives, so an element found a
+// moment ago may be gone (chromedp's own Click then fails with "Could not
+// find node with given id").
+func (s *session) click(sel string) {
+	s.t.Helper()
+	q, _ := json.Marshal(sel)
+	js := `(() => { const e = document.querySelector(` + string(q) + `);
+		if (!e || e.disabled || !e.getClientRects().length) return false;
+		e.click(); return true })()`
+	deadline := time.Now().Add(20 * time.Second)
+	for !eval[bool](s, js) {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("waiting to click %s: not on the page after 20 s%s", sel, s.pageError())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitJS polls a JavaScript condition until it holds.
