@@ -3,6 +3,7 @@ package compose
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -464,6 +465,10 @@ func TestNATSCluster(t *testing.T) {
 		sort.Strings(hosts)
 		if !slices.Equal(hosts, natsNodes) {
 			t.Errorf("%s: SATORU_NATS_URL lists %v, want every node %v", name, hosts, natsNodes)
+		}
+		// One copy per node, so losing a node loses no stream.
+		if got, want := env(service(t, p, name), "SATORU_NATS_REPLICAS"), fmt.Sprint(len(natsNodes)); got != want {
+			t.Errorf("%s: SATORU_NATS_REPLICAS %q, want %s (one copy per node)", name, got, want)
 		}
 	}
 }

@@ -39,6 +39,10 @@ type Settings struct {
 	// ServiceTTL is how long a service instance's liveness entry lives
 	// without renewal (bucket SATORU_SERVICES); 0 means DefaultServiceTTL.
 	ServiceTTL time.Duration
+	// Replicas is how many copies a JetStream cluster keeps of each
+	// stream and bucket (nats_replicas); 0 means 1. A single server
+	// refuses more than 1.
+	Replicas int
 }
 
 // DefaultServiceTTL is the liveness TTL of a zero Settings.ServiceTTL.
@@ -63,6 +67,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 	if s.LeaseTTL <= 0 || s.AckWait <= 0 {
 		return nil, errors.New("bus: ensure: lease TTL and ack wait must be positive")
 	}
+	replicas := max(s.Replicas, 1)
 	streams := []jetstream.StreamConfig{{
 		Name:        events.StreamJobs,
 		Description: "Satoru job requests, one consumer per service",
@@ -70,6 +75,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  10 * time.Minute,
+		Replicas:    replicas,
 	}, {
 		Name:        events.StreamEvents,
 		Description: "Satoru job step events",
@@ -77,6 +83,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      events.EventsMaxAge,
+		Replicas:    replicas,
 	}}
 	for _, sc := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
@@ -88,6 +95,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		Description: "per-site leases; an entry expires unless renewed",
 		TTL:         s.LeaseTTL,
 		History:     1,
+		Replicas:    replicas,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
@@ -98,6 +106,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		Description: "cancel requests by job id",
 		TTL:         7 * 24 * time.Hour,
 		History:     1,
+		Replicas:    replicas,
 		Storage:     jetstream.FileStorage,
 	})
 	if err != nil {
@@ -112,6 +121,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		Description: "service instance liveness; an entry expires unless renewed",
 		TTL:         serviceTTL,
 		History:     1,
+		Replicas:    replicas,
 		Storage:     jetstream.MemoryStorage,
 	})
 	if err != nil {

@@ -47,6 +47,7 @@ type Config struct {
 	RetentionInterval      time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
 	SchedulerTick          time.Duration   // scheduler_tick_seconds
 	NATSURL                string          // nats_url ("" with MongoURI "" = embedded); may hold credentials
+	NATSReplicas           int             // nats_replicas: copies of each stream and KV bucket (3 on a 3-node cluster)
 	MongoURI               string          // mongo_uri; may hold a password: print RedactedMongoURI
 	MongoDatabase          string          // mongo_database
 	DataDir                string          // data_dir
@@ -87,6 +88,7 @@ func Default() Config {
 		ResticRetentionPolicy: DefaultRetentionPolicy(),
 		ResticSyncInterval:    24 * time.Hour,
 		JobWorkerConcurrency:  4,
+		NATSReplicas:          1,
 		SiteScanInterval:      24 * time.Hour,
 		RetentionInterval:     24 * time.Hour,
 		SchedulerTick:         30 * time.Second,
@@ -594,6 +596,8 @@ var specs = []spec{
 	strSpec("restic_bin", func(c *Config) *string { return &c.ResticBin }, nil),
 	intSpec("job_worker_concurrency", 1, 256,
 		func(c Config) int64 { return int64(c.JobWorkerConcurrency) }, func(c *Config, n int64) { c.JobWorkerConcurrency = int(n) }),
+	intSpec("nats_replicas", 1, 5,
+		func(c Config) int64 { return int64(c.NATSReplicas) }, func(c *Config, n int64) { c.NATSReplicas = int(n) }),
 	durSpec("site_scan_interval_hours", time.Hour, 1, maxHours, func(c *Config) *time.Duration { return &c.SiteScanInterval }),
 	durSpec("retention_interval_hours", time.Hour, 0, maxHours, func(c *Config) *time.Duration { return &c.RetentionInterval }),
 	durSpec("scheduler_tick_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.SchedulerTick }),

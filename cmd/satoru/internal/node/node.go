@@ -87,10 +87,14 @@ type Node struct {
 func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	n = &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
+	// Not n: a failed Start returns a nil node, and what it started must
+	// still be closed.
+	started := n
 	defer func() {
 		if err != nil {
 			cancel()
-			n.close()
+			started.wg.Wait() // services started before the failure
+			started.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -277,6 +281,9 @@ func (n *Node) connect(ctx context.Context) error {
 	natsURL, mongoURI := cfg.NATSURL, cfg.MongoURI
 	var natsOpts []nats.Option
 	if natsURL == "" {
+		if cfg.NATSReplicas > 1 {
+			return fmt.Errorf("nats_replicas is %d, but the embedded NATS server is one node and keeps one copy: set nats_replicas to 1, or nats_url to a cluster", cfg.NATSReplicas)
+		}
 		host, port, err := splitListen("embedded_nats_listen", cfg.EmbeddedNATSListen)
 		if err != nil {
 			return err
@@ -303,7 +310,7 @@ func (n *Node) connect(ctx context.Context) error {
 		NATSOptions:   natsOpts,
 		MongoURI:      mongoURI,
 		MongoDatabase: cfg.MongoDatabase,
-		Bus:           bus.Settings{LeaseTTL: cfg.SiteLease, AckWait: cfg.JobAckWait},
+		Bus:           bus.Settings{LeaseTTL: cfg.SiteLease, AckWait: cfg.JobAckWait, Replicas: cfg.NATSReplicas},
 	})
 	if err != nil {
 		return err
