@@ -18,13 +18,33 @@ import (
 // startInfra runs an in-process NATS server and declares the bus objects
 // with the given lease TTL.
 func startInfra(t *testing.T, ttl time.Duration) *bus.Infra {
+	return startBus(t, bus.Settings{LeaseTTL: ttl, AckWait: time.Second})
+}
+
+// startBus runs an in-process NATS server and declares the bus objects
+// with settings s.
+func startBus(t *testing.T, s bus.Settings) *bus.Infra {
 	t.Helper()
 	n, err := embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(t.TempDir(), "nats"), Port: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Shutdown)
-	nc, err := nats.Connect("", n.InProcessOption())
+	js := connectJS(t, "", n.InProcessOption())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	in, err := bus.Ensure(ctx, js, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+// connectJS connects to NATS at url (closed when the test ends) and
+// returns its JetStream context.
+func connectJS(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,13 +53,7 @@ func startInfra(t *testing.T, ttl time.Duration) *bus.Infra {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	in, err := bus.Ensure(ctx, js, bus.Settings{LeaseTTL: ttl, AckWait: time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return js
 }
 
 func TestAcquireKey(t *testing.T) {

@@ -3,43 +3,17 @@ package bus_test
 import (
 	"context"
 	"encoding/json"
-	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/satoru/satoru/shared/bus"
-	"github.com/satoru/satoru/shared/embedded"
 	"github.com/satoru/satoru/shared/events"
 )
 
 // startLiveness runs an in-process NATS server and declares the bus
 // objects with the given liveness TTL.
 func startLiveness(t *testing.T, ttl time.Duration) *bus.Infra {
-	t.Helper()
-	n, err := embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(t.TempDir(), "nats"), Port: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(n.Shutdown)
-	nc, err := nats.Connect("", n.InProcessOption())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	in, err := bus.Ensure(ctx, js, bus.Settings{LeaseTTL: time.Minute, AckWait: time.Second, ServiceTTL: ttl})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
+	return startBus(t, bus.Settings{LeaseTTL: time.Minute, AckWait: time.Second, ServiceTTL: ttl})
 }
 
 // waitServices polls Services until ok accepts the list or the deadline.

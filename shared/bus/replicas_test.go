@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/events"
@@ -60,18 +58,11 @@ func startCluster(t *testing.T) ([]*server.Server, []string) {
 // copies, and the jobs stream takes requests with a node down.
 func TestEnsureKeepsReplicasOnACluster(t *testing.T) {
 	servers, urls := startCluster(t)
-	nc, err := nats.Connect(strings.Join(urls, ","))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJS(t, strings.Join(urls, ","))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var in *bus.Infra
+	var err error
 	// The cluster elects its JetStream meta leader in the first seconds.
 	for {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
