@@ -112,21 +112,7 @@ type JobEvents struct {
 }
 
 // Snapshot is one entry of GET /sites/{uuid}/snapshots.
-type Snapshot struct {
-	ID              string    `json:"id"`
-	ShortID         string    `json:"short_id"`
-	Time            time.Time `json:"time"`
-	Hostname        string    `json:"hostname"`
-	Tags            []string  `json:"tags"`
-	JobID           string    `json:"job_id,omitempty"`
-	Paths           []string  `json:"paths"`
-	Size            int64     `json:"size"`
-	Files           int64     `json:"files"`
-	FilesNew        int64     `json:"files_new"`
-	FilesChanged    int64     `json:"files_changed"`
-	FilesUnmodified int64     `json:"files_unmodified"`
-	DataAdded       int64     `json:"data_added"`
-}
+type Snapshot = domain.SnapshotView
 
 // SnapshotList is the answer of GET /sites/{uuid}/snapshots.
 type SnapshotList struct {

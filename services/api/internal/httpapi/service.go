@@ -334,14 +334,8 @@ type JobQuery = store.JobFilter
 func ParseJobQuery(q map[string][]string) (JobQuery, *Error) {
 	f := JobQuery{Limit: DefaultJobLimit}
 	one := func(name string) (string, *Error) {
-		v := q[name]
-		switch len(v) {
-		case 0:
-			return "", nil
-		case 1:
-			return v[0], nil
-		}
-		return "", invalid("%s: give it at most once", name)
+		v, _, err := oneParam(q, name)
+		return v, err
 	}
 	site, err := one("site_uuid")
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/restic"
 )
 
@@ -24,26 +25,8 @@ import (
 // a file as is, a folder as a tar rooted at that folder. Paths are the
 // absolute staging paths stored in the snapshot; an empty path is "/".
 
-// SnapshotView is one snapshot of a site.
-type SnapshotView struct {
-	ID       string    `json:"id"`
-	ShortID  string    `json:"short_id"`
-	Time     time.Time `json:"time"`
-	Hostname string    `json:"hostname"`
-	Tags     []string  `json:"tags"`
-	// JobID is the backup job that made it (its job: tag).
-	JobID string `json:"job_id,omitempty"`
-	// Paths are the snapshot's roots: where browsing starts.
-	Paths []string `json:"paths"`
-	// Size and Files are the bytes and files the backup processed (the
-	// snapshot's content), from restic's stored summary.
-	Size            int64 `json:"size"`
-	Files           int64 `json:"files"`
-	FilesNew        int64 `json:"files_new"`
-	FilesChanged    int64 `json:"files_changed"`
-	FilesUnmodified int64 `json:"files_unmodified"`
-	DataAdded       int64 `json:"data_added"`
-}
+// SnapshotView is one snapshot of a site (shared with API clients).
+type SnapshotView = domain.SnapshotView
 
 // SnapshotList is the answer of GET /sites/{uuid}/snapshots, newest first.
 type SnapshotList struct {
