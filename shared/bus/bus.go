@@ -56,7 +56,10 @@ type Infra struct {
 	// Liveness holds the liveness entries of the running service
 	// instances (see Announce).
 	Liveness jetstream.KeyValue
-	AckWait  time.Duration
+	// ResticProcs records the restic processes running on the
+	// repository (shared/repoguard).
+	ResticProcs jetstream.KeyValue
+	AckWait     time.Duration
 	// ServiceTTL is the TTL of the Services bucket.
 	ServiceTTL time.Duration
 }
@@ -127,7 +130,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 	if err != nil {
 		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketServices, err)
 	}
-	return &Infra{JS: js, Leases: leases, Cancels: cancels, Liveness: services, AckWait: s.AckWait, ServiceTTL: serviceTTL}, nil
+	procs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketResticProcs,
+		Description: "restic processes Satoru runs on the repository; entries outlive a crash",
+		History:     1,
+		Replicas:    replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketResticProcs, err)
+	}
+	return &Infra{JS: js, Leases: leases, Cancels: cancels, Liveness: services, ResticProcs: procs,
+		AckWait: s.AckWait, ServiceTTL: serviceTTL}, nil
 }
 
 // Consumer creates or updates a service's durable consumer. Deliveries are

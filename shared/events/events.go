@@ -24,6 +24,11 @@ const (
 	// BucketServices holds one liveness entry per running service
 	// instance, keyed by ServiceKey; its TTL ends an entry nobody renews.
 	BucketServices = "SATORU_SERVICES"
+	// BucketResticProcs records the restic processes Satoru runs on the
+	// repository, keyed by ResticProcKey, so a lock left by one that died
+	// is cleared at once (shared/repoguard). No TTL: an entry outlives a
+	// crash on purpose.
+	BucketResticProcs = "SATORU_RESTIC_PROCS"
 
 	// RepoSite stands in for the site of repository-level jobs.
 	RepoSite = "_repo"
@@ -81,6 +86,39 @@ func EventSubject(siteUUID, jobID string) string {
 
 // LeaseKey is the KV key of a site's lease.
 func LeaseKey(siteUUID string) string { return "site." + siteUUID }
+
+// Keys of the repository's cluster-wide leases, in the leases bucket:
+// one holder at a time across every process and host.
+const (
+	// RepoInitKey guards restic init: two inits at once write two keys
+	// and two configs, and the repository is damaged.
+	RepoInitKey = "repo.init"
+	// RepoUnlockKey guards restic unlock.
+	RepoUnlockKey = "repo.unlock"
+	// RepoMaintenanceKey is held by prune and the offsite copy.
+	RepoMaintenanceKey = "repo.maintenance"
+)
+
+// ResticProcKey is the KV key of one restic process: its host (any
+// character a key may not hold replaced) and pid.
+func ResticProcKey(host string, pid int) string {
+	return fmt.Sprintf("%s.%d", keyToken(host), pid)
+}
+
+// keyToken makes s usable as one token of a KV key.
+func keyToken(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+		if !ok {
+			b[i] = '_'
+		}
+	}
+	if len(b) == 0 {
+		return "_"
+	}
+	return string(b)
+}
 
 // ServiceKey is the KV key of a service instance's liveness entry.
 func ServiceKey(service, instance string) string { return service + "." + instance }

@@ -68,6 +68,11 @@ type Cmd struct {
 	Stdout io.Writer
 	// Timeout bounds the run; zero means only ctx bounds it.
 	Timeout time.Duration
+	// OnStart, when set, is called with the process id right after the
+	// process started and before Run waits for it, so a caller can record
+	// which processes it owns (restic's locks name their pid). The
+	// function it returns, if any, is called once the process has ended.
+	OnStart func(pid int) (ended func())
 }
 
 // Result is what a finished command left behind. Run returns it also on
@@ -215,7 +220,14 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		}
 		return res, fmt.Errorf("%s: start: %w", lbl, err)
 	}
+	var ended func()
+	if c.OnStart != nil {
+		ended = c.OnStart(cmd.Process.Pid)
+	}
 	waitErr := cmd.Wait()
+	if ended != nil {
+		ended()
+	}
 	res.Duration = time.Since(start)
 	if errors.Is(waitErr, exec.ErrWaitDelay) {
 		// A descendant outlived the program and held its output open:

@@ -91,13 +91,13 @@ func (r Repo) InitCopyChunker(ctx context.Context, from Repo) error {
 // EnsureInit it first reads r's config without a lock, which also checks
 // r's password and the backend's credentials.
 func (r Repo) EnsureCopyTarget(ctx context.Context, from Repo) (created bool, err error) {
-	err = r.catConfig(ctx)
+	err = r.Open(ctx)
 	if !errors.Is(err, ErrNoRepository) {
 		return false, err
 	}
 	if err := r.InitCopyChunker(ctx, from); err != nil {
 		// Another worker may have initialised it in between.
-		if r.catConfig(ctx) == nil {
+		if r.Open(ctx) == nil {
 			return false, nil
 		}
 		return false, err
@@ -109,7 +109,7 @@ func (r Repo) EnsureCopyTarget(ctx context.Context, from Repo) (created bool, er
 // the config without a lock (checking the password too): a wrong password
 // or an unreachable backend is an error, not false.
 func (r Repo) Exists(ctx context.Context) (bool, error) {
-	err := r.catConfig(ctx)
+	err := r.Open(ctx)
 	switch {
 	case err == nil:
 		return true, nil

@@ -433,3 +433,51 @@ func parseUnlocked(line string) (int, bool) {
 	n, err := strconv.Atoi(m[1])
 	return n, err == nil
 }
+
+// PruneOptions describes one `restic prune`.
+type PruneOptions struct {
+	// MaxUnused is --max-unused ("5%", "unlimited", ...); "" keeps
+	// restic's default (5%). "unlimited" makes prune only delete what no
+	// snapshot needs whole (unreferenced packs, such as a killed backup
+	// leaves) without repacking, the cheapest clean-up.
+	MaxUnused string
+}
+
+// PruneArgs is the argv of Prune after the global flags. restic 0.18's
+// prune has no JSON output; its statistics are read from the text.
+func PruneArgs(o PruneOptions) []string {
+	args := []string{"prune"}
+	if o.MaxUnused != "" {
+		args = append(args, "--max-unused", o.MaxUnused)
+	}
+	return args
+}
+
+// PruneResult is what one prune freed.
+type PruneResult struct {
+	// Pruned reports that prune printed its statistics.
+	Pruned         bool
+	BlobsFreed     int64
+	BytesFreed     int64
+	BytesRemaining int64
+}
+
+// Prune removes the data no snapshot references any more, as a run of its
+// own: a retention job forgets first and prunes in a second step, so a
+// prune cut short (a crash) is simply run again. It takes restic's
+// exclusive lock, so RetryLock matters.
+func (r Repo) Prune(ctx context.Context, o PruneOptions) (PruneResult, error) {
+	var p pruneParser
+	lw := &lineWriter{max: 4 << 10, fn: p.line}
+	res, err := r.runRaw(ctx, proc.Cmd{Step: "prune", Args: PruneArgs(o), Stdout: lw}, true)
+	lw.Flush()
+	out := PruneResult{Pruned: p.total, BlobsFreed: p.blobsFreed, BytesFreed: p.bytesFreed, BytesRemaining: p.bytesRemaining}
+	if err != nil {
+		var extra []string
+		if len(p.noise) > 0 {
+			extra = append(extra, string(p.noise))
+		}
+		return out, r.wrap("prune", res, err, extra...)
+	}
+	return out, nil
+}

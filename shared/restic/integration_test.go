@@ -88,7 +88,7 @@ func TestIntegrationRepoLifecycle(t *testing.T) {
 	})
 
 	t.Run("missing repository", func(t *testing.T) {
-		if err := r.catConfig(ctx); !errors.Is(err, ErrNoRepository) {
+		if err := r.Open(ctx); !errors.Is(err, ErrNoRepository) {
 			t.Fatalf("cat config: err = %v, want ErrNoRepository", err)
 		}
 		if _, err := r.Snapshots(ctx); !errors.Is(err, ErrNoRepository) {

@@ -129,6 +129,11 @@ type Repo struct {
 	// RetryLock makes commands that lock the repository wait up to this
 	// long for a conflicting lock (--retry-lock, restic >= 0.16).
 	RetryLock time.Duration
+	// OnStart, when set, is told of every restic process started for
+	// this repository (its subcommand and pid) and returns what to call
+	// when it ended: the caller's record of the processes that may hold
+	// a restic lock (see shared/repoguard).
+	OnStart func(op string, pid int) (ended func())
 }
 
 // progressFPS is the rate of restic's --json status lines. Without it
@@ -193,6 +198,10 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 		c.Args = append([]string{"--retry-lock", r.RetryLock.String()}, c.Args...)
 	}
 	c.Path, c.Env = r.bin(), env
+	if r.OnStart != nil {
+		op := c.Step
+		c.OnStart = func(pid int) func() { return r.OnStart(op, pid) }
+	}
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
 	}
@@ -291,15 +300,19 @@ func (r Repo) Init(ctx context.Context, extraArgs ...string) error {
 // EnsureInit initialises the repository unless it exists; created reports
 // whether it did. It reads the config (which also checks the password)
 // without taking a lock, so a stale lock does not stop it.
+//
+// It is not safe against a second EnsureInit at the same time elsewhere:
+// two inits both write a key and a config, and the repository is damaged.
+// Callers serialise it across processes (shared/repoguard).
 func (r Repo) EnsureInit(ctx context.Context) (created bool, err error) {
-	err = r.catConfig(ctx)
+	err = r.Open(ctx)
 	if !errors.Is(err, ErrNoRepository) {
 		return false, err
 	}
 	if err := r.Init(ctx); err != nil {
 		// Another worker may have initialised it in between: then it is
 		// there, which is all the caller asked for.
-		if r.catConfig(ctx) == nil {
+		if r.Open(ctx) == nil {
 			return false, nil
 		}
 		return false, err
@@ -307,7 +320,10 @@ func (r Repo) EnsureInit(ctx context.Context) (created bool, err error) {
 	return true, nil
 }
 
-func (r Repo) catConfig(ctx context.Context) error {
+// Open reads the repository's config without a lock: it fails with
+// ErrNoRepository when there is none, and with ErrWrongPassword when no key
+// opens it, so a nil error means the repository is there and usable.
+func (r Repo) Open(ctx context.Context) error {
 	_, err := r.run(ctx, proc.Cmd{Step: "cat", Args: []string{"--no-lock", "cat", "config", "--json"}}, false)
 	return err
 }
@@ -358,4 +374,17 @@ func RestoreArgs(snapshotID, target string, include ...string) []string {
 		args = append(args, "--include", p)
 	}
 	return append(args, "--", snapshotID)
+}
+
+// Check runs `restic check`, which reads the repository's structure;
+// readDataSubset ("5%", "1/10", "" for none) also reads that part of the
+// data. A damaged repository comes back as an *Error whose text is what
+// check reported.
+func (r Repo) Check(ctx context.Context, readDataSubset string) error {
+	args := []string{"check"}
+	if readDataSubset != "" {
+		args = append(args, "--read-data-subset", readDataSubset)
+	}
+	_, err := r.run(ctx, proc.Cmd{Step: "check", Args: args}, true)
+	return err
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -58,9 +59,13 @@ type Deps struct {
 
 // Run consumes snapshot and retention requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
-	s := &Snapshotter{Store: d.Store, Repo: d.Settings.Repo, StagingRoot: d.Settings.StagingRoot,
+	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	if err != nil {
+		return err
+	}
+	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
 		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
-		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit}
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
 	return serve(ctx, d, s)
 }
 
@@ -72,6 +77,17 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		}
 		seedLastSuccess(ctx, d)
 	}
+	// Before the first job: open (or initialise, once across every
+	// process) the repository and clear what a crash left; then keep
+	// clearing dead processes' locks every heartbeat.
+	s.prepareRepo(ctx)
+	lctx, stop := context.WithCancel(ctx)
+	locksDone := make(chan struct{})
+	go func() {
+		defer close(locksDone)
+		s.watchLocks(lctx, d.Settings.Heartbeat)
+	}()
+	defer func() { stop(); <-locksDone }()
 	return jobrun.Service{
 		Name:        "snapshotter",
 		Consumer:    events.ConsumerSnapshotter,
@@ -111,6 +127,11 @@ type Snapshotter struct {
 	Now            func() time.Time
 	// Metrics count the data added; nil records nothing.
 	Metrics *observe.SnapshotMetrics
+
+	// Guard guards the repository across processes (one init, dead
+	// processes' locks cleared); nil only in tests of one snapshotter.
+	Guard *repoguard.Guard
+	Log   *slog.Logger
 
 	// initialised remembers a repository known to exist: checking costs a
 	// restic run with key derivation (~0.5 s) per backup otherwise.
@@ -179,6 +200,7 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	if pulled+warned == 0 {
 		return fail("no target was pulled; nothing to snapshot")
 	}
+	s.recoverRepo(ctx, rec, "snapshot")
 
 	// The shared side of the repository lock: backups run side by side,
 	// but not while this process prunes.
@@ -196,15 +218,10 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 		sctx, cancel = context.WithTimeout(ctx, s.Limit)
 		defer cancel()
 	}
-	if !s.initialised.Load() {
-		created, err := s.Repo.EnsureInit(sctx)
-		if err != nil {
-			return fail(fmt.Sprintf("restic repository %s: %v", s.Repo.Repository, err))
-		}
-		if created {
-			rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "initialised restic repository " + s.Repo.Repository})
-		}
-		s.initialised.Store(true)
+	if created, err := s.ensureRepo(sctx); err != nil {
+		return fail(err.Error())
+	} else if created {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "initialised restic repository " + restic.RedactLocation(s.Repo.Repository)})
 	}
 	every := s.ProgressEvery
 	if every <= 0 {
@@ -231,6 +248,10 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	if err != nil && !incomplete {
 		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelError, Message: "restic backup failed: " + err.Error()})
+		if leftData(ctx, err) {
+			release() // the clean-up holds the repository alone
+			s.cleanup(ctx, rec, "snapshot", "a failed backup")
+		}
 		return fail("snapshot: " + err.Error())
 	}
 	data := map[string]any{
@@ -263,6 +284,20 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	s.putHealth(ctx, job, health, msg, true)
 	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: targets}
+}
+
+// leftData reports whether a failed restic backup may have written packs
+// no index references: it ran and failed (a full disk, a timeout, a
+// cancel by request). Not when it never got the repository (locked, wrong
+// password, none there) or when the process is shutting down.
+func leftData(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, restic.ErrLocked), errors.Is(err, restic.ErrWrongPassword), errors.Is(err, restic.ErrNoRepository):
+		return false
+	case ctx.Err() != nil && !errors.Is(context.Cause(ctx), jobrun.ErrCanceled):
+		return false
+	}
+	return true
 }
 
 // putHealth records the backup's outcome on the site. Failures to write

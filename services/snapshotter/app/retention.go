@@ -20,24 +20,27 @@ const maxEventIDs = 100
 // grouped by host, so the site's snapshots form one group. The default
 // grouping (host,paths) would split them when the staging root moves, and
 // grouping by tags would give every snapshot its own group, since each
-// carries its job's tag. Prune follows in the same restic run.
+// carries its job's tag. Prune is a step of its own (see applyRetention).
 func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
 	return restic.ForgetOptions{
 		Tags:    []string{SiteTag(siteUUID)},
 		Host:    Host(siteUUID),
 		GroupBy: "host",
 		Policy:  policy,
-		Prune:   true,
 	}
 }
 
-// applyRetention is a retention job: restic forget --prune with the
-// configured policy over the site's snapshots. It holds the exclusive side
-// of the repository lock, so none of this process's backups runs while
-// prune does; other processes are waited for by restic's --retry-lock. A
-// lock still there after that wait is cleared when restic judges it stale
-// (its process is gone, or it is older than 30 minutes), then forget runs
-// once more. The site's health is not touched: only last_retention_at.
+// applyRetention is a retention job: restic forget with the configured
+// policy over the site's snapshots, then restic prune, as two steps, so
+// that a prune cut short (a crash, kill -9) is finished by the job's next
+// attempt: forget finds nothing more to remove then, and prune runs
+// because the attempt is not the first. It holds the exclusive side of the
+// repository lock, so none of this process's backups runs while prune
+// does; other processes are waited for by restic's --retry-lock. Locks of
+// restic processes that died are cleared first (repoguard); a lock still
+// there after the wait is cleared when restic judges it stale (older than
+// 30 minutes), then the step runs once more. The site's health is not
+// touched: only last_retention_at.
 func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	const step = "retention"
 	policy := s.Retention.String()
@@ -63,6 +66,7 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		return fail("waiting for the repository: " + err.Error())
 	}
 	defer release()
+	s.recoverRepo(ctx, rec, step)
 
 	rctx := ctx
 	if s.RetentionLimit > 0 {
@@ -72,21 +76,16 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	}
 	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
 	rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
-		"restic forget --prune, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})
+		"restic forget, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})
 
-	res, err := s.Repo.Forget(rctx, opts)
+	var res restic.ForgetResult
+	err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
+		var ferr error
+		res, ferr = s.Repo.Forget(rctx, opts)
+		return ferr
+	})
 	if errors.Is(err, restic.ErrLocked) {
-		n, uerr := s.Repo.UnlockStale(rctx)
-		if uerr != nil {
-			return fail(fmt.Sprintf("%v; looking for stale locks failed: %v", err, uerr))
-		}
-		if n == 0 {
-			return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
-		}
-		summary["stale_locks_cleared"] = n
-		rec.Add(ctx, domain.JobEvent{Step: step, Level: domain.LevelWarn, Data: map[string]any{"stale_locks_cleared": n},
-			Message: fmt.Sprintf("cleared %d stale restic lock(s) left by a process that is gone; running forget again", n)})
-		res, err = s.Repo.Forget(rctx, opts)
+		return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
 	}
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false)
@@ -105,11 +104,39 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		return fail("restic forget: " + err.Error())
 	}
 
+	// Prune when forget removed something, and on every later attempt: an
+	// earlier attempt may have forgotten snapshots and died before its
+	// prune finished, leaving their data in the repository.
+	resumed := job.Attempts > 1
+	if res.Removed > 0 || resumed {
+		why := fmt.Sprintf("%d snapshot(s) forgotten", res.Removed)
+		if res.Removed == 0 {
+			why = fmt.Sprintf("attempt %d finishes what an earlier attempt may have left", job.Attempts)
+		}
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: "restic prune: " + why})
+		var pr restic.PruneResult
+		err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
+			var perr error
+			pr, perr = s.Repo.Prune(rctx, restic.PruneOptions{})
+			return perr
+		})
+		res.Pruned, res.BlobsFreed, res.BytesFreed, res.BytesRemaining = pr.Pruned, pr.BlobsFreed, pr.BytesFreed, pr.BytesRemaining
+		for k, v := range retentionData(res) {
+			summary[k] = v
+		}
+		if err != nil {
+			if res.Removed > 0 {
+				return fail(fmt.Sprintf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %v", res.Removed, err))
+			}
+			return fail("restic prune: " + err.Error())
+		}
+	}
+
 	level, msg := domain.LevelInfo, fmt.Sprintf("kept %d, removed %d snapshot(s)", res.Kept, res.Removed)
 	switch {
 	case res.Groups == 0:
 		msg = "no snapshots of this site: nothing to forget"
-	case res.Removed == 0:
+	case res.Removed == 0 && !res.Pruned:
 		msg += "; nothing to prune"
 	case res.Pruned:
 		msg += fmt.Sprintf("; prune freed %s (%d blobs), %s remain in the repository",
@@ -120,6 +147,29 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})
 	s.putRetentionAt(ctx, job, rec)
 	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+}
+
+// unlockedRetry runs a locking restic step; when it fails on a lock that
+// outlasted --retry-lock, locks restic judges stale (older than 30
+// minutes: left on another host by a process that died) are cleared and
+// the step runs once more. Live locks stay. jctx is the job's context for
+// events, rctx the step's.
+func (s *Snapshotter) unlockedRetry(rctx, jctx context.Context, rec *jobrun.Recorder, step string, summary map[string]any, run func() error) error {
+	err := run()
+	if !errors.Is(err, restic.ErrLocked) {
+		return err
+	}
+	n, uerr := s.Repo.UnlockStale(rctx)
+	if uerr != nil {
+		return fmt.Errorf("%w; looking for stale locks failed: %v", err, uerr)
+	}
+	if n == 0 {
+		return err
+	}
+	summary["stale_locks_cleared"] = n
+	rec.Add(jctx, domain.JobEvent{Step: step, Level: domain.LevelWarn, Data: map[string]any{"stale_locks_cleared": n},
+		Message: fmt.Sprintf("cleared %d stale restic lock(s) left by a process that is gone; running again", n)})
+	return run()
 }
 
 // retentionData is what a retention job reports, in its event and summary.

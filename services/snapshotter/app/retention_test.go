@@ -217,7 +217,7 @@ func TestRetentionJobs(t *testing.T) {
 
 func TestRetentionOptions(t *testing.T) {
 	got := restic.ForgetArgs(RetentionOptions("s-1", []string{"--keep-last", "2"}))
-	want := []string{"forget", "--json", "--host", "satoru-s-1", "--tag", "site:s-1", "--group-by", "host", "--keep-last", "2", "--prune"}
+	want := []string{"forget", "--json", "--host", "satoru-s-1", "--tag", "site:s-1", "--group-by", "host", "--keep-last", "2"}
 	if !slices.Equal(got, want) {
 		t.Errorf("argv = %q\nwant   %q", got, want)
 	}

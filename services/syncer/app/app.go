@@ -17,6 +17,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
@@ -84,8 +85,12 @@ func RemoteRepo(local restic.Repo, repository, keyID, key string) (restic.Repo, 
 // each sync job with a message that says so, rather than leaving jobs
 // queued that nothing would ever take.
 func Run(ctx context.Context, d Deps) error {
-	s := &Syncer{Store: d.Store, Local: d.Settings.Local, Remote: d.Settings.Remote,
-		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry)}
+	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	if err != nil {
+		return err
+	}
+	s := &Syncer{Store: d.Store, Local: guard.Track(d.Settings.Local), Remote: guard.Track(d.Settings.Remote, d.Settings.Local),
+		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry), Guard: guard}
 	if st, err := d.Store.GetSyncState(ctx, StateID); err == nil {
 		s.Metrics.observe(st)
 	}

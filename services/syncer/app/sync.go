@@ -11,6 +11,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 )
 
@@ -29,6 +30,9 @@ type Syncer struct {
 	Limit   time.Duration
 	Metrics *Metrics
 	Now     func() time.Time
+	// Guard clears the locks that killed restic runs left in either
+	// repository; nil in tests of one syncer.
+	Guard *repoguard.Guard
 
 	// initialised remembers an offsite repository known to exist, so a
 	// sync costs one restic run fewer (each opens the repository; over
@@ -114,6 +118,15 @@ func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder)
 		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summaryOf(st, 0)}, true
 	}
 
+	if s.Guard != nil {
+		// A copy killed with its process left locks in both repositories.
+		if dead, err := s.Guard.ClearStale(sctx, s.Local, s.Remote); err != nil {
+			rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Message: "clearing the locks of restic processes that died: " + err.Error()})
+		} else if len(dead) > 0 {
+			rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Data: map[string]any{"dead_restic_processes": len(dead)},
+				Message: fmt.Sprintf("cleared the repository locks of %d restic process(es) that died (crash or kill)", len(dead))})
+		}
+	}
 	if !s.initialised.Load() {
 		created, err := s.Remote.EnsureCopyTarget(sctx, s.Local)
 		if err != nil {
