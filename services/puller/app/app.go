@@ -20,6 +20,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
@@ -57,8 +58,14 @@ type Deps struct {
 
 // Run consumes puller job requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
+	// Restores' restic runs are recorded like the snapshotter's, so a
+	// lock left by one killed with this process is cleared at once.
+	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	if err != nil {
+		return err
+	}
 	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
-		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: d.Restic}
+		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: guard.Track(d.Restic)}
 	if d.Registry != nil {
 		p.Metrics = observe.NewPullMetrics(d.Registry)
 		disks := observe.NewDiskMetrics(d.Registry)
