@@ -31,7 +31,9 @@ func Connect(url, name string, opts ...nats.Option) (*nats.Conn, error) {
 
 // Settings are the timings the bus objects are declared with.
 type Settings struct {
-	// LeaseTTL is how long a site lease lives without renewal.
+	// LeaseTTL is how long a site lease lives without renewal. It should
+	// be shorter than AckWait by a heartbeat (config enforces it), so a
+	// crashed worker's lease has expired when its job is redelivered.
 	LeaseTTL time.Duration
 	// AckWait is how long a consumer waits for Ack or InProgress before
 	// redelivering a message.

@@ -78,6 +78,10 @@ func (l *Lease) Key() string { return l.key }
 
 func (h LeaseHolder) describe() string {
 	switch {
+	case h.Worker != "" && h.JobID != "" && h.Next != "":
+		return fmt.Sprintf("%s (job %s, step %s handed off to %s)", h.Worker, h.JobID, h.Step, h.Next)
+	case h.Worker != "" && h.JobID != "" && h.Step != "":
+		return fmt.Sprintf("%s (job %s, step %s)", h.Worker, h.JobID, h.Step)
 	case h.Worker != "" && h.JobID != "":
 		return fmt.Sprintf("%s (job %s)", h.Worker, h.JobID)
 	case h.Worker != "":

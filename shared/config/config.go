@@ -100,11 +100,11 @@ func Default() Config {
 		StagingMinFreePercent: 5,
 		SSHConnectTimeout:     10 * time.Second,
 		RemoteTmpDir:          "/tmp",
-		JobAckWait:            60 * time.Second,
+		JobAckWait:            30 * time.Second, // AckWaitBeats heartbeats
 		JobHeartbeat:          10 * time.Second,
-		SiteLease:             60 * time.Second,
+		SiteLease:             20 * time.Second, // LeaseBeats heartbeats
 		JobMaxAttempts:        5,
-		JobStaleAfter:         300 * time.Second,
+		JobStaleAfter:         300 * time.Second, // StaleAckWaits ack waits
 		JobTimeoutPreflight:   120 * time.Second,
 		JobRetryBase:          10 * time.Second,
 		JobTimeoutTarget:      4 * time.Hour,
@@ -233,17 +233,8 @@ func (c Config) Validate() error {
 	if err := c.ResticRetentionPolicy.Validate(); err != nil {
 		bad("restic_retention_policy", "%v", err)
 	}
-	if c.JobHeartbeat >= c.JobAckWait && c.JobHeartbeat > 0 && c.JobAckWait > 0 {
-		bad("job_heartbeat_seconds", "must be less than job_ack_wait_seconds (%d), got %d",
-			c.JobAckWait/time.Second, c.JobHeartbeat/time.Second)
-	}
-	if c.JobHeartbeat >= c.SiteLease && c.JobHeartbeat > 0 && c.SiteLease > 0 {
-		bad("job_heartbeat_seconds", "must be less than site_lease_seconds (%d) so heartbeats renew the lease, got %d",
-			c.SiteLease/time.Second, c.JobHeartbeat/time.Second)
-	}
-	if c.JobStaleAfter <= c.JobHeartbeat && c.JobStaleAfter > 0 && c.JobHeartbeat > 0 {
-		bad("job_stale_after_seconds", "must be more than job_heartbeat_seconds (%d), got %d",
-			c.JobHeartbeat/time.Second, c.JobStaleAfter/time.Second)
+	for _, e := range c.crashTimings() {
+		bad(e.key, "%s", e.msg)
 	}
 	if c.ResticB2AccountID.IsSet() != c.ResticB2AccountKey.IsSet() {
 		bad("restic_b2_account_key", "restic_b2_account_id and restic_b2_account_key must be set together")
@@ -252,6 +243,50 @@ func (c Config) Validate() error {
 		bad("restic_b2_repository", "required when restic_b2_account_id/_key are set")
 	}
 	return errors.Join(errs...)
+}
+
+// How the crash timings follow job_heartbeat_seconds when not given. A
+// worker renews its site lease and sends InProgress every heartbeat
+// (InProgress every third of the ack wait), so a crashed worker's job is
+// redelivered within AckWaitBeats heartbeats; its lease, LeaseBeats
+// heartbeats long, has expired by then, so the next worker starts at
+// once. The leader scheduler's stale-job recovery, the safety net for a
+// request the stream lost, waits StaleAckWaits ack waits.
+const (
+	AckWaitBeats  = 3
+	LeaseBeats    = 2
+	StaleAckWaits = 10
+)
+
+type keyProblem struct{ key, msg string }
+
+// crashTimings checks that a crashed worker is noticed within three
+// heartbeats and its job can start again at once (see AckWaitBeats).
+func (c Config) crashTimings() []keyProblem {
+	hb, ack, lease, stale := c.JobHeartbeat/time.Second, c.JobAckWait/time.Second, c.SiteLease/time.Second, c.JobStaleAfter/time.Second
+	if hb <= 0 || ack <= 0 || lease <= 0 || stale <= 0 {
+		return nil // the range checks report these
+	}
+	var out []keyProblem
+	if ack > AckWaitBeats*hb {
+		out = append(out, keyProblem{"job_ack_wait_seconds", fmt.Sprintf(
+			"must be at most %d x job_heartbeat_seconds (%d) so a crashed worker's job is redelivered within %d heartbeats, got %d",
+			AckWaitBeats, AckWaitBeats*hb, AckWaitBeats, ack)})
+	}
+	if lease <= hb {
+		out = append(out, keyProblem{"site_lease_seconds", fmt.Sprintf(
+			"must be more than job_heartbeat_seconds (%d) so heartbeats renew the lease, got %d", hb, lease)})
+	} else if lease > ack-hb {
+		out = append(out, keyProblem{"site_lease_seconds", fmt.Sprintf(
+			"must be at most job_ack_wait_seconds - job_heartbeat_seconds (%d - %d = %d) so a crashed worker's lease has expired when its job is redelivered, got %d",
+			ack, hb, ack-hb, lease)})
+	}
+	if stale <= ack {
+		out = append(out, keyProblem{"job_stale_after_seconds", fmt.Sprintf(
+			"must be more than job_ack_wait_seconds (%d): the scheduler recovers a job only after the stream had the time to redeliver it, got %d",
+			ack, stale)})
+	}
+	return out
 }
 
 // Load reads the YAML file at path (none if path is ""), then the
@@ -320,6 +355,17 @@ func Load(path string, environ []string) (Config, error) {
 		return Config{}, errors.Join(errs...)
 	}
 
+	// Crash timings not given follow the heartbeat (and ack wait).
+	if _, ok := vals["job_ack_wait_seconds"]; !ok {
+		c.JobAckWait = AckWaitBeats * c.JobHeartbeat
+	}
+	if _, ok := vals["site_lease_seconds"]; !ok {
+		// Short enough to expire before a given ack wait redelivers.
+		c.SiteLease = min(LeaseBeats*c.JobHeartbeat, c.JobAckWait-c.JobHeartbeat)
+	}
+	if _, ok := vals["job_stale_after_seconds"]; !ok {
+		c.JobStaleAfter = StaleAckWaits * c.JobAckWait
+	}
 	if c.SSHKnownHostsDir == "" {
 		c.SSHKnownHostsDir = filepath.Join(c.DataDir, "ssh")
 	}

@@ -57,9 +57,9 @@ func TestDefaults(t *testing.T) {
 		{"staging_min_free_percent", c.StagingMinFreePercent, 5},
 		{"ssh_connect_timeout", c.SSHConnectTimeout, 10 * time.Second},
 		{"remote_tmp_dir", c.RemoteTmpDir, "/tmp"},
-		{"ack_wait", c.JobAckWait, time.Minute},
+		{"ack_wait", c.JobAckWait, 30 * time.Second},
 		{"heartbeat", c.JobHeartbeat, 10 * time.Second},
-		{"lease", c.SiteLease, time.Minute},
+		{"lease", c.SiteLease, 20 * time.Second},
 		{"attempts", c.JobMaxAttempts, 5},
 		{"stale after", c.JobStaleAfter, 5 * time.Minute},
 		{"preflight timeout", c.JobTimeoutPreflight, 2 * time.Minute},
@@ -130,8 +130,8 @@ restic_retention_policy:
 				t.Errorf("policy = %+v, want %+v (a given policy replaces the file's)", c.ResticRetentionPolicy, want)
 			}
 		}},
-		{"durations", "", []string{"SATORU_JOB_ACK_WAIT_SECONDS=120", "SATORU_JOB_HEARTBEAT_SECONDS=30", "SATORU_SITE_LEASE_SECONDS=90", "SATORU_HISTORY_RETENTION_DAYS=30", "SATORU_RESTIC_SYNC_INTERVAL_HOURS=6", "SATORU_JOB_STALE_AFTER_SECONDS=600"}, func(t *testing.T, c Config) {
-			if c.JobAckWait != 2*time.Minute || c.JobHeartbeat != 30*time.Second || c.SiteLease != 90*time.Second || c.JobStaleAfter != 10*time.Minute ||
+		{"durations", "", []string{"SATORU_JOB_ACK_WAIT_SECONDS=80", "SATORU_JOB_HEARTBEAT_SECONDS=30", "SATORU_SITE_LEASE_SECONDS=45", "SATORU_HISTORY_RETENTION_DAYS=30", "SATORU_RESTIC_SYNC_INTERVAL_HOURS=6", "SATORU_JOB_STALE_AFTER_SECONDS=600"}, func(t *testing.T, c Config) {
+			if c.JobAckWait != 80*time.Second || c.JobHeartbeat != 30*time.Second || c.SiteLease != 45*time.Second || c.JobStaleAfter != 10*time.Minute ||
 				c.HistoryRetention != 30*24*time.Hour || c.ResticSyncInterval != 6*time.Hour {
 				t.Errorf("durations: %s", c)
 			}
@@ -237,8 +237,6 @@ func TestBadValues(t *testing.T) {
 		{"ssh timeout", "SATORU_SSH_CONNECT_TIMEOUT_SECONDS=0", "ssh_connect_timeout_seconds: must be a positive integer"},
 		{"remote tmp", "SATORU_REMOTE_TMP_DIR=tmp", `remote_tmp_dir: must be an absolute path, got "tmp"`},
 		{"ack wait", "SATORU_JOB_ACK_WAIT_SECONDS=x", "job_ack_wait_seconds: must be a positive integer"},
-		{"heartbeat vs ack wait", "SATORU_JOB_HEARTBEAT_SECONDS=60", "job_heartbeat_seconds: must be less than job_ack_wait_seconds (60), got 60"},
-		{"lease", "SATORU_SITE_LEASE_SECONDS=5", "job_heartbeat_seconds: must be less than site_lease_seconds (5)"},
 		{"attempts", "SATORU_JOB_MAX_ATTEMPTS=0", "job_max_attempts: must be a positive integer, got 0"},
 		{"stale after zero", "SATORU_JOB_STALE_AFTER_SECONDS=0", "job_stale_after_seconds: must be a positive integer, got 0"},
 		{"preflight timeout", "SATORU_JOB_TIMEOUT_PREFLIGHT_SECONDS=999999", "job_timeout_preflight_seconds: must be between 1 and 86400"},
@@ -279,7 +277,7 @@ func TestBadValues(t *testing.T) {
 			if !strings.HasPrefix(msg, "config: ") || !strings.Contains(msg, tc.want) {
 				t.Errorf("error = %q\nwant it to contain %q", msg, tc.want)
 			}
-			if !strings.Contains(msg, "(from "+name+")") && !strings.Contains(tc.want, "must be less than") {
+			if !strings.Contains(msg, "(from "+name+")") {
 				t.Errorf("error %q does not say the value came from %s", msg, name)
 			}
 			if strings.Contains(msg, "hunter2") {
@@ -470,7 +468,9 @@ func TestValidateTyped(t *testing.T) {
 	}{
 		{"concurrency", func(c *Config) { c.JobWorkerConcurrency = 0 }, "config: job_worker_concurrency: must be a positive integer, got 0"},
 		{"fractional seconds", func(c *Config) { c.JobAckWait = 1500 * time.Millisecond }, "config: job_ack_wait_seconds: must be a whole number of seconds"},
-		{"stale after vs heartbeat", func(c *Config) { c.JobStaleAfter = c.JobHeartbeat }, "config: job_stale_after_seconds: must be more than job_heartbeat_seconds (10), got 10"},
+		{"stale after vs ack wait", func(c *Config) { c.JobStaleAfter = c.JobHeartbeat }, "config: job_stale_after_seconds: must be more than job_ack_wait_seconds (30)"},
+		{"ack wait vs heartbeat", func(c *Config) { c.JobAckWait = 31 * time.Second }, "config: job_ack_wait_seconds: must be at most 3 x job_heartbeat_seconds (30)"},
+		{"lease vs ack wait", func(c *Config) { c.SiteLease = 21 * time.Second }, "config: site_lease_seconds: must be at most job_ack_wait_seconds - job_heartbeat_seconds (30 - 10 = 20)"},
 		{"policy", func(c *Config) { c.ResticRetentionPolicy = RetentionPolicy{} }, "config: restic_retention_policy: keeps nothing"},
 		{"empty staging", func(c *Config) { c.StagingRoot = "" }, "config: staging_root: must not be empty"},
 		{"bad log level", func(c *Config) { c.LogLevel = "" }, "config: log_level: must be one of"},
@@ -485,6 +485,62 @@ func TestValidateTyped(t *testing.T) {
 			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("Validate() = %v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestCrashTimings: ack wait, lease and stale-after follow the heartbeat
+// unless given, and given ones must let a crashed worker's job come back
+// within three heartbeats and start at once.
+func TestCrashTimings(t *testing.T) {
+	tests := []struct {
+		name              string
+		env               []string
+		ack, lease, stale time.Duration
+		wantErr           []string // substrings; none means Load succeeds
+	}{
+		{name: "defaults", ack: 30 * time.Second, lease: 20 * time.Second, stale: 300 * time.Second},
+		{name: "heartbeat alone", env: []string{"SATORU_JOB_HEARTBEAT_SECONDS=1"},
+			ack: 3 * time.Second, lease: 2 * time.Second, stale: 30 * time.Second},
+		{name: "long heartbeat", env: []string{"SATORU_JOB_HEARTBEAT_SECONDS=60"},
+			ack: 180 * time.Second, lease: 120 * time.Second, stale: 1800 * time.Second},
+		{name: "short ack wait given: lease fits under it", env: []string{"SATORU_JOB_ACK_WAIT_SECONDS=25"},
+			ack: 25 * time.Second, lease: 15 * time.Second, stale: 250 * time.Second},
+		{name: "all given", env: []string{"SATORU_JOB_HEARTBEAT_SECONDS=5", "SATORU_JOB_ACK_WAIT_SECONDS=15", "SATORU_SITE_LEASE_SECONDS=7", "SATORU_JOB_STALE_AFTER_SECONDS=16"},
+			ack: 15 * time.Second, lease: 7 * time.Second, stale: 16 * time.Second},
+		{name: "old ack wait", env: []string{"SATORU_JOB_ACK_WAIT_SECONDS=60"},
+			wantErr: []string{"config: job_ack_wait_seconds: must be at most 3 x job_heartbeat_seconds (30) so a crashed worker's job is redelivered within 3 heartbeats, got 60"}},
+		{name: "lease not renewable", env: []string{"SATORU_SITE_LEASE_SECONDS=10"},
+			wantErr: []string{"config: site_lease_seconds: must be more than job_heartbeat_seconds (10) so heartbeats renew the lease, got 10"}},
+		{name: "lease outlives the ack wait", env: []string{"SATORU_SITE_LEASE_SECONDS=30"},
+			wantErr: []string{"config: site_lease_seconds: must be at most job_ack_wait_seconds - job_heartbeat_seconds (30 - 10 = 20) so a crashed worker's lease has expired when its job is redelivered, got 30"}},
+		{name: "ack wait too short for a lease", env: []string{"SATORU_JOB_ACK_WAIT_SECONDS=20"},
+			wantErr: []string{"config: site_lease_seconds: must be more than job_heartbeat_seconds (10)", "got 10"}},
+		{name: "stale before redelivery", env: []string{"SATORU_JOB_STALE_AFTER_SECONDS=30"},
+			wantErr: []string{"config: job_stale_after_seconds: must be more than job_ack_wait_seconds (30)", "got 30"}},
+		{name: "every problem at once", env: []string{"SATORU_JOB_HEARTBEAT_SECONDS=10", "SATORU_JOB_ACK_WAIT_SECONDS=60", "SATORU_SITE_LEASE_SECONDS=60", "SATORU_JOB_STALE_AFTER_SECONDS=60"},
+			wantErr: []string{"job_ack_wait_seconds: must be at most", "site_lease_seconds: must be at most", "job_stale_after_seconds: must be more than"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Load("", tc.env)
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("Load(%q) succeeded, want an error", tc.env)
+				}
+				for _, w := range tc.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q\nwant it to contain %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Load(%q): %v", tc.env, err)
+			}
+			if c.JobAckWait != tc.ack || c.SiteLease != tc.lease || c.JobStaleAfter != tc.stale {
+				t.Errorf("ack wait %s, lease %s, stale after %s; want %s, %s, %s", c.JobAckWait, c.SiteLease, c.JobStaleAfter, tc.ack, tc.lease, tc.stale)
 			}
 		})
 	}

@@ -159,6 +159,11 @@ type Job struct {
 	// Restore holds a restore job's options, written by the API when it
 	// creates the job; nil for every other type.
 	Restore *RestoreRequest `bson:"restore,omitempty" json:"restore,omitempty"`
+	// Step is the continuation step (e.g. "snapshot") the job's current
+	// attempt reached, set when a worker starts it; "" while the job's
+	// first step runs. A step delivered again that finds itself here was
+	// started before, by a worker that died: it counts as a new attempt.
+	Step string `bson:"step,omitempty" json:"step,omitempty"`
 }
 
 // RestoreRequest is what a restore job restores and where.

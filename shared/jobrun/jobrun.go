@@ -33,7 +33,7 @@ type Store interface {
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
 	HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
-	ContinueJob(ctx context.Context, id, worker string, at time.Time) error
+	ContinueJob(ctx context.Context, id, worker, step string, attempts int, at time.Time) error
 }
 
 // Bus is the part of the message bus a job's life uses.
@@ -43,6 +43,8 @@ type Bus interface {
 	WatchCancel(ctx context.Context, jobID string, fn func()) error
 	PublishEvent(ctx context.Context, e events.StepEvent) error
 	Publish(ctx context.Context, r events.JobRequest) error
+	// JobEvents reads the step events of a job the event stream holds.
+	JobEvents(ctx context.Context, siteUUID, jobID string) ([]events.StepEvent, error)
 }
 
 // Outcome is how a job's work ended.
@@ -71,9 +73,14 @@ type Executor struct {
 	Store  Store
 	Bus    Bus
 	Worker string
-	// Heartbeat is how often the lease and heartbeat_at are refreshed.
+	// Heartbeat is how often the lease and heartbeat_at are refreshed and
+	// the recorded events written to the store, so a crash loses at most
+	// one heartbeat of events from the store (they are in the event
+	// stream, whence the next attempt recovers them).
 	Heartbeat time.Duration
-	// MaxAttempts bounds how often a job whose worker died is started again.
+	// MaxAttempts bounds how often a job is attempted: every start of its
+	// first step, and every start again of a continuation step whose
+	// worker died, counts (see docs/architecture.md).
 	MaxAttempts int
 	// LeaseRetry is how long to wait before retrying a busy site.
 	LeaseRetry time.Duration
@@ -124,66 +131,92 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	}
 	rec := x.recorder(job, req.Type, log)
 
+	// A continuation step (the snapshot of a backup) carries on the
+	// attempt the job's first step started, unless the job shows this
+	// step was started before: its worker died, so this is a new attempt.
+	continuation := req.Type != string(job.Type)
+	again := continuation && job.Step == req.Type
+	// resumed: an earlier start of this step never ended (its worker
+	// died); it may have published events it never stored.
+	resumed := again || (!continuation && job.Status == domain.StatusRunning)
+
+	// A job some worker had (a continuation, or a resumed job) is only
+	// written under its lease, whose holder is then gone: one writer.
+	var lease *bus.Lease
+	held := false
+	if continuation || resumed {
+		if lease, err = x.acquire(ctx, job, req.Type, log); err != nil {
+			return err
+		}
+		held = true
+		if resumed {
+			n, err := rec.Resume(ctx)
+			if err != nil {
+				x.release(lease, log)
+				return bus.RetryAfter(2*time.Second, err)
+			}
+			if n > 0 {
+				log.Info("events of the interrupted attempt recovered from the event stream", "events", n)
+			}
+		}
+	}
+
 	if canceled, err := x.Bus.CancelRequested(ctx, job.ID); err != nil {
+		x.release(lease, log)
 		return bus.RetryAfter(2*time.Second, err)
 	} else if canceled {
-		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{})
 	}
-	// A continuation step (the snapshot of a backup) carries on the
-	// puller's attempt; only a job's first step starts an attempt.
-	continuation := req.Type != string(job.Type)
-	if !continuation && x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
+	newAttempt := !continuation || again
+	if newAttempt && x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
 		msg := fmt.Sprintf("worker lost: %d attempts did not finish", job.Attempts)
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
-		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{})
 	}
 	work, err := pick(job)
 	if err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: err.Error()})
-		return x.finish(ctx, job, rec, nil, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{})
 	}
-
-	// Site jobs hold their site's lease; repository-level jobs (offsite
-	// sync) share one lease, so two never run at once.
-	leaseSite := job.SiteUUID
-	if leaseSite == "" {
-		leaseSite = events.RepoSite
-	}
-	lease, err := x.Bus.AcquireSite(ctx, leaseSite, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker})
-	if errors.Is(err, bus.ErrLeaseHeld) {
-		log.Debug("lease busy; retrying later", "err", err)
-		return bus.RetryAfter(x.LeaseRetry, err)
-	}
-	if err != nil {
-		return bus.RetryAfter(2*time.Second, err)
+	if !held {
+		if lease, err = x.acquire(ctx, job, req.Type, log); err != nil {
+			return err
+		}
 	}
 
 	started := x.now()
+	attempts := job.Attempts
+	if newAttempt {
+		attempts++
+	}
 	if continuation {
-		if err := x.Store.ContinueJob(ctx, job.ID, x.Worker, started); err != nil {
+		if err := x.Store.ContinueJob(ctx, job.ID, x.Worker, req.Type, attempts, started); err != nil {
 			x.release(lease, log)
 			return bus.RetryAfter(2*time.Second, err)
 		}
 		if job.StartedAt != nil {
 			started = *job.StartedAt
 		}
+		msg := fmt.Sprintf("%s step taken over by %s", req.Type, x.Worker)
+		if again {
+			msg = fmt.Sprintf("%s step started again by %s (attempt %d)", req.Type, x.Worker, attempts)
+		}
+		job.Status, job.Attempts, job.Step = domain.StatusRunning, attempts, req.Type
 		rec.status = domain.StatusRunning
-		rec.Add(ctx, domain.JobEvent{Step: req.Type, Level: domain.LevelInfo,
-			Message: fmt.Sprintf("%s step taken over by %s", req.Type, x.Worker)})
+		rec.Add(ctx, domain.JobEvent{Step: req.Type, Level: domain.LevelInfo, Message: msg})
 	} else {
-		attempts := job.Attempts + 1
 		if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
 			x.release(lease, log)
 			return bus.RetryAfter(2*time.Second, err)
 		}
-		job.Status, job.Attempts, job.StartedAt = domain.StatusRunning, attempts, &started
-		log.Info("job started", "attempt", attempts, "delivery", d.NumDelivered)
-		if attempts > 1 && x.Metrics != nil {
-			x.Metrics.Retries.WithLabelValues(string(job.Type)).Inc()
-		}
+		job.Status, job.Attempts, job.StartedAt, job.Step = domain.StatusRunning, attempts, &started, ""
 		rec.status = domain.StatusRunning
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
 			Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
+	}
+	log.Info("job step started", "step", req.Type, "attempt", attempts, "delivery", d.NumDelivered)
+	if newAttempt && attempts > 1 && x.Metrics != nil {
+		x.Metrics.Retries.WithLabelValues(string(job.Type)).Inc()
 	}
 	if x.Metrics != nil {
 		x.Metrics.Running.WithLabelValues(string(job.Type)).Inc()
@@ -196,10 +229,15 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		log.Warn("cannot watch for cancel requests", "err", err)
 	}
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
+	// Two loops, so a slow store write never delays a lease renewal.
 	go func() {
 		defer wg.Done()
-		x.heartbeat(jctx, job.ID, lease, cancel, log)
+		x.renew(jctx, lease, cancel, log)
+	}()
+	go func() {
+		defer wg.Done()
+		x.heartbeat(jctx, job.ID, rec, log)
 	}()
 	out := work(jctx, job, rec)
 	cause := context.Cause(jctx)
@@ -320,10 +358,10 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	if lease != nil {
-		// Renew once more, before the next service can take the lease over,
-		// so it outlives the hop.
-		if err := lease.Renew(ctx); err != nil {
-			rec.log.Warn("lease renew at hand-off failed", "err", err)
+		// Renew once more, marked for the next step, which alone may take
+		// it over; the renewal makes it outlive the hop.
+		if err := lease.HandOff(ctx, out.Next); err != nil {
+			rec.log.Warn("lease hand-off failed; the next step waits for it to expire", "err", err)
 		}
 	}
 	next := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: out.Next}
@@ -336,7 +374,31 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 	return nil
 }
 
-func (x *Executor) heartbeat(ctx context.Context, jobID string, lease *bus.Lease, cancel context.CancelCauseFunc, log *slog.Logger) {
+// acquire takes the site lease for step of job, as bus errors: a busy
+// site comes back after LeaseRetry.
+func (x *Executor) acquire(ctx context.Context, job domain.Job, step string, log *slog.Logger) (*bus.Lease, error) {
+	// Site jobs hold their site's lease; repository-level jobs (offsite
+	// sync) share one lease, so two never run at once.
+	site := job.SiteUUID
+	if site == "" {
+		site = events.RepoSite
+	}
+	lease, err := x.Bus.AcquireSite(ctx, site, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker, Step: step})
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		log.Debug("lease busy; retrying later", "err", err)
+		return nil, bus.RetryAfter(x.LeaseRetry, err)
+	}
+	if err != nil {
+		return nil, bus.RetryAfter(2*time.Second, err)
+	}
+	return lease, nil
+}
+
+// renew keeps the site lease every Heartbeat; a lost lease stops the job.
+func (x *Executor) renew(ctx context.Context, lease *bus.Lease, cancel context.CancelCauseFunc, log *slog.Logger) {
+	if lease == nil {
+		return
+	}
 	t := time.NewTicker(x.Heartbeat)
 	defer t.Stop()
 	for {
@@ -345,16 +407,38 @@ func (x *Executor) heartbeat(ctx context.Context, jobID string, lease *bus.Lease
 			return
 		case <-t.C:
 		}
-		if lease != nil {
-			if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
-				log.Error("site lease lost; stopping job", "err", err)
-				cancel(err)
-				return
-			}
+		if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
+			log.Error("site lease lost; stopping job", "err", err)
+			cancel(err)
+			return
+		}
+	}
+}
+
+// heartbeatWrite bounds one heartbeat's store writes.
+const heartbeatWrite = 30 * time.Second
+
+// heartbeat refreshes heartbeat_at and writes the events recorded since
+// the last tick in one batch, every Heartbeat.
+func (x *Executor) heartbeat(ctx context.Context, jobID string, rec *Recorder, log *slog.Logger) {
+	t := time.NewTicker(x.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 		if err := x.Store.HeartbeatJob(ctx, jobID, x.now()); err != nil && ctx.Err() == nil {
 			log.Warn("heartbeat write failed", "err", err)
 		}
+		// Not canceled with the job: a write cut off half-way might be
+		// applied and then written again from the kept batch.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heartbeatWrite)
+		if err := rec.Flush(wctx); err != nil {
+			log.Warn("events not written at heartbeat; kept for the next", "err", err)
+		}
+		cancel()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -13,7 +14,8 @@ import (
 
 // Recorder numbers a job's step events, publishes each at once for live
 // followers, and writes them to the store in batches (the embedded store
-// is slow per operation, so one write per step, not per event).
+// is slow per operation, so one write per step end or heartbeat, not per
+// event).
 type Recorder struct {
 	job     domain.Job
 	jobType string
@@ -26,6 +28,76 @@ type Recorder struct {
 	seq     int // last used; -1 until loaded from the store
 	pending []domain.JobEvent
 	status  domain.JobStatus
+
+	// flushMu keeps flushes (step ends, heartbeats) one at a time, so
+	// batches reach the store in order.
+	flushMu sync.Mutex
+}
+
+// Resume continues the numbering of a job an earlier attempt worked on
+// and died: the events that attempt published but never stored are first
+// copied from the event stream into the store (RecoverEvents). Call it
+// before the first Add. It returns how many events were recovered.
+func (r *Recorder) Resume(ctx context.Context) (int, error) {
+	last, n, err := RecoverEvents(ctx, r.store, r.bus, r.job)
+	if err != nil {
+		return 0, err
+	}
+	r.mu.Lock()
+	r.seq = max(r.seq, last)
+	r.mu.Unlock()
+	return n, nil
+}
+
+// EventStore is the part of the store RecoverEvents writes.
+type EventStore interface {
+	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
+	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
+}
+
+// EventSource reads a job's events from the event stream.
+type EventSource interface {
+	JobEvents(ctx context.Context, siteUUID, jobID string) ([]events.StepEvent, error)
+}
+
+// RecoverEvents stores the events of job that the event stream holds and
+// the store does not: those numbered after the last stored one, which a
+// worker that died published between two writes to the store. They are
+// appended in one write, in seq order. It returns the last seq now stored
+// (where numbering continues) and how many events it added. The caller
+// must hold the job's lease (one writer per job).
+func RecoverEvents(ctx context.Context, st EventStore, src EventSource, job domain.Job) (last, added int, err error) {
+	stored, err := st.ListEvents(ctx, job.ID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover events of job %s: %w", job.ID, err)
+	}
+	for _, ev := range stored {
+		last = max(last, ev.Seq)
+	}
+	streamed, err := src.JobEvents(ctx, job.SiteUUID, job.ID)
+	if err != nil {
+		return 0, 0, fmt.Errorf("recover events of job %s: %w", job.ID, err)
+	}
+	// Events are stored in order, so the unstored ones are exactly those
+	// after the last stored; one seq published twice is kept once.
+	seen := map[int]bool{}
+	var missing []domain.JobEvent
+	for _, se := range streamed {
+		ev := se.Event
+		if ev.Seq <= last || seen[ev.Seq] {
+			continue
+		}
+		seen[ev.Seq] = true
+		missing = append(missing, ev)
+	}
+	if len(missing) == 0 {
+		return last, 0, nil
+	}
+	sort.SliceStable(missing, func(i, j int) bool { return missing[i].Seq < missing[j].Seq })
+	if err := st.AppendEvents(ctx, job.ID, missing...); err != nil {
+		return 0, 0, fmt.Errorf("recover events of job %s: %w", job.ID, err)
+	}
+	return missing[len(missing)-1].Seq, len(missing), nil
 }
 
 // Add records one event: Seq and TS are set here.
@@ -56,8 +128,11 @@ func (r *Recorder) Add(ctx context.Context, ev domain.JobEvent) {
 	}
 }
 
-// Flush writes pending events to the store in one write.
+// Flush writes pending events to the store in one write. On failure they
+// stay pending for the next Flush.
 func (r *Recorder) Flush(ctx context.Context) error {
+	r.flushMu.Lock()
+	defer r.flushMu.Unlock()
 	r.mu.Lock()
 	batch := r.pending
 	r.pending = nil

@@ -19,11 +19,16 @@ func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]an
 	}}})
 }
 
-// ContinueJob marks the worker that took over a handed-off job; started_at
-// and attempts stay those of the job's start.
-func (s *Store) ContinueJob(ctx context.Context, id, worker string, at time.Time) error {
+// ContinueJob marks the worker that started continuation step step of a
+// handed-off job, in attempt attempts (the job's own, or one more when
+// the step was started before by a worker that died); started_at stays
+// that of the job's start.
+func (s *Store) ContinueJob(ctx context.Context, id, worker, step string, attempts int, at time.Time) error {
 	return s.updateJob(ctx, "continue job", id, bson.D{{Key: "$set", Value: bson.D{
+		{Key: "status", Value: domain.StatusRunning},
 		{Key: "worker", Value: worker},
+		{Key: "step", Value: step},
+		{Key: "attempts", Value: attempts},
 		{Key: "heartbeat_at", Value: ts(at)},
 	}}})
 }

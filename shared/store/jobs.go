@@ -103,7 +103,8 @@ func (s *Store) updateJob(ctx context.Context, op, id string, update bson.D) err
 }
 
 // StartJob marks a job running by worker, for its attempts-th attempt, and
-// clears what an earlier attempt left (error, finished_at).
+// clears what an earlier attempt left (error, finished_at, the step it
+// reached).
 func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, at time.Time) error {
 	at = ts(at)
 	return s.updateJob(ctx, "start job", id, bson.D{
@@ -118,6 +119,7 @@ func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, a
 			{Key: "error", Value: ""},
 			{Key: "finished_at", Value: ""},
 			{Key: "next_attempt_at", Value: ""},
+			{Key: "step", Value: ""},
 		}},
 	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -193,15 +194,15 @@ func (s *Scheduler) recoverJob(ctx context.Context, j domain.Job, seen, now time
 	return recRepublished, nil
 }
 
-// failJob marks a job failed with msg and records why as its last event.
+// failJob marks a job failed with msg and records why as its last event,
+// after the events its dead worker published but never stored (so none
+// is lost and no seq is used twice). The caller holds the job's lease.
 func (s *Scheduler) failJob(ctx context.Context, j domain.Job, msg string, now time.Time) error {
-	seq := 1
-	if prev, err := s.store.ListEvents(ctx, j.ID); err != nil {
+	last, _, err := jobrun.RecoverEvents(ctx, s.store, s.infra, j)
+	if err != nil {
 		return err
-	} else if len(prev) > 0 {
-		seq = prev[len(prev)-1].Seq + 1
 	}
-	ev := domain.JobEvent{Seq: seq, TS: now, Step: "job", Level: domain.LevelError, Message: "finished: failed: " + msg}
+	ev := domain.JobEvent{Seq: last + 1, TS: now, Step: "job", Level: domain.LevelError, Message: "finished: failed: " + msg}
 	if err := s.store.AppendEvents(ctx, j.ID, ev); err != nil {
 		return err
 	}

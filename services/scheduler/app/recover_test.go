@@ -2,6 +2,7 @@ package app
 
 import (
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -140,5 +141,45 @@ func TestRecoverOff(t *testing.T) {
 	}
 	if j := e.job(t, "job-lost"); j.Status != domain.StatusRunning {
 		t.Errorf("job = %s", j.Status)
+	}
+}
+
+// TestRecoverKeepsTheDeadWorkersEvents: a worker that died between two
+// writes to the store had published events the store lacks; failing its
+// job stores them first and numbers the failure after them.
+func TestRecoverKeepsTheDeadWorkersEvents(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	now := start.Add(10 * time.Hour)
+	old := now.Add(-10 * time.Minute)
+	j := e.runningJob(t, "job-dead", "site-g", domain.JobBackup, 3, old)
+	ev := func(seq int) domain.JobEvent {
+		return domain.JobEvent{Seq: seq, TS: old, Step: "pull", Level: domain.LevelInfo, Message: "event " + strconv.Itoa(seq)}
+	}
+	if err := e.st.AppendEvents(ctx, j.ID, ev(1), ev(2)); err != nil {
+		t.Fatal(err)
+	}
+	for seq := 1; seq <= 4; seq++ {
+		se := events.StepEvent{V: events.StepEventV1, JobID: j.ID, SiteUUID: j.SiteUUID, JobType: string(j.Type), Status: "running", Event: ev(seq)}
+		if err := e.in.PublishEvent(ctx, se); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	s := e.scheduler(t, "sched-a", Settings{StaleAfter: 5 * time.Minute, MaxAttempts: 3})
+	if res := mustTick(t, s, now); res.Recovery.Failed != 1 {
+		t.Fatalf("recovery = %+v, want the job failed", res.Recovery)
+	}
+	evs, err := e.st.ListEvents(ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, ev := range evs {
+		got = append(got, strconv.Itoa(ev.Seq)+":"+ev.Message)
+	}
+	want := []string{"1:event 1", "2:event 2", "3:event 3", "4:event 4", "5:finished: failed: worker lost: no heartbeat since " + old.Format(time.RFC3339)}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events =\n%q\nwant\n%q", got, want)
 	}
 }

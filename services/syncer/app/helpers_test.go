@@ -91,7 +91,9 @@ func (m *memStore) HandOffJob(context.Context, string, map[string]any, []domain.
 	return nil
 }
 
-func (m *memStore) ContinueJob(context.Context, string, string, time.Time) error { return nil }
+func (m *memStore) ContinueJob(context.Context, string, string, string, int, time.Time) error {
+	return nil
+}
 
 // nopBus grants every lease and drops events.
 type nopBus struct{}
@@ -103,6 +105,9 @@ func (nopBus) CancelRequested(context.Context, string) (bool, error) { return fa
 func (nopBus) WatchCancel(context.Context, string, func()) error     { return nil }
 func (nopBus) PublishEvent(context.Context, events.StepEvent) error  { return nil }
 func (nopBus) Publish(context.Context, events.JobRequest) error      { return nil }
+func (nopBus) JobEvents(context.Context, string, string) ([]events.StepEvent, error) {
+	return nil, nil
+}
 
 // runWork runs one restic_sync job through jobrun.Executor with s's work
 // and returns the finished job.

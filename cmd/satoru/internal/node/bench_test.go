@@ -54,9 +54,7 @@ const retryBudget = 15 * time.Minute
 // prodKnobs undo testEnv's fast heartbeats and leases: the benchmark
 // measures the timings a deployed node runs with (config defaults).
 var prodKnobs = []string{
-	"SATORU_JOB_ACK_WAIT_SECONDS=60",
 	"SATORU_JOB_HEARTBEAT_SECONDS=10",
-	"SATORU_SITE_LEASE_SECONDS=60",
 	"SATORU_SSH_CONNECT_TIMEOUT_SECONDS=10",
 }
 

@@ -23,7 +23,8 @@ import (
 const testToken = "test-token-0123456789"
 
 // testEnv is the environment a test node is configured from: fast
-// heartbeats and leases so crash recovery is seen within seconds.
+// heartbeats (1 s; ack wait 3 s and site lease 2 s follow) so crash
+// recovery is seen within seconds.
 func testEnv(dataDir string, extra ...string) []string {
 	env := []string{
 		"SATORU_DATA_DIR=" + dataDir,
@@ -33,9 +34,7 @@ func testEnv(dataDir string, extra ...string) []string {
 		"SATORU_EMBEDDED_NATS_LISTEN=127.0.0.1:0",
 		"SATORU_EMBEDDED_STORE_LISTEN=127.0.0.1:0",
 		"SATORU_API_TOKEN=" + testToken,
-		"SATORU_JOB_ACK_WAIT_SECONDS=4",
 		"SATORU_JOB_HEARTBEAT_SECONDS=1",
-		"SATORU_SITE_LEASE_SECONDS=4",
 		"SATORU_SSH_CONNECT_TIMEOUT_SECONDS=3",
 		"SATORU_JOB_WORKER_CONCURRENCY=4",
 		"SATORU_RESTIC_BIN=" + resticBin(),
