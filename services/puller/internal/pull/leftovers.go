@@ -160,26 +160,31 @@ func unescapeRsync(s string) string {
 // removed counts what a cleanup took out of staging and the work folder.
 type removed struct {
 	partialDirs, partialFiles int
-	bytes                     int64
+	partialBytes              int64
 	tempFiles                 int
+	tempBytes                 int64
 	created                   int
 }
 
 func (n removed) String() string {
 	var parts []string
 	if n.partialDirs > 0 {
-		parts = append(parts, fmt.Sprintf("%s with %s received so far", plural(n.partialDirs, remote.RsyncPartialDir+" folder"), plural(n.partialFiles, "file")))
+		parts = append(parts, fmt.Sprintf("%s holding %s (%d bytes)", plural(n.partialDirs, remote.RsyncPartialDir+" folder"),
+			plural(n.partialFiles, "received file"), n.partialBytes))
 	}
 	if n.tempFiles > 0 {
-		parts = append(parts, plural(n.tempFiles, "rsync temp file"))
+		parts = append(parts, fmt.Sprintf("%s (%d bytes)", plural(n.tempFiles, "rsync temp file"), n.tempBytes))
 	}
-	if n.created > 0 {
-		parts = append(parts, plural(n.created, "new folder or link")+" the pull had created")
+	switch {
+	case n.created == 1:
+		parts = append(parts, "1 folder or link the pull had created")
+	case n.created > 1:
+		parts = append(parts, fmt.Sprintf("%d folders and links the pull had created", n.created))
 	}
 	if len(parts) == 0 {
 		return "nothing was left"
 	}
-	return fmt.Sprintf("removed %s (%d bytes)", strings.Join(parts, ", "), n.bytes)
+	return "removed " + strings.Join(parts, ", ")
 }
 
 func plural(n int, what string) string {
@@ -189,9 +194,9 @@ func plural(n int, what string) string {
 	return strconv.Itoa(n) + " " + what + "s"
 }
 
-// cleanLeftovers removes what a pull left: with rollback, the entries the
-// journal names (a failed pull); then every RsyncPartialDir folder in
-// staging and the work folder itself. It is bounded by CleanupTimeout,
+// cleanLeftovers removes what a pull left: every RsyncPartialDir folder in
+// staging; with rollback (a failed pull) the entries the journal names;
+// then the work folder with rsync's temp files. It is bounded by CleanupTimeout,
 // also when ctx has ended (the pull's own cancel or timeout is what left
 // the debris). The work folder, and with it the journal, goes only when
 // everything else went, so an unfinished cleanup is resumed by the next
@@ -205,15 +210,17 @@ func cleanLeftovers(ctx context.Context, staging, work string, rollback bool) (r
 		return n, fmt.Errorf("open staging %s: %w", staging, err)
 	}
 	defer root.Close()
+	// Partial folders first, also those inside new folders, so the count
+	// says what the pull had received.
+	if err := removePartialDirs(ctx, root, &n); err != nil {
+		return n, err
+	}
 	if rollback {
 		if err := undoCreated(ctx, root, filepath.Join(work, workJournal), &n); err != nil {
 			return n, err
 		}
 	}
-	if err := removePartialDirs(ctx, root, &n); err != nil {
-		return n, err
-	}
-	if err := countFiles(ctx, filepath.Join(work, workTmp), &n.tempFiles, &n.bytes); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := countFiles(ctx, filepath.Join(work, workTmp), &n.tempFiles, &n.tempBytes); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return n, err
 	}
 	if err := os.RemoveAll(work); err != nil {
@@ -332,7 +339,7 @@ func removePartialDirs(ctx context.Context, root *os.Root, n *removed) error {
 			return nil
 		}
 		n.partialDirs++
-		if err := countFiles(ctx, p, &n.partialFiles, &n.bytes); err != nil {
+		if err := countFiles(ctx, p, &n.partialFiles, &n.partialBytes); err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(base, p)
