@@ -67,7 +67,7 @@ func matchSSHFailure(stderr string) error {
 }
 
 // connLost are ssh's and rsync's words for a connection that broke after
-// it was up (OpenSSH 9.x, rsync 3.x; see testdata/rsync-cut).
+// it was up (OpenSSH 9.x, rsync 3.x; see testdata/ssh-stderr/rsync-cut-*).
 var connLost = []string{
 	"Connection reset",                    // "kex_exchange_identification: read: Connection reset by peer"
 	"Broken pipe",                         // "client_loop: send disconnect: Broken pipe"
@@ -79,9 +79,11 @@ var connLost = []string{
 	"error in rsync protocol data stream", // rsync exit 12 from either side
 }
 
-// remoteRsyncFailures are rsync exit 12 texts that no retry fixes.
+// remoteRsyncFailures are rsync exit 12 texts that no retry fixes: the
+// remote shell found no rsync (bash, dash; see testdata/ssh-stderr), or
+// printed text into the protocol stream.
 var remoteRsyncFailures = []string{
-	"rsync: command not found", "rsync: not found", "protocol version mismatch", "is your shell clean",
+	"command not found", ": not found", "protocol version mismatch", "is your shell clean",
 }
 
 // localFailures are the receiving side's own errors that can surface as
@@ -112,7 +114,7 @@ func ClassifyRunError(err error) error {
 		switch {
 		case c != nil:
 		case containsAny(ee.Stderr, localFailures):
-		case rsync && ee.Code == 12 && containsAny(ee.Stderr, remoteRsyncFailures):
+		case rsync && containsAny(ee.Stderr, remoteRsyncFailures):
 			c = ErrRemoteRsync
 		case rsync || containsAny(ee.Stderr, connLost):
 			c = ErrConnLost
