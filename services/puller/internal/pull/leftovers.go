@@ -29,7 +29,8 @@ import (
 //   - the folders, symlinks and special files rsync created along the
 //     way (it does not delay those): rsync names each in its itemized
 //     output, and the pull writes them to a journal in the work folder as
-//     they come, so they are known even after a crash.
+//     they come, so they are known after a crash too (all but the few a
+//     killed Satoru had not yet read from rsync's pipe).
 //
 // The work folder, <staging_root>/.pull/<site_uuid>/<target_hash>/, lives
 // outside the snapshotted <staging_root>/<site_uuid>/ and exists only while

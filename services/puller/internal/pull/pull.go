@@ -3,6 +3,8 @@
 // pull moves only what changed and the snapshotter backs up a stable tree:
 // directories with rsync over ssh, SQLite databases as a consistent remote
 // dump that is verified locally before it replaces the previous copy.
+// Either way a failed pull leaves the last good copy in staging and no
+// debris (see leftovers.go for directories).
 //
 // Every function here returns a Result rather than an error: a failed
 // target is an outcome to record (the site job goes on with its other
