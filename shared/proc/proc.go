@@ -1,8 +1,9 @@
 // Package proc is Satoru's one subprocess runner. Every local command goes
 // through Run: argv only (never a shell), secrets passed in the
 // environment, stdout and stderr capped, the whole process group killed on
-// cancel or timeout, and failures returned as typed errors whose text never
-// carries the argv or the environment.
+// cancel or timeout, the child killed if Satoru itself dies, and failures
+// returned as typed errors whose text never carries the argv or the
+// environment.
 package proc
 
 import (
@@ -189,7 +190,18 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	stderr := tailBuffer{max: StderrCap * 2}
 	cmd.Stderr = &stderr
 	// Own process group, so a kill reaches every descendant at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	//
+	// Pdeathsig covers the case where nobody is left to send that kill:
+	// Satoru itself SIGKILLed or crashed. The kernel then SIGKILLs the
+	// child, and its own children (ssh under rsync, rsync's receiver) see
+	// their pipes close and exit. The signal fires when the OS thread
+	// that forked the child exits, not the process: Go ends a thread only
+	// when a goroutine that called runtime.LockOSThread returns still
+	// locked, and such a goroutine runs nothing else on its thread. So the
+	// only thread that can go early is a locked caller's own, and that
+	// caller sits in this function until Wait has returned, i.e. until the
+	// child is gone anyway.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var (
 		mu        sync.Mutex
 		killTimer *time.Timer

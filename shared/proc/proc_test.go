@@ -5,10 +5,13 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -409,4 +412,90 @@ func groupMembers(t *testing.T, pgid int) []int {
 		}
 	}
 	return pids
+}
+
+// helperEnv makes the test binary act as a Satoru process that runs a
+// long child through Run (see TestMain).
+const helperEnv = "SATORU_PROC_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "sleep" {
+		// The child prints its pid on our stdout, where the test reads it.
+		_, err := Run(context.Background(), Cmd{Step: "helper", Path: "sh", Args: []string{"-c", "echo $$; exec sleep 60"}, Stdout: os.Stdout})
+		fmt.Fprintln(os.Stderr, "helper: Run returned:", err)
+		os.Exit(3)
+	}
+	os.Exit(m.Run())
+}
+
+// TestRunChildDiesWithParent SIGKILLs a process that is inside Run (no
+// cancel, no cleanup runs) and checks its child does not live on.
+func TestRunChildDiesWithParent(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(exe, "-test.run=^$")
+	helper.Env = append(os.Environ(), helperEnv+"=sleep")
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper.Stderr = os.Stderr
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
+	line, err := bufio.NewReader(out).ReadString('\n')
+	child, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil || child <= 0 {
+		t.Fatalf("did not learn the child's pid: %q %v %v", line, err, perr)
+	}
+	// Should the test fail, the sleep must not outlive it either.
+	t.Cleanup(func() { _ = syscall.Kill(child, syscall.SIGKILL) })
+	// exec replaced sh with sleep; wait until it is sleep, or a dying sh
+	// could pass for the child that died.
+	waitFor(t, 2*time.Second, func() bool {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", child))
+		return strings.TrimSpace(string(b)) == "sleep"
+	})
+	if ppid := parentOf(child); ppid != helper.Process.Pid {
+		t.Fatalf("child %d has parent %d, want the helper %d", child, ppid, helper.Process.Pid)
+	}
+	if err := helper.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = helper.Wait()
+	waitFor(t, 2*time.Second, func() bool { return !alive(child) })
+}
+
+// alive reports whether pid is a live (non-zombie) process.
+func alive(pid int) bool {
+	state, _ := procStat(pid)
+	return state != "" && state != "Z" && state != "X"
+}
+
+func parentOf(pid int) int {
+	_, ppid := procStat(pid)
+	return ppid
+}
+
+// procStat reads a process's state and parent pid from /proc; "" when it
+// is gone.
+func procStat(pid int) (state string, ppid int) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return "", 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return "", 0
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return f[0], ppid
 }

@@ -17,6 +17,15 @@ var (
 	ErrConnRefused     = errors.New("connection refused")
 	ErrConnTimeout     = errors.New("connection timed out")
 	ErrHostUnreachable = errors.New("host unreachable")
+	// ErrConnLost means a connection that was up broke mid-run (reset,
+	// closed by the network or the site, rsync's stream cut short).
+	ErrConnLost = errors.New("connection lost")
+	// ErrIOTimeout means rsync saw no data move within its --timeout
+	// (exit 30), or no daemon greeting in time (exit 35).
+	ErrIOTimeout = errors.New("no data moved within the I/O timeout")
+	// ErrRemoteRsync means the remote rsync could not start or speak the
+	// protocol: not installed, or a login shell that prints text.
+	ErrRemoteRsync = errors.New("the remote rsync could not start (is rsync installed on the site, and does the login shell print nothing?)")
 )
 
 // sshFailures maps ssh's stderr to sentinels. Order matters: an unknown
@@ -57,25 +66,61 @@ func matchSSHFailure(stderr string) error {
 	return nil
 }
 
+// connLost are ssh's and rsync's words for a connection that broke after
+// it was up (OpenSSH 9.x, rsync 3.x; see testdata/ssh-stderr/rsync-cut-*).
+var connLost = []string{
+	"Connection reset",                    // "kex_exchange_identification: read: Connection reset by peer"
+	"Broken pipe",                         // "client_loop: send disconnect: Broken pipe"
+	"Connection closed by",                // "Connection closed by 10.0.0.1 port 22"
+	"closed by remote host",               // "ssh_exchange_identification: Connection closed by remote host"
+	"Connection to ",                      // "Connection to h closed by remote host." / "... timed out"
+	"not responding",                      // "Timeout, server h not responding." (ServerAliveInterval)
+	"connection unexpectedly closed",      // rsync: "connection unexpectedly closed (2 bytes received so far)"
+	"error in rsync protocol data stream", // rsync exit 12 from either side
+}
+
+// remoteRsyncFailures are rsync exit 12 texts that no retry fixes: the
+// remote shell found no rsync (bash, dash; see testdata/ssh-stderr), or
+// printed text into the protocol stream.
+var remoteRsyncFailures = []string{
+	"command not found", ": not found", "protocol version mismatch", "is your shell clean",
+}
+
+// localFailures are the receiving side's own errors that can surface as
+// a broken stream (the local rsync died of them): no retry fixes them.
+var localFailures = []string{"No space left on device", "Disk quota exceeded"}
+
 // ClassifyRunError adds the matching sentinel to an error from running ssh
 // (or rsync over ssh) with proc.Run, keeping the original in the chain:
 // errors.Is finds the sentinel, errors.As the *proc.ExitError. Other
 // errors are returned unchanged.
 //
-// rsync passes ssh's stderr through and exits 255 or, depending on which
-// side notices the dead connection first, 12 (protocol data stream); both
-// are classified. Other rsync codes are rsync's own.
+// ssh exits 255 for its own failures. rsync passes ssh's stderr through
+// and exits 255 or, depending on which side notices the dead connection
+// first, 12 (protocol data stream): both are ssh's sentinel when its text
+// names one, ErrRemoteRsync when the remote rsync never ran, and
+// otherwise ErrConnLost, since the stream ended early. rsync's 30 and 35
+// are ErrIOTimeout. Other codes are the remote command's or rsync's own
+// (e.g. 23, a missing remote folder) and get no sentinel.
 func ClassifyRunError(err error) error {
 	var ee *proc.ExitError
-	if err == nil || !errors.As(err, &ee) {
+	if err == nil || !errors.As(err, &ee) || ee.Signal != 0 {
 		return err
 	}
 	var c error
-	switch {
-	case ee.Code == 255:
+	switch rsync := ee.Command == "rsync"; {
+	case ee.Code == 255 || rsync && ee.Code == 12:
 		c = matchSSHFailure(ee.Stderr)
-	case ee.Command == "rsync" && ee.Code == 12:
-		c = matchSSHFailure(ee.Stderr)
+		switch {
+		case c != nil:
+		case containsAny(ee.Stderr, localFailures):
+		case rsync && containsAny(ee.Stderr, remoteRsyncFailures):
+			c = ErrRemoteRsync
+		case rsync || containsAny(ee.Stderr, connLost):
+			c = ErrConnLost
+		}
+	case rsync && (ee.Code == 30 || ee.Code == 35):
+		c = ErrIOTimeout
 	}
 	if c != nil {
 		return fmt.Errorf("%w: %w", c, err)
@@ -83,13 +128,39 @@ func ClassifyRunError(err error) error {
 	return err
 }
 
+func containsAny(s string, needles []string) bool {
+	for _, n := range needles {
+		if strings.Contains(s, n) {
+			return true
+		}
+	}
+	return false
+}
+
 // IsPermanent reports whether retrying cannot help: a host key problem or
 // refused authentication needs an operator, and so does a config or path
-// that does not validate. Refused connections, timeouts and unreachable
-// hosts are transient (the site may be rebooting or offline).
+// that does not validate, or a site without a working rsync. Refused
+// connections, timeouts and unreachable hosts are transient (the site may
+// be rebooting or offline).
 func IsPermanent(err error) bool {
-	for _, p := range []error{ErrHostKeyMismatch, ErrHostKeyUnknown, ErrAuthRefused, ErrInvalidConfig, ErrInvalidPath, ErrInvalidHostKey} {
+	for _, p := range []error{ErrHostKeyMismatch, ErrHostKeyUnknown, ErrAuthRefused, ErrInvalidConfig, ErrInvalidPath, ErrInvalidHostKey, ErrRemoteRsync} {
 		if errors.Is(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsTransient reports whether err, as ClassifyRunError returns it, may pass
+// on its own: the site refused or did not answer the connection, or the
+// connection broke or stalled mid-run. Anything else, unclassified errors
+// included, is not: a retry would meet the same failure.
+func IsTransient(err error) bool {
+	if IsPermanent(err) {
+		return false
+	}
+	for _, t := range []error{ErrConnRefused, ErrConnTimeout, ErrHostUnreachable, ErrConnLost, ErrIOTimeout} {
+		if errors.Is(err, t) {
 			return true
 		}
 	}

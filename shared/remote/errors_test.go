@@ -1,8 +1,10 @@
 package remote
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/satoru/satoru/shared/proc"
@@ -117,6 +119,9 @@ func TestIsPermanent(t *testing.T) {
 		{ErrInvalidConfig, true},
 		{ErrInvalidPath, true},
 		{ErrInvalidHostKey, true},
+		{ErrRemoteRsync, true},
+		{ErrConnLost, false},
+		{ErrIOTimeout, false},
 		{ErrConnRefused, false},
 		{ErrConnTimeout, false},
 		{ErrHostUnreachable, false},
@@ -130,5 +135,78 @@ func TestIsPermanent(t *testing.T) {
 				t.Errorf("IsPermanent(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestClassifyRsyncFailures is the table behind a pull's retry decision:
+// which rsync (and ssh) exits a later attempt may not meet.
+func TestClassifyRsyncFailures(t *testing.T) {
+	tests := []struct {
+		name      string
+		command   string
+		code      int
+		stderr    string // or testdata file with "@"
+		want      error  // nil: no sentinel added
+		transient bool
+	}{
+		// Real rsync 3.5 stderr, a connection cut mid-transfer by a proxy.
+		{"cut, receiver noticed first", "rsync", 12, "@rsync-cut-12.txt", ErrConnLost, true},
+		{"cut, ssh noticed first", "rsync", 255, "@rsync-cut-255.txt", ErrConnLost, true},
+		{"ssh reset mid-run", "rsync", 255, "client_loop: send disconnect: Broken pipe", ErrConnLost, true},
+		{"server alive timeout", "rsync", 255, "Timeout, server 10.0.0.1 not responding.", ErrConnLost, true},
+		{"12 with no text", "rsync", 12, "", ErrConnLost, true},
+		{"255 with unknown text", "rsync", 255, "something odd", ErrConnLost, true},
+		{"io timeout", "rsync", 30, "[receiver] io timeout after 30 seconds -- exiting\nrsync error: timeout in data send/receive (code 30)", ErrIOTimeout, true},
+		{"daemon timeout", "rsync", 35, "rsync error: timeout waiting for daemon connection (code 35)", ErrIOTimeout, true},
+		{"connection refused", "rsync", 255, "@rsync-conn-refused.txt", ErrConnRefused, true},
+		{"connect timeout", "rsync", 255, "ssh: connect to host 10.255.255.1 port 22: Connection timed out", ErrConnTimeout, true},
+		{"unresolvable", "rsync", 255, "ssh: Could not resolve hostname edge: Temporary failure in name resolution", ErrHostUnreachable, true},
+		{"host key changed", "rsync", 12, "@rsync-host-key-changed.txt", ErrHostKeyMismatch, false},
+		{"host key unknown", "rsync", 255, "@host-key-unknown.txt", ErrHostKeyUnknown, false},
+		{"auth refused", "rsync", 255, "@auth-publickey.txt", ErrAuthRefused, false},
+		{"no rsync on the site (bash)", "rsync", 12, "@rsync-missing-bash.txt", ErrRemoteRsync, false},
+		{"no rsync on the site (dash)", "rsync", 12, "@rsync-missing-dash.txt", ErrRemoteRsync, false},
+		{"staging disk full", "rsync", 12, "rsync: [receiver] write failed on \"/b/x\": No space left on device (28)\nrsync error: error in rsync protocol data stream (code 12)", nil, false},
+		{"missing remote folder", "rsync", 23, "@../rsync/stderr-23-missing-root.txt", nil, false},
+		{"partial transfer", "rsync", 23, "@../rsync/stderr-23-sender-denied.txt", nil, false},
+		{"vanished files", "rsync", 24, "@../rsync/stderr-24-vanished.txt", nil, false},
+		{"file I/O", "rsync", 11, "rsync error: error in file IO (code 11)", nil, false},
+		{"protocol mismatch", "rsync", 2, "protocol version mismatch -- is your shell clean?", nil, false},
+		{"ssh: connection lost", "ssh", 255, "Connection to 10.0.0.1 closed by remote host.", ErrConnLost, true},
+		{"ssh: unknown 255", "ssh", 255, "something odd", nil, false},
+		{"ssh: remote exit 12", "ssh", 12, "error in rsync protocol data stream", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			stderr := tc.stderr
+			if f, ok := strings.CutPrefix(stderr, "@"); ok {
+				stderr = readTestdata(t, "ssh-stderr/"+f)
+			}
+			ee := &proc.ExitError{Step: "pull", Command: tc.command, Code: tc.code, Stderr: stderr}
+			err := ClassifyRunError(ee)
+			if tc.want == nil {
+				if err != error(ee) {
+					t.Errorf("got %v, want no sentinel", err)
+				}
+			} else if !errors.Is(err, tc.want) {
+				t.Errorf("got %v, want %v", err, tc.want)
+			}
+			if got := IsTransient(err); got != tc.transient {
+				t.Errorf("IsTransient = %v, want %v", got, tc.transient)
+			}
+			var back *proc.ExitError
+			if !errors.As(err, &back) || back != ee {
+				t.Errorf("the ExitError is lost from %v", err)
+			}
+		})
+	}
+	killed := &proc.ExitError{Command: "rsync", Code: -1, Signal: 9}
+	if err := ClassifyRunError(killed); err != error(killed) || IsTransient(err) {
+		t.Errorf("killed rsync: %v", err)
+	}
+	for _, err := range []error{nil, errors.New("boom"), proc.ErrTimeout, context.Canceled} {
+		if IsTransient(err) {
+			t.Errorf("IsTransient(%v) = true", err)
+		}
 	}
 }

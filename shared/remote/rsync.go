@@ -28,7 +28,22 @@ type RsyncPull struct {
 	// IOTimeout makes rsync give up when no data moves for this long;
 	// 0 leaves it to ssh's keepalive.
 	IOTimeout time.Duration
+	// TempDir, when set, is where rsync writes the file it is receiving
+	// (--temp-dir; absolute, on LocalDir's filesystem so the finished
+	// file is renamed, not copied). Outside LocalDir, a receiver killed
+	// mid-file leaves its temp file there, not among the site's files.
+	TempDir string
 }
+
+// RsyncPartialDir is the folder, inside each folder of the staging copy,
+// where --delay-updates holds received files until the whole transfer is
+// through (rsync's own default is ".~tmp~"). rsync leaves it behind only
+// when a transfer stops early, and never copies a folder of that name
+// from the site, so one found in staging is always debris: the pull
+// removes it and the snapshotter excludes it. The name is Satoru's own so
+// that a site's ".~tmp~" (a file of the partial folder's name would fail
+// to land) is backed up like any other.
+const RsyncPartialDir = ".satoru-partial"
 
 // ValidateExclude checks an rsync --exclude pattern: it must be non-empty
 // and free of NUL (which cannot cross argv) and of line breaks (which
@@ -49,7 +64,14 @@ func ValidateExclude(x string) error {
 //   - --numeric-ids keeps owners as numbers (names differ between hosts);
 //   - --stats prints the summary ParseRsyncStats reads;
 //   - --protect-args sends paths inside rsync's protocol instead of through
-//     the remote shell, so any path survives, whatever the rsync versions.
+//     the remote shell, so any path survives, whatever the rsync versions;
+//   - --delay-updates (into RsyncPartialDir) and --delete-delay keep the
+//     previous copy's files in place until the transfer is through: new
+//     and changed files wait in RsyncPartialDir, deletions are done last,
+//     so a transfer cut short changes no file and deletes nothing. New
+//     folders and symlinks, symlink retargets, type changes and folder
+//     times still apply as rsync meets them. With nothing changed it
+//     costs nothing.
 func RsyncPullArgs(p RsyncPull) ([]string, error) {
 	e, err := SSHCommandForRsync(p.SSH)
 	if err != nil {
@@ -68,7 +90,14 @@ func RsyncPullArgs(p RsyncPull) ([]string, error) {
 	if p.BWLimitKiBps < 0 {
 		return nil, fmt.Errorf("%w: negative bandwidth limit", ErrInvalidConfig)
 	}
-	args := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args", "-e", e}
+	args := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args",
+		"--delay-updates", "--delete-delay", "--partial-dir=" + RsyncPartialDir, "-e", e}
+	if p.TempDir != "" {
+		if err := ValidatePath(p.TempDir); err != nil {
+			return nil, fmt.Errorf("rsync temp dir: %w", err)
+		}
+		args = append(args, "--temp-dir="+p.TempDir)
+	}
 	if p.IOTimeout > 0 {
 		args = append(args, "--timeout="+strconv.Itoa(seconds(p.IOTimeout)))
 	}

@@ -14,7 +14,8 @@ func TestRsyncPullArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	head := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args", "-e", e}
+	head := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args",
+		"--delay-updates", "--delete-delay", "--partial-dir=.satoru-partial", "-e", e}
 	tests := []struct {
 		name    string
 		p       RsyncPull
@@ -43,6 +44,12 @@ func TestRsyncPullArgs(t *testing.T) {
 			want: append(slices.Clone(head), "--timeout=90", "--bwlimit=512", "--exclude=*.tmp", "--exclude=cache/",
 				"--exclude=-not-an-option", "--", "edge:/d/", "/b/"),
 		},
+		{
+			name: "temp dir outside staging",
+			p:    RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b/s/t", TempDir: "/b/.pull/s/t/tmp"},
+			want: append(slices.Clone(head), "--temp-dir=/b/.pull/s/t/tmp", "--", "edge:/d/", "/b/s/t/"),
+		},
+		{name: "relative temp dir", p: RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b", TempDir: "tmp"}, wantErr: "rsync temp dir"},
 		{
 			name: "IPv6 host is bracketed",
 			p:    RsyncPull{SSH: SSHConfig{Host: "::1", User: "u", KnownHostsFile: "/kh"}, RemoteDir: "/d", LocalDir: "/b"},

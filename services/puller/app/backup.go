@@ -67,6 +67,12 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return out
 	}
 	b := p.Backup
+	// A pull cut short without cleanup (Satoru killed mid-pull) left
+	// partial files in staging: they go before the headroom check, which
+	// they could otherwise fail for good.
+	for _, c := range pull.RecoverInterrupted(ctx, b.StagingRoot, site.UUID) {
+		rec.Add(ctx, cleanupEvent(c))
+	}
 	if err := pull.CheckHeadroom([]string{b.StagingRoot, b.RepoPath}, b.MinFreeBytes, b.MinFreePercent); err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
 		return fail("disk headroom: "+err.Error()+"; nothing pulled", nil)
@@ -89,6 +95,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	}
 	runs := make([]domain.TargetRun, 0, len(targets))
 	var ok, failed int
+	transient := false
 	var transferred, bytes, files int64
 	for _, t := range targets {
 		if ctx.Err() != nil {
@@ -109,6 +116,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		runs = append(runs, run)
 		if r.Status == domain.HealthFailed {
 			failed++
+			transient = transient || r.Transient
 		} else {
 			ok++
 		}
@@ -132,6 +140,9 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	if ok == 0 {
 		out := fail(fmt.Sprintf("every target failed (%d of %d); no snapshot made", failed, len(targets)), summary)
 		out.Targets = runs
+		// A connection lost, refused or stalled mid-pull may be back on
+		// the next attempt; staging kept the last good copies meanwhile.
+		out.Retry = transient
 		return out
 	}
 	// The snapshotter writes the final health; keep what preflight learned.
@@ -159,8 +170,14 @@ func (p *Puller) pullTarget(ctx context.Context, cfg pull.Config, siteUUID strin
 	default:
 		r = pull.Directory(ctx, cfg, siteUUID, t, progress)
 	}
+	for _, c := range r.Cleanups {
+		rec.Add(ctx, cleanupEvent(c))
+	}
 	data := map[string]any{"files": r.Files, "bytes": r.Bytes, "transferred": r.Transferred,
 		"duration_ms": r.Duration.Milliseconds(), "status": string(r.Status)}
+	if r.Transient {
+		data["transient"] = true
+	}
 	if len(r.FailedPaths) > 0 {
 		data["failed_paths"] = r.FailedPaths
 	}
@@ -178,6 +195,15 @@ func (p *Puller) pullTarget(ctx context.Context, cfg pull.Config, siteUUID strin
 	}
 	rec.Add(ctx, ev)
 	return r
+}
+
+// cleanupEvent reports leftovers a pull removed from staging.
+func cleanupEvent(c pull.Cleanup) domain.JobEvent {
+	ev := domain.JobEvent{Step: "pull_cleanup", TargetHash: c.TargetHash, Message: fmt.Sprintf("target %s: %s", c.TargetHash, c.Message)}
+	if c.Failed {
+		ev.Level = domain.LevelWarn
+	}
+	return ev
 }
 
 // putHealth records a failed backup step on the site.

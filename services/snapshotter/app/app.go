@@ -21,6 +21,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
@@ -174,7 +175,8 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	targets := job.Targets
 	siteDir := filepath.Join(s.StagingRoot, job.SiteUUID)
-	var excludes []string
+	// Partial folders a pull failed to remove are never site data.
+	excludes := []string{remote.RsyncPartialDir}
 	pulled, failed, warned := 0, 0, 0
 	for i, t := range targets {
 		switch t.Status {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -31,7 +33,14 @@ const stagingChmod = "--chmod=D0700,F0600"
 // rsync over ssh (-a --delete --delete-excluded, t.Excludes), streaming
 // progress. rsync exit 24 (files vanished while it ran) is a success with
 // a Note; exit 23 (some files not transferred) a warning listing the
-// paths, unless the folder itself could not be read; anything else fails.
+// paths, unless the folder itself could not be read; anything else fails,
+// Transient when the connection was refused, lost or stalled.
+//
+// Staging keeps the last good copy: rsync replaces and deletes files only
+// once the transfer is through, and a pull that fails any way (rsync
+// error, timeout, cancel) removes what it left before it returns
+// (leftovers.go). So does a pull that finds the leftovers of one that was
+// cut short without cleanup, before it starts. Cleanups reports both.
 func Directory(ctx context.Context, c Config, siteUUID string, t domain.Target, progress func(Progress)) Result {
 	start := time.Now()
 	r := Result{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode}
@@ -51,12 +60,28 @@ func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t dom
 		return
 	}
 	r.StagingPath = staging
-	args, err := rsyncArgs(c, t, staging)
+	root := filepath.Dir(filepath.Dir(staging)) // staging root, absolute
+	if cl, found := recoverInterrupted(ctx, staging, workPath(root, siteUUID, t.TargetHash), t.TargetHash); found {
+		r.Cleanups = append(r.Cleanups, cl)
+		if cl.Failed {
+			// Pulling on top would overwrite the list of what to undo.
+			r.fail("%s: %s", StepStaging, cl.Message)
+			return
+		}
+	}
+	j, work, err := prepareWork(root, siteUUID, t.TargetHash)
 	if err != nil {
+		r.fail("%s: %v", StepStaging, err)
+		return
+	}
+	args, err := rsyncArgs(c, t, staging, filepath.Join(work, workTmp))
+	if err != nil {
+		_ = j.close()
+		_ = os.RemoveAll(work)
 		r.fail("%s: %v", StepRsync, err)
 		return
 	}
-	out := &rsyncOutput{hash: t.TargetHash, tick: newThrottle(c.progressEvery(), progress)}
+	out := &rsyncOutput{hash: t.TargetHash, tick: newThrottle(c.progressEvery(), progress), created: j.add}
 	res, runErr := proc.Run(ctx, proc.Cmd{
 		Step:    StepRsync,
 		Path:    orDefault(c.RsyncPath, "rsync"),
@@ -64,6 +89,7 @@ func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t dom
 		Stdout:  out,
 		Timeout: c.TargetTimeout,
 	})
+	journalErr := j.close()
 	if st, err := remote.ParseRsyncStats(out.output()); err == nil {
 		r.Files = regularFiles(st)
 		r.Bytes = st.TotalSize
@@ -72,15 +98,57 @@ func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t dom
 		r.Note = "rsync printed no --stats summary: file counts unknown"
 	}
 	o := judgeRsync(runErr, res.Stderr, t.Path, staging)
-	r.Status, r.Error, r.FailedPaths = o.status, o.err, o.failedPaths
+	r.Status, r.Error, r.FailedPaths, r.Transient = o.status, o.err, o.failedPaths, o.transient
 	if o.note != "" {
 		r.Note = o.note
 	}
+	r.cleanUp(ctx, staging, work, runErr == nil, journalErr)
+}
+
+// cleanUp ends a pull's use of its work folder. After a clean rsync run
+// there is nothing in staging to remove (rsync removed its partial
+// folders). Otherwise every partial folder goes, and after a failure also
+// what the pull created, so staging is the last good copy again; a
+// warning (exit 23) or a success with vanished files (24) keeps the new
+// folders, which hold this run's files.
+func (r *Result) cleanUp(ctx context.Context, staging, work string, clean bool, journalErr error) {
+	if clean {
+		if err := os.RemoveAll(work); err != nil {
+			// Found by the next pull as an interrupted one, which would
+			// undo this pull's new folders: say so.
+			r.Cleanups = append(r.Cleanups, Cleanup{TargetHash: r.TargetHash, Failed: true,
+				Message: "could not remove the pull's work folder (the next pull will take this pull's new folders for leftovers): " + err.Error()})
+		}
+		return
+	}
+	failed := r.Status == domain.HealthFailed
+	n, err := cleanLeftovers(ctx, staging, work, failed)
+	if !failed && err == nil && n == (removed{}) {
+		return
+	}
+	cl := Cleanup{TargetHash: r.TargetHash}
+	switch {
+	case failed:
+		cl.Message = "the failed pull's leftovers in staging: " + n.String()
+	default:
+		cl.Message = "rsync's leftovers in staging: " + n.String()
+	}
+	if journalErr != nil && failed {
+		cl.Message += fmt.Sprintf("; the list of new folders and links was incomplete (%v), so some may remain", journalErr)
+	}
+	switch {
+	case err != nil:
+		cl.Failed = true
+		cl.Message += "; the rest could not be removed, the next pull tries again: " + err.Error()
+	case failed:
+		cl.Message += "; staging holds the last complete pull"
+	}
+	r.Cleanups = append(r.Cleanups, cl)
 }
 
 // rsyncArgs is RsyncPullArgs plus what a pull adds: staging modes and a
 // progress stream, and the configured ssh program.
-func rsyncArgs(c Config, t domain.Target, staging string) ([]string, error) {
+func rsyncArgs(c Config, t domain.Target, staging, tmp string) ([]string, error) {
 	args, err := remote.RsyncPullArgs(remote.RsyncPull{
 		SSH:          c.SSH,
 		RemoteDir:    t.Path,
@@ -88,13 +156,16 @@ func rsyncArgs(c Config, t domain.Target, staging string) ([]string, error) {
 		Excludes:     t.Excludes,
 		BWLimitKiBps: c.BandwidthLimitKbps,
 		IOTimeout:    c.IOTimeout,
+		TempDir:      tmp,
 	})
 	if err != nil {
 		return nil, err
 	}
 	// progress2: one line for the whole transfer, rewritten with '\r';
-	// it is what rsyncOutput parses (no per-file lines to hold).
-	if args, err = insertOptions(args, stagingChmod, "--info=progress2"); err != nil {
+	// it is what rsyncOutput parses. --itemize-changes names each entry
+	// rsync changes; rsyncOutput journals only the folders and links it
+	// creates, so a failed pull can remove them.
+	if args, err = insertOptions(args, stagingChmod, "--info=progress2", "--itemize-changes"); err != nil {
 		return nil, err
 	}
 	return withSSHPath(args, c.SSHPath)
@@ -151,6 +222,8 @@ type rsyncOutcome struct {
 	status      domain.Health
 	note, err   string
 	failedPaths []string
+	// transient: a failure a retry may not meet (see remote.IsTransient).
+	transient bool
 }
 
 // rsync exit codes with a meaning the operator needs spelled out.
@@ -164,6 +237,7 @@ var rsyncExitMeaning = map[int]string{
 	12: "error in the rsync protocol data stream (connection lost, or the remote rsync could not start)",
 	20: "killed by a signal",
 	30: "timed out waiting for data (I/O timeout)",
+	35: "timed out waiting for the daemon connection",
 }
 
 // judgeRsync maps rsync's result to a status. err is proc.Run's error;
@@ -226,9 +300,12 @@ func judgeRsync(err error, stderr, remoteDir, staging string) rsyncOutcome {
 			err: fmt.Sprintf("%s exit 23: %s: %s", StepRsync, what, ee.Stderr)}
 	}
 	var reason string
-	switch c := remote.ClassifyRunError(err); {
+	c := remote.ClassifyRunError(err)
+	switch {
 	case errors.Is(c, remote.ErrHostKeyMismatch):
 		reason = remote.ErrHostKeyMismatch.Error() + " (possible man-in-the-middle, or the host was reinstalled; re-pin only after checking)"
+	case errors.Is(c, remote.ErrIOTimeout):
+		reason = rsyncExitMeaning[ee.Code]
 	case c != err:
 		reason = sshReason(c)
 	default:
@@ -241,13 +318,14 @@ func judgeRsync(err error, stderr, remoteDir, staging string) rsyncOutcome {
 	if ee.Stderr != "" {
 		msg += ": " + ee.Stderr
 	}
-	return rsyncOutcome{status: domain.HealthFailed, err: msg}
+	return rsyncOutcome{status: domain.HealthFailed, err: msg, transient: remote.IsTransient(c)}
 }
 
 // sshReason is the sentinel remote.ClassifyRunError added to err.
 func sshReason(err error) string {
 	for _, s := range []error{remote.ErrHostKeyMismatch, remote.ErrHostKeyUnknown, remote.ErrAuthRefused,
-		remote.ErrConnRefused, remote.ErrConnTimeout, remote.ErrHostUnreachable} {
+		remote.ErrConnRefused, remote.ErrConnTimeout, remote.ErrHostUnreachable, remote.ErrConnLost,
+		remote.ErrIOTimeout, remote.ErrRemoteRsync} {
 		if errors.Is(err, s) {
 			return s.Error()
 		}

@@ -260,6 +260,17 @@ func TestDirectoryPartialTransfer(t *testing.T) {
 	if res.Files != 2 {
 		t.Errorf("Files = %d, want 2", res.Files)
 	}
+	// The new version rsync could not rename over the immutable file
+	// waited in a partial folder: removed, and said so.
+	if _, err := os.Lstat(filepath.Join(res.StagingPath, "sub", remote.RsyncPartialDir)); !os.IsNotExist(err) {
+		t.Errorf("partial folder left in staging (%v)", err)
+	}
+	if len(res.Cleanups) != 1 || res.Cleanups[0].Failed || !strings.Contains(res.Cleanups[0].Message, "holding 1 received file") {
+		t.Errorf("Cleanups = %+v", res.Cleanups)
+	}
+	if got, _ := os.ReadFile(stuck); string(got) != "v1\n" {
+		t.Errorf("stuck file %q, want the previous copy", got)
+	}
 }
 
 func TestDirectoryRejects(t *testing.T) {

@@ -209,21 +209,72 @@ func TestRsyncOutput(t *testing.T) {
 	}
 }
 
+// TestRsyncOutputItemized mixes --itemize-changes lines into the stream:
+// created folders, symlinks and specials reach the journal callback as
+// rsync printed them, other itemized lines are dropped, and a record past
+// maxRecord is dropped whole rather than cut into records.
+func TestRsyncOutputItemized(t *testing.T) {
+	long := "cd+++++++++ " + strings.Repeat("x/", maxRecord) + "\n"
+	stream := "cd+++++++++ ./\ncd+++++++++ new dir/\n>f+++++++++ new dir/a.bin\r      1,000  50%  1.00MB/s    0:00:00\n" +
+		"cL+++++++++ link -> new dir/a.bin\ncLc.T...... old link -> elsewhere\n.d..t...... keep/\n*deleting   gone.txt\n" +
+		"cS+++++++++ fifo\nhf+++++++++ hard => a\n" + long + "cd+++++++++ caf\\#303\\#251/\n" +
+		"created directory /x\nNumber of files: 3 (reg: 1, dir: 2)\nTotal file size: 9 bytes\n"
+	for _, size := range []int{1, 5, 4096, len(stream)} {
+		t.Run(fmt.Sprint("chunks of ", size), func(t *testing.T) {
+			var got []string
+			o := &rsyncOutput{hash: "h", tick: newThrottle(time.Hour, nil), created: func(kind byte, name []byte) {
+				got = append(got, string(kind)+" "+string(name))
+			}}
+			for s := stream; len(s) > 0; {
+				n := min(size, len(s))
+				_, _ = o.Write([]byte(s[:n]))
+				s = s[n:]
+			}
+			want := []string{"d ./", "d new dir/", "L link -> new dir/a.bin", "S fifo", "d caf\\#303\\#251/"}
+			if !slices.Equal(got, want) {
+				t.Errorf("created %q\nwant    %q", got, want)
+			}
+			if out := string(o.output()); out != "created directory /x\nNumber of files: 3 (reg: 1, dir: 2)\nTotal file size: 9 bytes\n" {
+				t.Errorf("kept output %q", out)
+			}
+		})
+	}
+}
+
+func TestUnescapeRsync(t *testing.T) {
+	tests := map[string]string{
+		"plain name/":   "plain name/",
+		`caf\#303\#251`: "café",
+		`nl\#012x`:      "nl\nx",
+		`a\#134#101`:    `a\#101`, // rsync escapes a backslash before '#'
+		`back\slash`:    `back\slash`,
+		`cut\#30`:       `cut\#30`,
+		`bad\#9zz`:      `bad\#9zz`,
+	}
+	for in, want := range tests {
+		if got := unescapeRsync(in); got != want {
+			t.Errorf("unescapeRsync(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestRsyncArgs(t *testing.T) {
 	c := Config{SSH: sshConfigFor("edge"), BandwidthLimitKbps: 100}
-	args, err := rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t")
+	args, err := rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/backups/.pull/s/t/tmp")
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := len(args)
-	if !slices.Equal(args[n-5:], []string{stagingChmod, "--info=progress2", "--", "edge:/srv/www/", "/backups/s/t/"}) {
-		t.Errorf("tail of argv: %q", args[n-5:])
+	if !slices.Equal(args[n-6:], []string{stagingChmod, "--info=progress2", "--itemize-changes", "--", "edge:/srv/www/", "/backups/s/t/"}) {
+		t.Errorf("tail of argv: %q", args[n-6:])
 	}
-	if !slices.Contains(args, "--bwlimit=100") {
-		t.Errorf("no bandwidth limit in %q", args)
+	for _, want := range []string{"--bwlimit=100", "--temp-dir=/backups/.pull/s/t/tmp", "--delay-updates", "--delete-delay"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("no %s in %q", want, args)
+		}
 	}
 	c.SSHPath = "/opt/ssh/bin/ssh"
-	args, err = rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t")
+	args, err = rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/tmp")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,7 +283,7 @@ func TestRsyncArgs(t *testing.T) {
 		t.Errorf("-e value: %q", args)
 	}
 	c.SSHPath = "/opt/my ssh"
-	if _, err := rsyncArgs(c, dirTarget("/srv/www"), "/b"); err == nil {
+	if _, err := rsyncArgs(c, dirTarget("/srv/www"), "/b", "/tmp"); err == nil {
 		t.Error("an ssh path with a space was accepted")
 	}
 	if _, err := insertOptions([]string{"-a", "x", "y"}, "--z"); err == nil {

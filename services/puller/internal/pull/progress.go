@@ -56,24 +56,33 @@ func rate(n int64, d time.Duration) string {
 
 // Limits of rsyncOutput's buffers.
 const (
-	// maxRecord bounds one '\r'/'\n'-separated record; progress records
-	// are under 100 bytes.
-	maxRecord = 4 << 10
+	// maxRecord bounds one '\r'/'\n'-separated record. Progress records
+	// are under 100 bytes; an itemized symlink whose name and target are
+	// both PATH_MAX long and fully escaped (4 bytes a byte) stays under it.
+	// A longer record is dropped whole, never cut into pieces that could
+	// pass for other records (a cut name could name an older folder).
+	maxRecord = 64 << 10
 	// restCap bounds the non-progress output kept for ParseRsyncStats;
 	// the --stats block is well under 2 KB and comes last.
 	restCap = 64 << 10
 )
 
 // rsyncOutput is rsync's stdout as a stream: --info=progress2 records
-// ('\r'-separated) go to the throttle, everything else (the --stats block)
-// is kept, its last restCap bytes, for ParseRsyncStats. Nothing grows with
-// the transfer's size. os/exec writes from one goroutine and Run returns
-// only after it is done, so no locking is needed.
+// ('\r'-separated) go to the throttle, --itemize-changes lines naming a
+// created folder or link to created, other itemized lines nowhere, and
+// everything else (the --stats block) is kept, its last restCap bytes,
+// for ParseRsyncStats. Nothing grows with the transfer's size. os/exec
+// writes from one goroutine and Run returns only after it is done, so no
+// locking is needed.
 type rsyncOutput struct {
 	hash    string
 	tick    *throttle
+	created func(kind byte, name []byte)
 	partial []byte
-	rest    []byte
+	// overflow: the record being read went past maxRecord; it is
+	// dropped up to its end.
+	overflow bool
+	rest     []byte
 }
 
 func (o *rsyncOutput) Write(p []byte) (int, error) {
@@ -81,23 +90,39 @@ func (o *rsyncOutput) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		i := bytes.IndexAny(p, "\r\n")
 		if i < 0 {
-			o.partial = append(o.partial, p...)
-			if len(o.partial) > maxRecord {
-				o.record(o.partial)
-				o.partial = o.partial[:0]
-			}
+			o.add(p)
 			break
 		}
-		o.partial = append(o.partial, p[:i]...)
-		o.record(o.partial)
-		o.partial = o.partial[:0]
+		if o.add(p[:i]) {
+			o.record(o.partial)
+		}
+		o.partial, o.overflow = o.partial[:0], false
 		p = p[i+1:]
 	}
 	return n, nil
 }
 
+// add appends to the record being read and reports whether it is still
+// within maxRecord.
+func (o *rsyncOutput) add(p []byte) bool {
+	if !o.overflow && len(o.partial)+len(p) > maxRecord {
+		o.overflow, o.partial = true, o.partial[:0]
+	}
+	if o.overflow {
+		return false
+	}
+	o.partial = append(o.partial, p...)
+	return true
+}
+
 func (o *rsyncOutput) record(rec []byte) {
 	if len(bytes.TrimSpace(rec)) == 0 {
+		return
+	}
+	if kind, name, ok := itemized(rec); ok {
+		if kind != 0 && o.created != nil {
+			o.created(kind, name)
+		}
 		return
 	}
 	if pr, ok := remote.ParseRsyncProgress(string(rec)); ok {
@@ -116,9 +141,9 @@ func (o *rsyncOutput) record(rec []byte) {
 // output returns the non-progress output, the unterminated last record
 // included.
 func (o *rsyncOutput) output() []byte {
-	if len(o.partial) > 0 {
+	if len(o.partial) > 0 && !o.overflow {
 		o.record(o.partial)
-		o.partial = o.partial[:0]
 	}
+	o.partial, o.overflow = o.partial[:0], false
 	return o.rest
 }

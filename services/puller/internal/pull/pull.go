@@ -3,6 +3,8 @@
 // pull moves only what changed and the snapshotter backs up a stable tree:
 // directories with rsync over ssh, SQLite databases as a consistent remote
 // dump that is verified locally before it replaces the previous copy.
+// Either way a failed pull leaves the last good copy in staging and no
+// debris (see leftovers.go for directories).
 //
 // Every function here returns a Result rather than an error: a failed
 // target is an outcome to record (the site job goes on with its other
@@ -106,11 +108,17 @@ type Result struct {
 	// relative to the target where rsync named them under it, at most
 	// MaxFailedPaths.
 	FailedPaths []string
+	// Transient marks a failure that a later attempt may not meet: the
+	// connection was refused, lost or stalled (remote.IsTransient).
+	Transient bool
 	// Files and Bytes describe the target now in staging (regular files
 	// and their total size); Transferred is what this run received.
 	Files, Bytes, Transferred int64
 	StagingPath               string
 	Duration                  time.Duration
+	// Cleanups are the leftovers the pull removed from staging: an
+	// interrupted earlier pull's before it ran, its own after a failure.
+	Cleanups []Cleanup
 }
 
 func (r *Result) fail(format string, a ...any) {

@@ -77,6 +77,8 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	gzBytes, err := fetchDump(ctx, c, t.TargetHash, cmdline, gzTmp, progress)
 	if err != nil {
 		r.fail("%v", err)
+		var te transientError
+		r.Transient = errors.As(err, &te)
 		return
 	}
 	r.Transferred = gzBytes
@@ -157,6 +159,7 @@ func dumpError(ctx context.Context, c Config, err error) error {
 		return fmt.Errorf("%s: ssh killed by signal %d (%s): %s", StepTransfer, int(ee.Signal), ee.Signal, ee.Stderr)
 	}
 	var step, what string
+	cerr := remote.ClassifyRunError(err)
 	switch ee.Code {
 	case remote.DumpExitTmp:
 		step, what = StepDump, fmt.Sprintf("no temp file could be created in the remote temp folder %s", c.RemoteTmpDir)
@@ -166,7 +169,7 @@ func dumpError(ctx context.Context, c Config, err error) error {
 		step, what = StepDump, "gzip failed, or the connection closed mid-stream"
 	case 255:
 		step, what = StepTransfer, "ssh failed"
-		if reason := sshReason(remote.ClassifyRunError(err)); reason != "" {
+		if reason := sshReason(cerr); reason != "" {
 			what = "ssh: " + reason
 		}
 	default:
@@ -179,8 +182,15 @@ func dumpError(ctx context.Context, c Config, err error) error {
 	if ee.Stderr != "" {
 		msg += ": " + ee.Stderr
 	}
+	if remote.IsTransient(cerr) {
+		return transientError{errors.New(msg)}
+	}
 	return errors.New(msg)
 }
+
+// transientError marks a failure that a later attempt may not meet (a
+// refused, lost or stalled connection), keeping its text.
+type transientError struct{ error }
 
 // dumpWriter writes the dump to its temp file as it arrives, counting
 // bytes for progress. A write error (disk full) stops the transfer at

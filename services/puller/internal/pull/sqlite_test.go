@@ -245,7 +245,20 @@ func TestSQLiteFailureKeepsPreviousCopy(t *testing.T) {
 		writeFile(t, target.Path, []byte(strings.Repeat("not a database at all\n", 100)), 0o644)
 		res := SQLite(context.Background(), c, testSite, target, nil)
 		check(t, res, copyPath, before, "dump on remote: exit 91 (sqlite3 .backup failed")
+		if res.Transient {
+			t.Error("a broken database was marked transient")
+		}
 		assertNoDumpLeftovers(t, c.RemoteTmpDir)
+	})
+
+	t.Run("connection refused is transient", func(t *testing.T) {
+		c, target, copyPath, before := setup(t)
+		c.SSH.Port = testkit.FreePort(t)
+		res := SQLite(context.Background(), c, testSite, target, nil)
+		check(t, res, copyPath, before, "transfer: exit 255 (ssh: connection refused)")
+		if !res.Transient {
+			t.Error("a refused connection was not marked transient")
+		}
 	})
 
 	t.Run("corrupt pages fail integrity_check", func(t *testing.T) {

@@ -1,0 +1,430 @@
+package pull
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/satoru/satoru/shared/remote"
+)
+
+// A directory pull keeps the previous copy in place until rsync is
+// through (remote.RsyncPullArgs: --delay-updates, --delete-delay). What a
+// pull that stops early leaves behind is removed right after it, so
+// staging holds the last good copy again and no debris eats the staging
+// disk's headroom:
+//
+//   - the RsyncPartialDir folders holding the files received so far;
+//   - rsync's temp files, kept out of staging in the pull's work folder
+//     (--temp-dir), so a site file that merely looks like one is never
+//     touched;
+//   - the folders, symlinks and special files rsync created along the
+//     way (it does not delay those): rsync names each in its itemized
+//     output, and the pull writes them to a journal in the work folder as
+//     they come, so they are known after a crash too (all but the few a
+//     killed Satoru had not yet read from rsync's pipe).
+//
+// The work folder, <staging_root>/.pull/<site_uuid>/<target_hash>/, lives
+// outside the snapshotted <staging_root>/<site_uuid>/ and exists only while
+// a pull runs or its leftovers wait for removal: finding it when a pull
+// starts means an earlier one was cut short without cleanup (Satoru
+// killed), and its leftovers go first.
+//
+// Not undone: a symlink the site retargeted, an entry whose type changed
+// (rsync removes the old one at once) and folder times; the snapshotter
+// leaves a failed target out of the snapshot anyway.
+
+// CleanupTimeout bounds one removal of leftovers, however it was started
+// (a canceled or timed-out pull included). What it does not finish the
+// next pull of the target finishes.
+const CleanupTimeout = 2 * time.Minute
+
+// workRoot is the folder under the staging root holding the work folders
+// of running pulls.
+const workRoot = ".pull"
+
+// Names inside a work folder.
+const (
+	workTmp     = "tmp"     // rsync --temp-dir
+	workJournal = "created" // what rsync created, one itemized entry a line
+)
+
+// Cleanup is one removal of pull leftovers from a target's staging, for
+// the job's events.
+type Cleanup struct {
+	TargetHash string
+	Message    string
+	// Failed means not everything could be removed; the next pull of the
+	// target tries again before it starts.
+	Failed bool
+}
+
+// workPath is a target's work folder.
+func workPath(root, siteUUID, targetHash string) string {
+	return filepath.Join(root, workRoot, siteUUID, targetHash)
+}
+
+// prepareWork creates the work folder, its temp folder and an empty
+// journal (0700/0600), returning the open journal.
+func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, "", err
+	}
+	dir := abs
+	for _, c := range []string{workRoot, siteUUID, targetHash, workTmp} {
+		dir = filepath.Join(dir, c)
+		if err := ensureDir(dir); err != nil {
+			return nil, "", fmt.Errorf("work folder: %w", err)
+		}
+	}
+	work := filepath.Dir(dir)
+	f, err := os.OpenFile(filepath.Join(work, workJournal), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, "", fmt.Errorf("work folder: %w", err)
+	}
+	return &journal{f: f}, work, nil
+}
+
+// journal records what rsync created, as rsync itemizes it, so a failed
+// pull can remove it. Each entry is written at once (no buffer), so a
+// crash loses none.
+type journal struct {
+	f   *os.File
+	err error
+}
+
+// add records one created entry: its type (rsync's itemize letter) and
+// rsync's escaped name, with " -> target" for a symlink.
+func (j *journal) add(kind byte, name []byte) {
+	if j == nil || j.err != nil {
+		return
+	}
+	line := make([]byte, 0, len(name)+3)
+	line = append(line, kind, ' ')
+	line = append(append(line, name...), '\n')
+	if _, err := j.f.Write(line); err != nil {
+		j.err = err
+	}
+}
+
+func (j *journal) close() error {
+	if err := j.f.Close(); err != nil && j.err == nil {
+		j.err = err
+	}
+	return j.err
+}
+
+// itemized reads one line of rsync's --itemize-changes output ("%i %n%L").
+// item reports whether rec is one; kind and name are set for an entry rsync
+// created that it does not delay: a folder ('d'), symlink ('L'), device
+// ('D') or special file ('S'). New regular files wait in RsyncPartialDir
+// and are not reported.
+func itemized(rec []byte) (kind byte, name []byte, item bool) {
+	if len(rec) < 13 || rec[11] != ' ' || !strings.ContainsRune("<>ch.*", rune(rec[0])) || !strings.ContainsRune("fdLDS", rune(rec[1])) {
+		return 0, nil, false
+	}
+	if rec[0] == 'c' && rec[1] != 'f' && string(rec[2:11]) == "+++++++++" {
+		return rec[1], rec[12:], true
+	}
+	return 0, nil, true
+}
+
+// unescapeRsync undoes rsync's escaping of names in its output: a byte it
+// cannot print, and a backslash before '#', is written "\#ooo" (octal).
+func unescapeRsync(s string) string {
+	if !strings.Contains(s, `\#`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 < len(s) && s[i+1] == '#' {
+			if n, err := strconv.ParseUint(s[i+2:i+5], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 4
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// removed counts what a cleanup took out of staging and the work folder.
+type removed struct {
+	partialDirs, partialFiles int
+	partialBytes              int64
+	tempFiles                 int
+	tempBytes                 int64
+	created                   int
+}
+
+func (n removed) String() string {
+	var parts []string
+	if n.partialDirs > 0 {
+		parts = append(parts, fmt.Sprintf("%s holding %s (%d bytes)", plural(n.partialDirs, remote.RsyncPartialDir+" folder"),
+			plural(n.partialFiles, "received file"), n.partialBytes))
+	}
+	if n.tempFiles > 0 {
+		parts = append(parts, fmt.Sprintf("%s (%d bytes)", plural(n.tempFiles, "rsync temp file"), n.tempBytes))
+	}
+	switch {
+	case n.created == 1:
+		parts = append(parts, "1 folder or link the pull had created")
+	case n.created > 1:
+		parts = append(parts, fmt.Sprintf("%d folders and links the pull had created", n.created))
+	}
+	if len(parts) == 0 {
+		return "nothing was left"
+	}
+	return "removed " + strings.Join(parts, ", ")
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return strconv.Itoa(n) + " " + what + "s"
+}
+
+// cleanLeftovers removes what a pull left: every RsyncPartialDir folder in
+// staging; with rollback (a failed pull) the entries the journal names;
+// then the work folder with rsync's temp files. It is bounded by CleanupTimeout,
+// also when ctx has ended (the pull's own cancel or timeout is what left
+// the debris). The work folder, and with it the journal, goes only when
+// everything else went, so an unfinished cleanup is resumed by the next
+// pull.
+func cleanLeftovers(ctx context.Context, staging, work string, rollback bool) (removed, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), CleanupTimeout)
+	defer cancel()
+	var n removed
+	root, err := os.OpenRoot(staging)
+	if err != nil {
+		return n, fmt.Errorf("open staging %s: %w", staging, err)
+	}
+	defer root.Close()
+	// Partial folders first, also those inside new folders, so the count
+	// says what the pull had received.
+	if err := removePartialDirs(ctx, root, &n); err != nil {
+		return n, err
+	}
+	if rollback {
+		if err := undoCreated(ctx, root, filepath.Join(work, workJournal), &n); err != nil {
+			return n, err
+		}
+	}
+	if err := countFiles(ctx, filepath.Join(work, workTmp), &n.tempFiles, &n.tempBytes); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return n, err
+	}
+	if err := os.RemoveAll(work); err != nil {
+		return n, fmt.Errorf("remove work folder: %w", err)
+	}
+	return n, nil
+}
+
+// undoCreated removes the entries in the journal at path. Only an entry
+// that is still what rsync created is removed (a folder, or a symlink with
+// the target rsync printed), and only inside staging: root refuses paths
+// that leave it, through ".." or a symlink.
+func undoCreated(ctx context.Context, root *os.Root, path string, n *removed) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read the list of new entries: %w", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("remove new entries: %w", err)
+		}
+		line := sc.Text()
+		if len(line) < 3 || line[1] != ' ' {
+			continue // a line cut by a crash
+		}
+		rel, err := undoOne(root, line[0], line[2:])
+		if err != nil {
+			return fmt.Errorf("remove new entry %q: %w", rel, err)
+		}
+		if rel != "" {
+			n.created++
+		}
+	}
+	return sc.Err()
+}
+
+// undoOne removes one journal entry if it is still there, returning its
+// path when it removed something.
+func undoOne(root *os.Root, kind byte, name string) (string, error) {
+	if kind == 'L' {
+		// "name -> target": either side may hold " -> " itself, so take
+		// the split whose symlink points where rsync said.
+		for i := 0; ; {
+			j := strings.Index(name[i:], " -> ")
+			if j < 0 {
+				return "", nil
+			}
+			at := i + j
+			rel, target := clean(unescapeRsync(name[:at])), unescapeRsync(name[at+4:])
+			i = at + 1
+			if rel == "" {
+				continue
+			}
+			fi, err := root.Lstat(rel)
+			if err != nil || fi.Mode().Type() != fs.ModeSymlink {
+				continue
+			}
+			if got, err := root.Readlink(rel); err == nil && got == target {
+				return rel, ignoreGone(root.Remove(rel))
+			}
+		}
+	}
+	rel := clean(unescapeRsync(name))
+	if rel == "" {
+		return "", nil // staging itself stays
+	}
+	fi, err := root.Lstat(rel)
+	if err != nil {
+		return "", nil // gone already, or under a folder removed before
+	}
+	switch t := fi.Mode().Type(); {
+	case kind == 'd' && t == fs.ModeDir:
+		return rel, ignoreGone(root.RemoveAll(rel))
+	case (kind == 'D' || kind == 'S') && t&(fs.ModeDevice|fs.ModeCharDevice|fs.ModeNamedPipe|fs.ModeSocket) != 0:
+		return rel, ignoreGone(root.Remove(rel))
+	}
+	return "", nil
+}
+
+// clean makes rsync's name relative to staging: "" for staging itself.
+func clean(name string) string {
+	p := filepath.Clean(strings.TrimSuffix(name, "/"))
+	if p == "." || p == "/" || strings.HasPrefix(p, "/") {
+		return ""
+	}
+	return p
+}
+
+func ignoreGone(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// removePartialDirs removes every RsyncPartialDir folder under root. The
+// walk does not follow symlinks; names need not be UTF-8.
+func removePartialDirs(ctx context.Context, root *os.Root, n *removed) error {
+	base := root.Name()
+	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("remove %s folders: %w", remote.RsyncPartialDir, cerr)
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("look for %s folders: %w", remote.RsyncPartialDir, err)
+		}
+		if p == base || !d.IsDir() || d.Name() != remote.RsyncPartialDir {
+			return nil
+		}
+		n.partialDirs++
+		if err := countFiles(ctx, p, &n.partialFiles, &n.partialBytes); err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		if err := root.RemoveAll(rel); err != nil {
+			return fmt.Errorf("remove %s: %w", rel, err)
+		}
+		return fs.SkipDir
+	})
+}
+
+// countFiles adds the regular files under dir and their size to files
+// and bytes.
+func countFiles(ctx context.Context, dir string, files *int, bytes *int64) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				*files++
+				*bytes += fi.Size()
+			}
+		}
+		return nil
+	})
+}
+
+// recoverInterrupted removes the leftovers of a pull of this target that
+// was cut short without cleanup, found by its work folder. found is false
+// when there is none.
+func recoverInterrupted(ctx context.Context, staging, work, hash string) (c Cleanup, found bool) {
+	if _, err := os.Lstat(work); errors.Is(err, fs.ErrNotExist) {
+		return c, false
+	}
+	c.TargetHash = hash
+	if _, err := os.Lstat(staging); errors.Is(err, fs.ErrNotExist) {
+		// The target's staging is gone (removed by hand): only the work
+		// folder is left.
+		err = os.RemoveAll(work)
+		c.Message, c.Failed = "removed the work folder of an earlier, interrupted pull", err != nil
+		if err != nil {
+			c.Message += ": " + err.Error()
+		}
+		return c, true
+	}
+	n, err := cleanLeftovers(ctx, staging, work, true)
+	c.Message = "an earlier pull of this target stopped without cleaning up (Satoru was stopped or killed mid-pull): " + n.String()
+	if err != nil {
+		c.Message += "; the rest could not be removed: " + err.Error()
+		c.Failed = true
+	} else {
+		c.Message += "; staging holds the last complete pull"
+	}
+	return c, true
+}
+
+// RecoverInterrupted removes the leftovers of every pull of the site that
+// was cut short without cleanup (Satoru killed mid-pull), the way the next
+// pull of each target would, so a backup's disk headroom check sees the
+// space they took. A target whose leftovers cannot all be removed is left
+// to its next pull, which tries again and fails if it cannot.
+func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string) []Cleanup {
+	if stagingRoot == "" || checkComponent("site uuid", siteUUID) != nil {
+		return nil
+	}
+	dir := filepath.Join(stagingRoot, workRoot, siteUUID)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil // none, or unreadable: each pull checks its own again
+	}
+	var out []Cleanup
+	for _, e := range entries {
+		if !e.IsDir() || checkComponent("target hash", e.Name()) != nil {
+			continue
+		}
+		if c, found := recoverInterrupted(ctx, StagingPath(stagingRoot, siteUUID, e.Name()), filepath.Join(dir, e.Name()), e.Name()); found {
+			out = append(out, c)
+		}
+	}
+	return out
+}
