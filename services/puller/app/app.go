@@ -20,8 +20,8 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
-	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
