@@ -23,8 +23,8 @@ type procInfo struct {
 
 func (p procInfo) String() string {
 	cmd := strings.Join(p.Args, " ")
-	if len(cmd) > 300 {
-		cmd = cmd[:300] + "..."
+	if len(cmd) > 400 {
+		cmd = cmd[:200] + " ... " + cmd[len(cmd)-200:]
 	}
 	return fmt.Sprintf("pid %d (%s): %s", p.PID, p.Comm, cmd)
 }

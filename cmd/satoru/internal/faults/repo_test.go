@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -123,7 +124,9 @@ func writeRandom(t testing.TB, path string, size int64, seed uint64) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), byte(seed >> 24), 1})
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	r := rand.NewChaCha8(key)
 	buf := make([]byte, 1<<20)
 	for left := size; left > 0; {
 		n := min(left, int64(len(buf)))

@@ -275,11 +275,16 @@ func (s *satoru) stop() {
 	if p == nil {
 		return
 	}
+	began := time.Now()
 	_ = syscall.Kill(p.pid, syscall.SIGTERM)
 	select {
 	case <-p.done:
+		if took := time.Since(began); took > 5*time.Second {
+			s.t.Logf("%s (pid %d) took %s to stop after SIGTERM", s.name, p.pid, took.Round(time.Millisecond))
+		}
 	case <-time.After(30 * time.Second):
 		p.how = "SIGKILLed: no exit 30s after SIGTERM"
+		s.t.Errorf("%s (pid %d) did not stop within 30s of SIGTERM", s.name, p.pid)
 		_ = syscall.Kill(p.pid, syscall.SIGKILL)
 		<-p.done
 	}
