@@ -181,7 +181,11 @@ func storeIntactAfterKill(t *testing.T) {
 			t.Errorf("after kill -9: KV bucket %s is gone (now %v)", b, natsAfter.buckets)
 		}
 	}
-	t.Logf("NATS before %v / after %v; consumers %v; buckets %v", natsBefore.streams, natsAfter.streams, natsAfter.consumers, natsAfter.buckets)
+	for name, st := range natsAfter.streams {
+		t.Logf("after kill -9: stream %s holds %d messages up to seq %d (before: %d up to %d)", name, st.Msgs, st.LastSeq,
+			natsBefore.streams[name].Msgs, natsBefore.streams[name].LastSeq)
+	}
+	t.Logf("after kill -9: consumers %v, KV buckets %v", natsAfter.consumers, natsAfter.buckets)
 	j := sc.settle(id, "backup of b killed mid-pull with the node")
 	wantFiles(t, j, 12)
 }
