@@ -68,8 +68,7 @@ func newScenario(t *testing.T, l *layout, extra ...string) *scenario {
 	return &scenario{t: t, l: lay, up: startUp(t, lay, extra...)}
 }
 
-// addSite seeds nothing; it registers s and remembers it for the next
-// backups.
+// addSite registers s and remembers it for the next backups.
 func (sc *scenario) addSite(s site) string {
 	sc.t.Helper()
 	uuid := sc.up.api().registerSite(s)
@@ -121,18 +120,18 @@ func (sc *scenario) killWhen(jobID, what string, cond func() bool) {
 // recover restarts satoru on the same folders and asserts what the issue
 // asks after every crash: the interrupted job completes on redelivery,
 // no job is left running, every site's next backup succeeds and `restic
-// check` passes. checkRepos run once things settled, before the next
-// backups (scenario-specific checks). It returns the interrupted job as
+// check` passes. checks (the scenario's own) run once things settled,
+// before the next backups. It returns the interrupted job as
 // it ended.
-func (sc *scenario) recover(jobID, what string, checkRepos ...func(domain.Job)) domain.Job {
+func (sc *scenario) recover(jobID, what string, checks ...func(domain.Job)) domain.Job {
 	sc.t.Helper()
 	sc.up.start()
-	return sc.settle(jobID, what, checkRepos...)
+	return sc.settle(jobID, what, checks...)
 }
 
 // settle is recover without the restart (a fault that did not kill
 // satoru).
-func (sc *scenario) settle(jobID, what string, checkRepos ...func(domain.Job)) domain.Job {
+func (sc *scenario) settle(jobID, what string, checks ...func(domain.Job)) domain.Job {
 	sc.t.Helper()
 	a := sc.up.api()
 	deadline := time.Now().Add(settleWithin)
@@ -148,7 +147,7 @@ func (sc *scenario) settle(jobID, what string, checkRepos ...func(domain.Job)) d
 		sc.t.Logf("%s: job %s succeeded in attempt %d", what, jobID, j.Attempts)
 	}
 	a.waitNoRunning(deadline)
-	for _, check := range checkRepos {
+	for _, check := range checks {
 		check(j)
 	}
 	sc.nextBackups()
