@@ -128,7 +128,7 @@ func startUp(t testing.TB, l layout, extra ...string) *satoru {
 // start runs the command and waits for its banner (at most 90 s).
 func (s *satoru) start() {
 	s.t.Helper()
-	p := &proc{stdout: newTail(64 << 10), stderr: newTail(256 << 10), done: make(chan struct{})}
+	p := &proc{stdout: newTail(64 << 10), stderr: newTail(1 << 20), done: make(chan struct{})}
 	cmd := exec.Command(satoruBin, s.args...)
 	cmd.Dir = s.dir
 	cmd.Env = s.env
@@ -296,9 +296,33 @@ func (s *satoru) logTails() {
 	runs := append([]*proc(nil), s.runs...)
 	s.mu.Unlock()
 	for i, p := range runs {
-		s.t.Logf("--- %s run %d (pid %d, %s): stdout\n%s\n--- stderr (last 16 KiB)\n%s", s.name, i+1, p.pid, p.how,
-			p.stdout.last(4<<10), p.stderr.last(16<<10))
+		s.t.Logf("--- %s run %d (pid %d, %s): stdout\n%s\n--- stderr (last 16 KiB, API request lines left out)\n%s", s.name, i+1, p.pid, p.how,
+			p.stdout.last(4<<10), lastBytes(withoutAPIRequests(p.stderr.last(1<<20)), 16<<10))
 	}
+}
+
+// withoutAPIRequests drops the API's per-request log lines: the test's
+// own polling, which would fill the tail.
+func withoutAPIRequests(log string) string {
+	var b strings.Builder
+	for _, line := range strings.SplitAfter(log, "\n") {
+		if !strings.Contains(line, `msg="api request"`) {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
+
+// lastBytes is the end of s, at most n bytes, from a line start.
+func lastBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	s = s[len(s)-n:]
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
 }
 
 // api is a REST client of the running process.
@@ -333,12 +357,5 @@ func (t *tail) Write(p []byte) (int, error) {
 func (t *tail) last(n int) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.buf
-	if len(b) > n {
-		b = b[len(b)-n:]
-		if i := strings.IndexByte(string(b), '\n'); i >= 0 {
-			b = b[i+1:]
-		}
-	}
-	return string(b)
+	return lastBytes(string(t.buf), n)
 }
