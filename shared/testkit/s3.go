@@ -90,6 +90,20 @@ func (s *S3) Env() []string {
 	return []string{"AWS_ACCESS_KEY_ID=" + s.AccessKey, "AWS_SECRET_ACCESS_KEY=" + s.SecretKey}
 }
 
+// Objects is how many objects the bucket holds under prefix, and their
+// total size: a test can see an upload under way.
+func (s *S3) Objects(t testing.TB, bucket, prefix string) (n int, bytes int64) {
+	t.Helper()
+	list, err := s.backend.ListBucket(bucket, &gofakes3.Prefix{HasPrefix: true, Prefix: prefix}, gofakes3.ListBucketPage{})
+	if err != nil {
+		t.Fatalf("testkit: list bucket %q: %v", bucket, err)
+	}
+	for _, c := range list.Contents {
+		bytes += c.Size
+	}
+	return len(list.Contents), bytes
+}
+
 // Denied is how many requests were refused for their credentials.
 func (s *S3) Denied() int64 { return s.denied.Load() }
 

@@ -72,6 +72,15 @@ func TestS3WithRestic(t *testing.T) {
 	if s3.Denied() != 0 {
 		t.Errorf("%d requests with the right key were denied", s3.Denied())
 	}
+	if n, size := s3.Objects(t, "offsite", "satoru/repo/data/"); n == 0 || size == 0 {
+		t.Errorf("Objects under data/ after a backup: %d objects, %d bytes", n, size)
+	}
+	if n, _ := s3.Objects(t, "offsite", "satoru/repo/keys/"); n != 1 {
+		t.Errorf("Objects under keys/: %d, want 1", n)
+	}
+	if n, _ := s3.Objects(t, "offsite", "elsewhere/"); n != 0 {
+		t.Errorf("Objects under an unused prefix: %d", n)
+	}
 
 	// The right secret under another access key id is refused.
 	wrong := []string{"AWS_ACCESS_KEY_ID=AKIDSOMEONEELSE", "AWS_SECRET_ACCESS_KEY=" + s3.SecretKey}

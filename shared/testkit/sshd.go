@@ -43,6 +43,7 @@ type EdgeHost struct {
 	HostKeyAlias   string
 	KnownHostsFile string
 
+	cfg      string // sshd_config, kept for Restart
 	cmd      *exec.Cmd
 	log      *syncTail
 	done     chan struct{} // closed when sshd has exited
@@ -116,7 +117,7 @@ func StartEdgeHost(t testing.TB) *EdgeHost {
 		writeFile(t, cfg, sshdConfig(port, hostKey, authorized, filepath.Join(etc, "sshd.pid"), u.Username))
 		err := h.start(cfg)
 		if err == nil {
-			h.Port = port
+			h.Port, h.cfg = port, cfg
 			break
 		}
 		lastErr = err
@@ -171,7 +172,10 @@ var errBind = errors.New("port in use")
 
 // start runs sshd with cfg and waits for its banner.
 func (h *EdgeHost) start(cfg string) error {
-	log := &syncTail{max: 64 << 10, count: "Accepted publickey for "}
+	log := h.log // a restarted daemon logs on after the first one
+	if log == nil {
+		log = &syncTail{max: 64 << 10, count: "Accepted publickey for "}
+	}
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", cfg)
 	cmd.Stdout = log
 	cmd.Stderr = log
@@ -258,6 +262,80 @@ func (h *EdgeHost) Stop() {
 			<-h.done
 		}
 	})
+}
+
+// Crash ends the host the hard way: SIGKILL to sshd and to every process
+// below it (the per-connection sessions and what they run), so open
+// connections drop at once instead of finishing. Restart brings it back.
+func (h *EdgeHost) Crash(t testing.TB) {
+	t.Helper()
+	if h.cmd == nil || h.cmd.Process == nil {
+		t.Fatalf("testkit: crash sshd on port %d: not running", h.Port)
+	}
+	// Collected first: once the daemon is gone its sessions are
+	// reparented and no longer found under it.
+	pids := append([]int{h.cmd.Process.Pid}, descendantPIDs(h.cmd.Process.Pid)...)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	select {
+	case <-h.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("testkit: sshd on port %d still running 10s after SIGKILL", h.Port)
+	}
+}
+
+// Restart starts sshd again on the same port with the same keys, after
+// Crash or Stop. It fails the test if the port was taken meanwhile.
+func (h *EdgeHost) Restart(t testing.TB) {
+	t.Helper()
+	select {
+	case <-h.done:
+	default:
+		t.Fatalf("testkit: restart sshd on port %d: still running (Crash or Stop it first)", h.Port)
+	}
+	if err := h.start(h.cfg); err != nil {
+		t.Fatalf("testkit: restart sshd on port %d: %v", h.Port, err)
+	}
+	h.stopOnce = sync.Once{}
+}
+
+// descendantPIDs lists the processes below pid, from /proc.
+func descendantPIDs(pid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	kids := map[int][]int{}
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces.
+		s := string(stat)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		kids[ppid] = append(kids[ppid], p)
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		for _, c := range kids[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+		queue = queue[1:]
+	}
+	return out
 }
 
 // SSHArgs is the argv after "ssh" that runs remoteCmd on the host with the

@@ -72,6 +72,57 @@ func TestEdgeHostStop(t *testing.T) {
 	}
 }
 
+func TestEdgeHostCrashAndRestart(t *testing.T) {
+	h := StartEdgeHost(t)
+	hostKey, port := h.HostKeyLine, h.Port
+	// A session in progress when the host crashes must drop, not finish.
+	done := make(chan error, 1)
+	go func() {
+		_, err := proc.Run(context.Background(), proc.Cmd{Path: "ssh", Args: h.SSHArgs("", "echo started; sleep 30"), Timeout: time.Minute})
+		done <- err
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for h.Logins() == 0 || len(descendantPIDs(h.cmd.Process.Pid)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no session logged in")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	start := time.Now()
+	h.Crash(t)
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the session survived the crash")
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("the session dropped only after %s", took)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the session still runs 20s after the crash")
+	}
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Host, strconv.Itoa(port)), time.Second)
+	if err == nil {
+		c.Close()
+		t.Fatal("port still accepts connections after Crash")
+	}
+	h.Restart(t)
+	if h.Port != port || h.HostKeyLine != hostKey {
+		t.Fatalf("restarted on port %d with key %q, want port %d and the same key", h.Port, h.HostKeyLine, port)
+	}
+	if out := h.Run(t, "echo back"); out != "back\n" {
+		t.Fatalf("after restart: %q", out)
+	}
+	if h.Logins() < 2 {
+		t.Errorf("Logins = %d after a login before and after the restart", h.Logins())
+	}
+	h.Stop() // the restarted daemon stops too
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(h.Host, strconv.Itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Fatal("port still accepts connections after Stop of the restarted host")
+	}
+}
+
 func TestSlowProxyDelaysSSH(t *testing.T) {
 	h := StartEdgeHost(t)
 	const delay = 400 * time.Millisecond

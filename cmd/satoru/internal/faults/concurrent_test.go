@@ -1,0 +1,153 @@
+package faults
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/testkit"
+)
+
+// Concurrent first backups: how many rounds, and the time they may take
+// together (a round that would likely overrun it is not started).
+const (
+	firstBackupRounds = 20
+	firstBackupBudget = 3 * time.Minute
+	firstBackupSites  = 8
+)
+
+// concurrentFirstBackups: a fresh repository, 8 sites, 8 backups posted at
+// once, run by two worker processes (`satoru up` and a second worker:
+// `satoru puller` + `satoru snapshotter` joined to it, sharing staging and
+// repository), repeated up to 20 times within the budget, each time on a
+// fresh data folder. Every round every backup succeeds, `restic check`
+// passes and keys/ holds exactly one key (several `restic init` racing
+// used to leave several keys and a corrupt repository).
+func concurrentFirstBackups(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	var paths []string
+	for i := 0; i < firstBackupSites; i++ {
+		dir := filepath.Join(edge.Dir, fmt.Sprintf("site%d", i))
+		seedTree(t, dir, 4, 64<<10, uint64(1000+i))
+		paths = append(paths, dir)
+	}
+	start := time.Now()
+	var longest time.Duration
+	rounds := 0
+	for rounds < firstBackupRounds {
+		if rounds > 0 && time.Since(start)+longest > firstBackupBudget {
+			break
+		}
+		began := time.Now()
+		firstBackupRound(t, edge, paths, rounds+1)
+		longest = max(longest, time.Since(began))
+		rounds++
+	}
+	t.Logf("concurrent first backups: %d of %d rounds in %s (budget %s, longest round %s)",
+		rounds, firstBackupRounds, time.Since(start).Round(time.Second), firstBackupBudget, longest.Round(time.Second))
+}
+
+// firstBackupRound is one round on a fresh data folder and repository.
+func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, round int) {
+	t.Helper()
+	root, err := os.MkdirTemp(t.TempDir(), fmt.Sprintf("round%02d-", round))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := newLayout(root)
+	up := startUp(t, shared)
+	join := []string{"--nats-url", up.NATSURL, "--mongo-uri", up.StoreURI}
+	var workers []*satoru
+	for _, role := range []string{"puller", "snapshotter"} {
+		// The second worker's own data_dir; staging and repository shared.
+		l := shared
+		l.Data = filepath.Join(root, "worker-"+role)
+		w := newSatoru(t, "satoru "+role, l, append([]string{role}, join...), satoruEnv(l))
+		w.start()
+		workers = append(workers, w)
+	}
+	a := up.api()
+	var sites []string
+	for i, p := range paths {
+		sites = append(sites, a.registerSite(site{name: fmt.Sprintf("first-%d", i), edge: edge, path: p}))
+	}
+	// Posted at once: the 8 snapshots reach the two snapshotters together.
+	ids := make([]string, len(sites))
+	errs := parallelDo(len(sites), func(i int) error {
+		var err error
+		ids[i], err = postJob(a, sites[i], "backup")
+		return err
+	})
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	byWorker := map[string]int{}
+	failed := false
+	for i, id := range ids {
+		j, ended := a.waitJob(id, time.Until(deadline))
+		byWorker[j.Worker]++
+		if !ended || j.Status != domain.StatusSuccess {
+			failed = true
+			t.Errorf("round %d: first backup of site %d: job %s %s (attempts %d, error %q), want success\nevents:\n%s",
+				round, i, id, j.Status, j.Attempts, j.Error, a.dumpEvents(id))
+		}
+	}
+	// Stopped before the check, so nothing holds the repository.
+	for i := len(workers) - 1; i >= 0; i-- {
+		workers[i].stop()
+	}
+	up.stop()
+	resticCheck(t, shared.Repo)
+	keys, _ := os.ReadDir(filepath.Join(shared.Repo, "keys"))
+	if len(keys) != 1 {
+		var names []string
+		for _, k := range keys {
+			names = append(names, k.Name())
+		}
+		t.Errorf("round %d: keys/ of the fresh repository holds %d keys %v, want exactly 1: restic init ran more than once", round, len(keys), names)
+	}
+	var dist []string
+	for w, n := range byWorker {
+		dist = append(dist, fmt.Sprintf("%s:%d", w, n))
+	}
+	sort.Strings(dist)
+	t.Logf("round %d: snapshots by worker %s", round, strings.Join(dist, " "))
+	if failed || t.Failed() {
+		t.FailNow() // the logs of this round are the ones to read
+	}
+	_ = os.RemoveAll(root)
+}
+
+// postJob is startJob without the test's FailNow, for goroutines.
+func postJob(a *api, siteUUID, typ string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"type": typ})
+	req, err := http.NewRequest("POST", a.base+"/api/v1/sites/"+siteUUID+"/jobs", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("POST %s job of %s: %w", typ, siteUUID, err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		JobID string `json:"job_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusAccepted || out.JobID == "" {
+		return "", fmt.Errorf("POST %s job of %s: status %d, %v", typ, siteUUID, resp.StatusCode, err)
+	}
+	return out.JobID, nil
+}
