@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,13 +61,20 @@ type Cmd struct {
 	// Env holds extra KEY=VALUE entries on top of os.Environ() (later
 	// entries win). Secrets go here, never in Args: argv is visible to every
 	// user of the host in ps. Env values are redacted from captured stderr.
-	Env   []string
-	Dir   string
-	Stdin io.Reader
+	Env []string
+	// PublicEnv holds KEY=VALUE entries that are no secret (a path, a
+	// setting): passed like Env, before it, but not redacted, so errors
+	// can name them (a full disk names the repository's folder).
+	PublicEnv []string
+	Dir       string
+	Stdin     io.Reader
 	// Stdout, when set, receives stdout as it is produced (for streaming
 	// parsers); Result.Stdout is then empty. When nil, stdout is captured
 	// up to StdoutCap.
 	Stdout io.Writer
+	// Stderr, when set, also receives stderr as it is produced, not
+	// redacted: for watchers that act on a message (never log it raw).
+	Stderr io.Writer
 	// Timeout bounds the run; zero means only ctx bounds it.
 	Timeout time.Duration
 	// OnStart, when set, is called with the process id right after the
@@ -145,7 +153,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	if c.Path == "" {
 		return res, fmt.Errorf("%s: no program given", stepOr(c.Step))
 	}
-	for i, kv := range c.Env {
+	for i, kv := range append(slices.Clip(c.PublicEnv), c.Env...) {
 		// Only the key is named: the value may be a secret.
 		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
 			return res, fmt.Errorf("%s: env entry %d is not KEY=VALUE", lbl, i)
@@ -175,7 +183,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	defer cancel()
 
 	cmd := exec.CommandContext(runCtx, path, c.Args...)
-	cmd.Env = append(os.Environ(), c.Env...)
+	cmd.Env = append(append(os.Environ(), c.PublicEnv...), c.Env...)
 	cmd.Dir = c.Dir
 	cmd.Stdin = c.Stdin
 	var stdout headBuffer
@@ -189,6 +197,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	// still whole when redacted, then trim.
 	stderr := tailBuffer{max: StderrCap * 2}
 	cmd.Stderr = &stderr
+	if c.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, c.Stderr)
+	}
 	// Own process group, so a kill reaches every descendant at once.
 	//
 	// Pdeathsig covers the case where nobody is left to send that kill:

@@ -249,3 +249,27 @@ func TestCancelIsErrCanceled(t *testing.T) {
 		t.Fatalf("err = %v, want ErrCanceled and context.Canceled", err)
 	}
 }
+
+// restic 0.18 retries a failed write for 15 minutes, also on a full disk:
+// the first "no space left on device" stops it, and the error names the
+// repository (a local path is no secret) but never the password.
+func TestBackupStopsOnAFullDisk(t *testing.T) {
+	bin := fakeRestic(t, `echo 'Save(<data/5f0c1a2b3c>) returned error, retrying after 552ms: open /srv/repo/data/5f/tmp: no space left on device' >&2
+sleep 60`)
+	r := Repo{Bin: bin, Repository: "/srv/repo", Password: "hunter2-secret-pw"}
+	start := time.Now()
+	_, err := r.Backup(t.Context(), BackupOptions{Paths: []string{t.TempDir()}, Host: "h"}, nil)
+	if !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("err = %v, want ErrNoSpace", err)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("took %s: restic was left retrying", took)
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, "restic repository /srv/repo") || !strings.Contains(msg, "no space left on device") {
+		t.Errorf("error %q does not name the repository and the reason", msg)
+	}
+	if strings.Contains(msg, "hunter2") {
+		t.Errorf("error %q carries the password", msg)
+	}
+}

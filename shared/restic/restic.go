@@ -11,11 +11,13 @@
 package restic
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +47,9 @@ var (
 	// ErrCanceled (exit 130): restic was interrupted. A canceled ctx is
 	// reported with it too, so callers need one check.
 	ErrCanceled = errors.New("canceled")
+	// ErrNoSpace: restic could not write to the repository because its
+	// disk is full; it was stopped rather than left retrying.
+	ErrNoSpace = errors.New("no space left on the repository's disk")
 	// ErrNoSummary: backup exited 0 but printed no summary, so there is
 	// no snapshot id to record.
 	ErrNoSummary = errors.New("backup printed no summary")
@@ -178,6 +183,33 @@ func (r Repo) bin() string {
 	return r.Bin
 }
 
+// splitPublic splits env into what may be named in errors (the
+// repository's location when it carries no password, the cache folder, the
+// password file's path, settings) and the rest, which proc redacts.
+func (r Repo) splitPublic(env []string) (public, secret []string) {
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		switch {
+		case v == "", k == "RESTIC_PROGRESS_FPS", k == "RESTIC_CACHE_DIR", k == "RESTIC_PASSWORD_FILE",
+			k == "RESTIC_REPOSITORY" && RedactLocation(v) == v && !slices.Contains(r.secrets(), v):
+			public = append(public, kv)
+		default:
+			secret = append(secret, kv)
+		}
+	}
+	return public, secret
+}
+
+// secrets are the values that must never appear in errors.
+func (r Repo) secrets() []string {
+	out := []string{r.Password}
+	for _, kv := range r.Env {
+		_, v, _ := strings.Cut(kv, "=")
+		out = append(out, v)
+	}
+	return out
+}
+
 // run runs one repository command: c.Step names the subcommand, c.Args is
 // its argv after the global flags. lock says the command takes a lock, so
 // RetryLock applies. stdout is discarded unless c.Stdout is set. A
@@ -197,7 +229,18 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 	if lock && r.RetryLock > 0 {
 		c.Args = append([]string{"--retry-lock", r.RetryLock.String()}, c.Args...)
 	}
-	c.Path, c.Env = r.bin(), env
+	c.Path = r.bin()
+	c.PublicEnv, c.Env = r.splitPublic(env)
+	// A full disk makes restic retry its writes for 15 minutes (0.18); it
+	// is stopped at the first "no space left" instead, and says so.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	full := &lineWriter{max: 4 << 10, fn: func(b []byte, _ bool) {
+		if bytes.Contains(b, []byte("no space left on device")) {
+			stop(ErrNoSpace)
+		}
+	}}
+	c.Stderr = full
 	if r.OnStart != nil {
 		op := c.Step
 		c.OnStart = func(pid int) func() { return r.OnStart(op, pid) }
@@ -205,7 +248,12 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
 	}
-	return proc.Run(ctx, c)
+	res, err := proc.Run(ctx, c)
+	full.Flush()
+	if nerr := r.noSpace(ctx, c.Step, res); nerr != nil {
+		return res, nerr
+	}
+	return res, err
 }
 
 // wrap turns proc's error into ours. Timeouts and a missing binary keep
@@ -222,6 +270,19 @@ func (r Repo) wrap(op string, res proc.Result, err error, extra ...string) error
 		return fmt.Errorf("restic %s %w: %w", op, ErrCanceled, err)
 	}
 	return err
+}
+
+// noSpace is the error of a command stopped on a full disk, or nil.
+func (r Repo) noSpace(ctx context.Context, op string, res proc.Result) error {
+	if !errors.Is(context.Cause(ctx), ErrNoSpace) {
+		return nil
+	}
+	where := "restic repository " + RedactLocation(r.Repository)
+	if r.CacheDir != "" {
+		where += " (or its cache " + r.CacheDir + ")"
+	}
+	return fmt.Errorf("restic %s: %w: the disk holding %s is full; free space there: %s",
+		op, ErrNoSpace, where, r.errorText(res.Stderr))
 }
 
 // errorText is the Error.Stderr for a failed command: the messages of
@@ -274,12 +335,7 @@ const redactMin = 4
 // raw stderr; this also covers text decoded from JSON (where a secret with
 // '"' or '<' was escaped) and stdout, which proc does not see.
 func (r Repo) redact(s string) string {
-	secrets := []string{r.Password}
-	for _, kv := range r.Env {
-		_, v, _ := strings.Cut(kv, "=")
-		secrets = append(secrets, v)
-	}
-	for _, v := range secrets {
+	for _, v := range r.secrets() {
 		if len(v) >= redactMin {
 			s = strings.ReplaceAll(s, v, "[redacted]")
 		}
