@@ -317,7 +317,7 @@ func TestDirectoryRecoversFromKilledPuller(t *testing.T) {
 		t.Fatalf("the killed pull left no journal: %v", err)
 	}
 
-	cl := RecoverInterrupted(context.Background(), s.c.StagingRoot, testSite)
+	cl := RecoverInterrupted(context.Background(), s.c.StagingRoot, testSite, []domain.Target{s.target})
 	t.Logf("cleanups: %+v", cl)
 	if len(cl) != 1 || cl[0].Failed || cl[0].TargetHash != s.target.TargetHash ||
 		!strings.Contains(cl[0].Message, "stopped without cleaning up") || !strings.Contains(cl[0].Message, "received file") ||
@@ -472,4 +472,31 @@ func procStat(pid int) (state string, pgid int) {
 	}
 	pgid, _ = strconv.Atoi(f[2])
 	return f[0], pgid
+}
+
+// TestRecoverInterruptedDumpTemps checks that a SQLite pull's temp files
+// left by a killed Satoru are removed and reported, and that files of the
+// same names in a directory target, which are the site's, stay.
+func TestRecoverInterruptedDumpTemps(t *testing.T) {
+	root := t.TempDir()
+	db := sqliteTarget("/srv/app.db")
+	dir := dirTarget("/srv")
+	dbStaging := StagingPath(root, testSite, db.TargetHash)
+	dirStaging := StagingPath(root, testSite, dir.TargetHash)
+	for _, p := range []string{filepath.Join(dbStaging, ".app.db.gz.tmp"), filepath.Join(dbStaging, "app.db.tmp"),
+		filepath.Join(dirStaging, ".app.db.gz.tmp"), filepath.Join(dirStaging, "app.db.tmp")} {
+		writeFile(t, p, []byte("12345"), 0o600)
+	}
+	writeFile(t, filepath.Join(dbStaging, "app.db"), []byte("the good copy"), 0o600)
+
+	got := RecoverInterrupted(context.Background(), root, testSite, []domain.Target{dir, db})
+	want := []Cleanup{{TargetHash: db.TargetHash, Message: "an earlier pull of this database stopped without cleaning up (Satoru was stopped or killed mid-pull): removed 2 temp files (10 bytes)"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("RecoverInterrupted = %+v\nwant %+v", got, want)
+	}
+	assertOnly(t, dbStaging, "app.db")
+	assertOnly(t, dirStaging, ".app.db.gz.tmp", "app.db.tmp")
+	if got := RecoverInterrupted(context.Background(), root, testSite, []domain.Target{dir, db}); len(got) != 0 {
+		t.Errorf("second run found %+v", got)
+	}
 }

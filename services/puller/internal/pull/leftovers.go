@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/remote"
 )
 
@@ -404,20 +405,20 @@ func recoverInterrupted(ctx context.Context, staging, work, hash string) (c Clea
 }
 
 // RecoverInterrupted removes the leftovers of every pull of the site that
-// was cut short without cleanup (Satoru killed mid-pull), the way the next
-// pull of each target would, so a backup's disk headroom check sees the
-// space they took. A target whose leftovers cannot all be removed is left
+// was cut short without cleanup (Satoru killed mid-pull): those of
+// directory pulls, found by their work folders, the way the next pull of
+// each target would, and the temp files of the site's SQLite targets. A
+// backup runs it first, so its disk headroom check sees the space they
+// took. A directory target whose leftovers cannot all be removed is left
 // to its next pull, which tries again and fails if it cannot.
-func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string) []Cleanup {
+func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string, targets []domain.Target) []Cleanup {
 	if stagingRoot == "" || checkComponent("site uuid", siteUUID) != nil {
 		return nil
 	}
-	dir := filepath.Join(stagingRoot, workRoot, siteUUID)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil // none, or unreadable: each pull checks its own again
-	}
 	var out []Cleanup
+	dir := filepath.Join(stagingRoot, workRoot, siteUUID)
+	// An error is none, or unreadable: each pull checks its own again.
+	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if !e.IsDir() || checkComponent("target hash", e.Name()) != nil {
 			continue
@@ -426,5 +427,44 @@ func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string) []Cle
 			out = append(out, c)
 		}
 	}
+	for _, t := range targets {
+		if t.Mode != domain.ModeSQLiteDump || checkComponent("target hash", t.TargetHash) != nil {
+			continue
+		}
+		if c, found := removeDumpTemps(StagingPath(stagingRoot, siteUUID, t.TargetHash), t); found {
+			out = append(out, c)
+		}
+	}
 	return out
+}
+
+// removeDumpTemps removes the temp files a SQLite pull of t writes into
+// staging, which it removes itself unless Satoru died first.
+func removeDumpTemps(staging string, t domain.Target) (c Cleanup, found bool) {
+	var n int
+	var size int64
+	var errs []error
+	for _, p := range dumpTemps(staging, filepath.Base(t.Path)) {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		size += fi.Size()
+	}
+	if n == 0 && len(errs) == 0 {
+		return c, false
+	}
+	c.TargetHash = t.TargetHash
+	c.Message = fmt.Sprintf("an earlier pull of this database stopped without cleaning up (Satoru was stopped or killed mid-pull): removed %s (%d bytes)",
+		plural(n, "temp file"), size)
+	if err := errors.Join(errs...); err != nil {
+		c.Failed = true
+		c.Message += "; the rest could not be removed: " + err.Error()
+	}
+	return c, true
 }

@@ -60,8 +60,8 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	}
 	r.StagingPath = staging
 	final := filepath.Join(staging, name)
-	gzTmp := filepath.Join(staging, "."+name+".gz.tmp")
-	dbTmp := final + ".tmp"
+	tmps := dumpTemps(staging, name)
+	gzTmp, dbTmp := tmps[0], tmps[1]
 	ok := false
 	defer func() {
 		// The gzip is never kept; the decompressed copy only as final.
@@ -106,6 +106,13 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	_ = syncDir(staging)
 	r.Status = domain.HealthSuccess
 	r.Files, r.Bytes = 1, size
+}
+
+// dumpTemps are the temp files a pull of the database name writes into
+// its staging folder: the gzip as it arrives, then its decompressed copy,
+// which is renamed over the previous copy once checked.
+func dumpTemps(staging, name string) [2]string {
+	return [2]string{filepath.Join(staging, "."+name+".gz.tmp"), filepath.Join(staging, name+".tmp")}
 }
 
 // fetchDump runs the remote dump and streams its stdout into gzTmp,
