@@ -84,8 +84,8 @@ func workPath(root, siteUUID, targetHash string) string {
 	return filepath.Join(root, workRoot, siteUUID, targetHash)
 }
 
-// prepareWork creates the work folder, its temp folder and an empty
-// journal (0700/0600), returning the open journal.
+// prepareWork creates the work folder, its temp folder, the start marker
+// and an empty journal (0700/0600), returning the open journal.
 func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
