@@ -3,6 +3,7 @@ package remote
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/satoru/satoru/shared/proc"
@@ -35,13 +36,18 @@ var (
 var sshFailures = []struct {
 	err     error
 	needles []string
+	pattern *regexp.Regexp // matched as well as needles
 }{
-	{ErrHostKeyUnknown, []string{"host key is known for"}}, // "No ED25519 host key is known for x and you have requested strict checking."
-	{ErrHostKeyMismatch, []string{"REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed", "has changed and you have requested strict checking"}},
-	{ErrAuthRefused, []string{"Permission denied", "Too many authentication failures"}},
-	{ErrConnRefused, []string{"Connection refused"}},
-	{ErrConnTimeout, []string{"Connection timed out", "timed out during banner exchange", "Operation timed out"}},
-	{ErrHostUnreachable, []string{"No route to host", "Network is unreachable", "Could not resolve hostname", "Name or service not known", "Temporary failure in name resolution"}},
+	{ErrHostKeyUnknown, []string{"host key is known for"}, nil}, // "No ED25519 host key is known for x and you have requested strict checking."
+	{ErrHostKeyMismatch, []string{"REMOTE HOST IDENTIFICATION HAS CHANGED", "Host key verification failed", "has changed and you have requested strict checking"}, nil},
+	// ssh names the methods it tried: "u@h: Permission denied (publickey)."
+	// A bare "Permission denied" is not enough: rsync prints "Permission
+	// denied (13)" for a file it may not read or write, which no operator
+	// fixes by touching the site's keys.
+	{ErrAuthRefused, []string{"Too many authentication failures", "Permission denied, please try again"}, sshAuthDenied},
+	{ErrConnRefused, []string{"Connection refused"}, nil},
+	{ErrConnTimeout, []string{"Connection timed out", "timed out during banner exchange", "Operation timed out"}, nil},
+	{ErrHostUnreachable, []string{"No route to host", "Network is unreachable", "Could not resolve hostname", "Name or service not known", "Temporary failure in name resolution"}, nil},
 }
 
 // ClassifySSHError maps a failed ssh run to one of the sentinels above, or
@@ -55,12 +61,15 @@ func ClassifySSHError(exitCode int, stderr string) error {
 	return matchSSHFailure(stderr)
 }
 
+// sshAuthDenied is ssh's refused login: the method list is lowercase
+// names, commas and, for extensions, '@' and '.' ("publickey,
+// keyboard-interactive", "publickey-hostbound-v00@openssh.com").
+var sshAuthDenied = regexp.MustCompile(`Permission denied \([a-z][a-z0-9@.,-]*\)`)
+
 func matchSSHFailure(stderr string) error {
 	for _, f := range sshFailures {
-		for _, n := range f.needles {
-			if strings.Contains(stderr, n) {
-				return f.err
-			}
+		if containsAny(stderr, f.needles) || f.pattern != nil && f.pattern.MatchString(stderr) {
+			return f.err
 		}
 	}
 	return nil

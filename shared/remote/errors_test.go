@@ -43,6 +43,11 @@ func TestClassifySSHError(t *testing.T) {
 		{"no route", 255, "ssh: connect to host 192.0.2.1 port 22: No route to host", ErrHostUnreachable},
 		{"network unreachable", 255, "ssh: connect to host 2001:db8::1 port 22: Network is unreachable", ErrHostUnreachable},
 		{"dns temporary failure", 255, "ssh: Could not resolve hostname edge: Temporary failure in name resolution", ErrHostUnreachable},
+		{"auth, methods listed", 255, "edge@10.0.0.1: Permission denied (publickey,keyboard-interactive).", ErrAuthRefused},
+		{"auth, extension method", 255, "u@h: Permission denied (publickey-hostbound-v00@openssh.com).", ErrAuthRefused},
+		{"auth, password retry", 255, "Permission denied, please try again.", ErrAuthRefused},
+		{"rsync file permission is not auth", 255, "rsync: [generator] recv_generator: mkdir \"/b/x\" failed: Permission denied (13)", nil},
+		{"local file permission is not auth", 255, "Load key \"/k\": Permission denied", nil},
 		{"too many auth failures", 255, "Received disconnect from 10.0.0.1 port 22:2: Too many authentication failures", ErrAuthRefused},
 		{"unknown ssh failure", 255, "kex_exchange_identification: read: Connection reset by peer", nil},
 		{"remote command failed, not ssh", 1, "Permission denied", nil},
@@ -145,7 +150,7 @@ func TestClassifyRsyncFailures(t *testing.T) {
 		name      string
 		command   string
 		code      int
-		stderr    string // or testdata file with "@"
+		stderr    string // "@file": testdata/ssh-stderr/file
 		want      error  // nil: no sentinel added
 		transient bool
 	}{
@@ -166,6 +171,7 @@ func TestClassifyRsyncFailures(t *testing.T) {
 		{"auth refused", "rsync", 255, "@auth-publickey.txt", ErrAuthRefused, false},
 		{"no rsync on the site (bash)", "rsync", 12, "@rsync-missing-bash.txt", ErrRemoteRsync, false},
 		{"no rsync on the site (dash)", "rsync", 12, "@rsync-missing-dash.txt", ErrRemoteRsync, false},
+		{"a file rsync may not read, then a cut", "rsync", 12, "rsync: [sender] send_files failed to open \"/srv/x\": Permission denied (13)\n@rsync-cut-12.txt", ErrConnLost, true},
 		{"staging disk full", "rsync", 12, "rsync: [receiver] write failed on \"/b/x\": No space left on device (28)\nrsync error: error in rsync protocol data stream (code 12)", nil, false},
 		{"missing remote folder", "rsync", 23, "@../rsync/stderr-23-missing-root.txt", nil, false},
 		{"partial transfer", "rsync", 23, "@../rsync/stderr-23-sender-denied.txt", nil, false},
@@ -179,8 +185,9 @@ func TestClassifyRsyncFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			stderr := tc.stderr
-			if f, ok := strings.CutPrefix(stderr, "@"); ok {
-				stderr = readTestdata(t, "ssh-stderr/"+f)
+			// "@file" (after an optional first line) is testdata.
+			if i := strings.Index(stderr, "@"); i >= 0 && (i == 0 || stderr[i-1] == '\n') {
+				stderr = stderr[:i] + readTestdata(t, "ssh-stderr/"+stderr[i+1:])
 			}
 			ee := &proc.ExitError{Step: "pull", Command: tc.command, Code: tc.code, Stderr: stderr}
 			err := ClassifyRunError(ee)

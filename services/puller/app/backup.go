@@ -25,9 +25,11 @@ type BackupSettings struct {
 	ControlDir string
 }
 
-// backup runs preflight over the site's master connection, checks disk
-// headroom, pulls every target into staging and hands the job to the
-// snapshotter.
+// backup removes what pulls of the site killed mid-run left in staging,
+// runs preflight over the site's master connection, checks disk headroom,
+// pulls every target into staging and hands the job to the snapshotter.
+// When every target failed and one of them because its connection was
+// refused, lost or stalled, the attempt is marked for retry.
 func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
 	site, status, targets, err := p.load(ctx, job)
 	if err != nil {
@@ -39,6 +41,15 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	}
 	if len(targets) == 0 {
 		return fail("site has no targets to back up", nil)
+	}
+
+	// A pull cut short without cleanup (Satoru killed mid-pull) left
+	// received files in staging. They go first, under the site lease (no
+	// pull of the site runs), before the headroom check they could
+	// otherwise fail for good, and before preflight, so an unreachable
+	// site's leftovers go too.
+	for _, c := range pull.RecoverInterrupted(ctx, p.Backup.StagingRoot, site.UUID, targets) {
+		rec.Add(ctx, cleanupEvent(c))
 	}
 
 	controlPath, err := p.masterPath(site, status)
@@ -67,12 +78,6 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return out
 	}
 	b := p.Backup
-	// A pull cut short without cleanup (Satoru killed mid-pull) left
-	// partial files in staging: they go before the headroom check, which
-	// they could otherwise fail for good.
-	for _, c := range pull.RecoverInterrupted(ctx, b.StagingRoot, site.UUID) {
-		rec.Add(ctx, cleanupEvent(c))
-	}
 	if err := pull.CheckHeadroom([]string{b.StagingRoot, b.RepoPath}, b.MinFreeBytes, b.MinFreePercent); err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
 		return fail("disk headroom: "+err.Error()+"; nothing pulled", nil)

@@ -99,3 +99,106 @@ func hasPartialFile(dir string) bool {
 	})
 	return found
 }
+
+// TestBackupRemovesLeftoversOfAKilledPull plants what pulls leave when
+// Satoru is SIGKILLed mid-transfer (no cleanup ran): a directory pull's
+// work folder with its journal and an rsync temp file, a partial folder
+// holding a received file, a folder the pull had created, and a SQLite
+// pull's two temp files. The next backup removes them before preflight
+// and the headroom check, says so in pull_cleanup events, and snapshots
+// the site's data without them. A stray partial folder that no work
+// folder accounts for stays in staging, and the snapshotter's exclude
+// keeps it out of the snapshot.
+func TestBackupRemovesLeftoversOfAKilledPull(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	n, c := backupNode(t)
+	src := filepath.Join(edge.Dir, "srv")
+	edgeTree(t, src)
+	db := filepath.Join(edge.Dir, "app.db")
+	makeSQLite(t, db)
+	site := c.registerSite(edge, siteOpts{name: "edge-killed", targets: []map[string]any{
+		{"mode": "directory", "path": src},
+		{"mode": "sqlite_dump", "path": db},
+	}})
+	if j := c.waitJob(c.startJob(site, "backup"), 120*time.Second); j.Status != domain.StatusSuccess {
+		t.Fatalf("first backup: %s %q", j.Status, j.Error)
+	}
+	dirHash := domain.TargetHash(domain.ModeDirectory, src)
+	dbHash := domain.TargetHash(domain.ModeSQLiteDump, db)
+	dirStaging := filepath.Join(n.Config.StagingRoot, site, dirHash)
+	dbStaging := filepath.Join(n.Config.StagingRoot, site, dbHash)
+	work := filepath.Join(n.Config.StagingRoot, ".pull", site, dirHash)
+	plant := func(path string, size int) {
+		t.Helper()
+		mkdir(t, filepath.Dir(path))
+		b := make([]byte, size)
+		if _, err := rand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	plant(filepath.Join(work, "tmp", ".big.bin.Xy12Ab"), 1<<20)
+	plant(filepath.Join(dirStaging, "nested", remote.RsyncPartialDir, "x.conf"), 10)
+	plant(filepath.Join(dirStaging, "fresh", "sub", remote.RsyncPartialDir, "new.txt"), 10)
+	plant(filepath.Join(work, "created"), 0)
+	if err := os.WriteFile(filepath.Join(work, "created"), []byte("d fresh/\nd fresh/sub/\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plant(filepath.Join(dbStaging, ".app.db.gz.tmp"), 4096)
+	plant(filepath.Join(dbStaging, "app.db.tmp"), 8192)
+	plant(filepath.Join(dbStaging, remote.RsyncPartialDir, "stray"), 10)
+
+	id := c.startJob(site, "backup")
+	j := c.waitJob(id, 120*time.Second)
+	evs := c.events(id)
+	if j.Status != domain.StatusSuccess {
+		t.Fatalf("backup after the kill: %s %q\n%s", j.Status, j.Error, dumpEvents(evs))
+	}
+	first := func(step, contains string) int {
+		for _, e := range evs {
+			if e.Step == step && strings.Contains(e.Message, contains) {
+				return e.Seq
+			}
+		}
+		t.Errorf("no %s event saying %q:\n%s", step, contains, dumpEvents(evs))
+		return -1
+	}
+	cleanDir := first("pull_cleanup", "target "+dirHash+": an earlier pull of this target stopped without cleaning up")
+	cleanDB := first("pull_cleanup", "target "+dbHash+": an earlier pull of this database stopped without cleaning up (Satoru was stopped or killed mid-pull): removed 2 temp files (12288 bytes)")
+	preflight := first("ssh_connect", "")
+	headroom := first("headroom", "")
+	if cleanDir < 0 || cleanDB < 0 || preflight < 0 || headroom < 0 || max(cleanDir, cleanDB) > min(preflight, headroom) {
+		t.Errorf("leftovers removed at events %d and %d, want before preflight (%d) and the headroom check (%d)", cleanDir, cleanDB, preflight, headroom)
+	}
+	// fresh/sub/ went with fresh/: one folder counted.
+	if !hasEvent(evs, "pull_cleanup", "", "2 "+remote.RsyncPartialDir+" folders holding 2 received files (20 bytes), 1 rsync temp file (1048576 bytes), 1 folder or link the pull had created") {
+		t.Errorf("the cleanup does not say what it removed:\n%s", dumpEvents(evs))
+	}
+	if _, err := os.Lstat(work); !os.IsNotExist(err) {
+		t.Errorf("work folder still there (%v)", err)
+	}
+	if hasPartialFile(dirStaging) {
+		t.Errorf("partial files left in %s", dirStaging)
+	}
+	for _, gone := range []string{filepath.Join(dirStaging, "fresh"), filepath.Join(dbStaging, ".app.db.gz.tmp"), filepath.Join(dbStaging, "app.db.tmp")} {
+		if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+			t.Errorf("%s still there (%v)", gone, err)
+		}
+	}
+
+	snap, _ := j.Summary["snapshot_id"].(string)
+	dst := restoreSnapshot(t, n, snap)
+	sameTree(t, src, filepath.Join(dst, dirStaging))
+	_ = filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Name() == remote.RsyncPartialDir {
+			t.Errorf("the snapshot holds %s", p)
+		}
+		return nil
+	})
+	entries, err := os.ReadDir(filepath.Join(dst, dbStaging))
+	if err != nil || len(entries) != 1 || entries[0].Name() != "app.db" {
+		t.Errorf("the database's snapshot folder holds %v (%v), want app.db only", entries, err)
+	}
+}

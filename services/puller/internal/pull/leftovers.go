@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/remote"
 )
 
@@ -27,10 +30,14 @@ import (
 //     (--temp-dir), so a site file that merely looks like one is never
 //     touched;
 //   - the folders, symlinks and special files rsync created along the
-//     way (it does not delay those): rsync names each in its itemized
-//     output, and the pull writes them to a journal in the work folder as
-//     they come, so they are known after a crash too (all but the few a
-//     killed Satoru had not yet read from rsync's pipe).
+//     way (it does not delay those). Two records find them: the pull's
+//     start marker in the work folder, after which they were born
+//     (statx birth time), and a journal of the ones rsync names in its
+//     itemized output, written as they come. The birth times catch what
+//     the journal misses: rsync makes a run's new folders before it
+//     names them (as it descends into each), and a killed Satoru may not
+//     have read rsync's last lines. The journal serves filesystems that
+//     record no birth time.
 //
 // The work folder, <staging_root>/.pull/<site_uuid>/<target_hash>/, lives
 // outside the snapshotted <staging_root>/<site_uuid>/ and exists only while
@@ -38,9 +45,13 @@ import (
 // starts means an earlier one was cut short without cleanup (Satoru
 // killed), and its leftovers go first.
 //
-// Not undone: a symlink the site retargeted, an entry whose type changed
-// (rsync removes the old one at once) and folder times; the snapshotter
-// leaves a failed target out of the snapshot anyway.
+// Not undone, as the old entry is gone by the time rsync names the new
+// one: a symlink the site retargeted and an entry whose type changed are
+// missing afterwards (their new versions are removed as the pull's own),
+// and folder times may be the site's newer ones. If rsync is stopped in
+// its last step, the renames of the waiting files into place, some files
+// may be new. The snapshotter leaves a failed target out of the snapshot,
+// and the next good pull brings all of it.
 
 // CleanupTimeout bounds one removal of leftovers, however it was started
 // (a canceled or timed-out pull included). What it does not finish the
@@ -55,6 +66,7 @@ const workRoot = ".pull"
 const (
 	workTmp     = "tmp"     // rsync --temp-dir
 	workJournal = "created" // what rsync created, one itemized entry a line
+	workStarted = "started" // born when the pull started
 )
 
 // Cleanup is one removal of pull leftovers from a target's staging, for
@@ -72,8 +84,8 @@ func workPath(root, siteUUID, targetHash string) string {
 	return filepath.Join(root, workRoot, siteUUID, targetHash)
 }
 
-// prepareWork creates the work folder, its temp folder and an empty
-// journal (0700/0600), returning the open journal.
+// prepareWork creates the work folder, its temp folder, the start marker
+// and an empty journal (0700/0600), returning the open journal.
 func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
@@ -87,11 +99,48 @@ func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
 		}
 	}
 	work := filepath.Dir(dir)
+	if err := markStart(filepath.Join(work, workStarted)); err != nil {
+		return nil, "", fmt.Errorf("work folder: %w", err)
+	}
 	f, err := os.OpenFile(filepath.Join(work, workJournal), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, "", fmt.Errorf("work folder: %w", err)
 	}
 	return &journal{f: f}, work, nil
+}
+
+// markStart creates the start marker at path. Everything in staging
+// before it is born no later than the marker; what rsync creates is born
+// later, since rsync first starts, connects and exchanges the file list
+// (tens of ms, far more than the few ms the kernel's file clock steps
+// by). Should an entry still share the marker's step, it is kept: the
+// sweep never removes what was there before.
+func markStart(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return createEmpty(path)
+}
+
+func createEmpty(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// birthTime is path's birth time (statx, not following a symlink); ok is
+// false when the filesystem does not record it.
+func birthTime(path string) (t time.Time, ok bool, err error) {
+	var st unix.Statx_t
+	if err := unix.Statx(unix.AT_FDCWD, path, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BTIME, &st); err != nil {
+		return t, false, &fs.PathError{Op: "statx", Path: path, Err: err}
+	}
+	if st.Mask&unix.STATX_BTIME == 0 {
+		return t, false, nil
+	}
+	return time.Unix(st.Btime.Sec, int64(st.Btime.Nsec)), true, nil
 }
 
 // journal records what rsync created, as rsync itemizes it, so a failed
@@ -196,8 +245,9 @@ func plural(n int, what string) string {
 }
 
 // cleanLeftovers removes what a pull left: every RsyncPartialDir folder in
-// staging; with rollback (a failed pull) the entries the journal names;
-// then the work folder with rsync's temp files. It is bounded by CleanupTimeout,
+// staging; with rollback (a failed pull) the entries the journal names and
+// those born after the pull's start marker; then the work folder with
+// rsync's temp files. It is bounded by CleanupTimeout,
 // also when ctx has ended (the pull's own cancel or timeout is what left
 // the debris). The work folder, and with it the journal, goes only when
 // everything else went, so an unfinished cleanup is resumed by the next
@@ -218,6 +268,14 @@ func cleanLeftovers(ctx context.Context, staging, work string, rollback bool) (r
 	}
 	if rollback {
 		if err := undoCreated(ctx, root, filepath.Join(work, workJournal), &n); err != nil {
+			return n, err
+		}
+		// A pull cut short before it marked its start created nothing.
+		if since, ok, err := birthTime(filepath.Join(work, workStarted)); err == nil && ok {
+			if err := removeBornAfter(ctx, root, since, &n); err != nil {
+				return n, err
+			}
+		} else if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return n, err
 		}
 	}
@@ -322,6 +380,55 @@ func ignoreGone(err error) error {
 	return err
 }
 
+// removeBornAfter removes every folder, symlink and special file in
+// staging born after since: what the failed pull created (see
+// markStart). Regular files are left: a pull's new files wait in partial
+// folders, and one born later than since outside them is a new version
+// rsync had already moved into place, whose old one is gone. A
+// filesystem without birth times makes this a no-op.
+func removeBornAfter(ctx context.Context, root *os.Root, since time.Time, n *removed) error {
+	base := root.Name()
+	return filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return fmt.Errorf("remove new entries: %w", cerr)
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("look for new entries: %w", err)
+		}
+		if p == base || d.Type().IsRegular() {
+			return nil
+		}
+		born, ok, err := birthTime(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("look for new entries: %w", err)
+		}
+		if !ok {
+			return fs.SkipAll
+		}
+		if !born.After(since) {
+			return nil
+		}
+		rel, err := filepath.Rel(base, p)
+		if err != nil {
+			return err
+		}
+		if err := root.RemoveAll(rel); err != nil {
+			return fmt.Errorf("remove new entry %s: %w", rel, err)
+		}
+		n.created++
+		if d.IsDir() {
+			return fs.SkipDir
+		}
+		return nil
+	})
+}
+
 // removePartialDirs removes every RsyncPartialDir folder under root. The
 // walk does not follow symlinks; names need not be UTF-8.
 func removePartialDirs(ctx context.Context, root *os.Root, n *removed) error {
@@ -404,20 +511,20 @@ func recoverInterrupted(ctx context.Context, staging, work, hash string) (c Clea
 }
 
 // RecoverInterrupted removes the leftovers of every pull of the site that
-// was cut short without cleanup (Satoru killed mid-pull), the way the next
-// pull of each target would, so a backup's disk headroom check sees the
-// space they took. A target whose leftovers cannot all be removed is left
+// was cut short without cleanup (Satoru killed mid-pull): those of
+// directory pulls, found by their work folders, the way the next pull of
+// each target would, and the temp files of the site's SQLite targets. A
+// backup runs it first, so its disk headroom check sees the space they
+// took. A directory target whose leftovers cannot all be removed is left
 // to its next pull, which tries again and fails if it cannot.
-func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string) []Cleanup {
+func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string, targets []domain.Target) []Cleanup {
 	if stagingRoot == "" || checkComponent("site uuid", siteUUID) != nil {
 		return nil
 	}
-	dir := filepath.Join(stagingRoot, workRoot, siteUUID)
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil // none, or unreadable: each pull checks its own again
-	}
 	var out []Cleanup
+	dir := filepath.Join(stagingRoot, workRoot, siteUUID)
+	// An error is none, or unreadable: each pull checks its own again.
+	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if !e.IsDir() || checkComponent("target hash", e.Name()) != nil {
 			continue
@@ -426,5 +533,44 @@ func RecoverInterrupted(ctx context.Context, stagingRoot, siteUUID string) []Cle
 			out = append(out, c)
 		}
 	}
+	for _, t := range targets {
+		if t.Mode != domain.ModeSQLiteDump || checkComponent("target hash", t.TargetHash) != nil {
+			continue
+		}
+		if c, found := removeDumpTemps(StagingPath(stagingRoot, siteUUID, t.TargetHash), t); found {
+			out = append(out, c)
+		}
+	}
 	return out
+}
+
+// removeDumpTemps removes the temp files a SQLite pull of t writes into
+// staging, which it removes itself unless Satoru died first.
+func removeDumpTemps(staging string, t domain.Target) (c Cleanup, found bool) {
+	var n int
+	var size int64
+	var errs []error
+	for _, p := range dumpTemps(staging, filepath.Base(t.Path)) {
+		fi, err := os.Lstat(p)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		n++
+		size += fi.Size()
+	}
+	if n == 0 && len(errs) == 0 {
+		return c, false
+	}
+	c.TargetHash = t.TargetHash
+	c.Message = fmt.Sprintf("an earlier pull of this database stopped without cleaning up (Satoru was stopped or killed mid-pull): removed %s (%d bytes)",
+		plural(n, "temp file"), size)
+	if err := errors.Join(errs...); err != nil {
+		c.Failed = true
+		c.Message += "; the rest could not be removed: " + err.Error()
+	}
+	return c, true
 }

@@ -60,8 +60,8 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	}
 	r.StagingPath = staging
 	final := filepath.Join(staging, name)
-	gzTmp := filepath.Join(staging, "."+name+".gz.tmp")
-	dbTmp := final + ".tmp"
+	tmps := dumpTemps(staging, name)
+	gzTmp, dbTmp := tmps[0], tmps[1]
 	ok := false
 	defer func() {
 		// The gzip is never kept; the decompressed copy only as final.
@@ -77,8 +77,7 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	gzBytes, err := fetchDump(ctx, c, t.TargetHash, cmdline, gzTmp, progress)
 	if err != nil {
 		r.fail("%v", err)
-		var te transientError
-		r.Transient = errors.As(err, &te)
+		r.Transient = remote.IsTransient(err)
 		return
 	}
 	r.Transferred = gzBytes
@@ -107,6 +106,13 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 	_ = syncDir(staging)
 	r.Status = domain.HealthSuccess
 	r.Files, r.Bytes = 1, size
+}
+
+// dumpTemps are the temp files a pull of the database name writes into
+// its staging folder: the gzip as it arrives, then its decompressed copy,
+// which is renamed over the previous copy once checked.
+func dumpTemps(staging, name string) [2]string {
+	return [2]string{filepath.Join(staging, "."+name+".gz.tmp"), filepath.Join(staging, name+".tmp")}
 }
 
 // fetchDump runs the remote dump and streams its stdout into gzTmp,
@@ -182,15 +188,20 @@ func dumpError(ctx context.Context, c Config, err error) error {
 	if ee.Stderr != "" {
 		msg += ": " + ee.Stderr
 	}
-	if remote.IsTransient(cerr) {
-		return transientError{errors.New(msg)}
-	}
-	return errors.New(msg)
+	return &stepError{msg: msg, err: cerr}
 }
 
-// transientError marks a failure that a later attempt may not meet (a
-// refused, lost or stalled connection), keeping its text.
-type transientError struct{ error }
+// stepError is a failure as the operator reads it (step, exit code,
+// stderr) over the error it came from, so errors.Is still finds the
+// sentinel remote.ClassifyRunError added (a lost or refused connection is
+// retried) and errors.As the *proc.ExitError.
+type stepError struct {
+	msg string
+	err error
+}
+
+func (e *stepError) Error() string { return e.msg }
+func (e *stepError) Unwrap() error { return e.err }
 
 // dumpWriter writes the dump to its temp file as it arrives, counting
 // bytes for progress. A write error (disk full) stops the transfer at

@@ -4,16 +4,21 @@ import (
 	"compress/gzip"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/proc"
+	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/testkit"
 )
 
@@ -463,5 +468,86 @@ func TestSQLiteBandwidthLimit(t *testing.T) {
 	t.Logf("%d bytes in %v at %d KiB/s (floor %v)", res.Transferred, res.Duration, c.BandwidthLimitKbps, floor)
 	if res.Duration < floor-100*time.Millisecond {
 		t.Errorf("took %v, the limit allows no less than %v", res.Duration, floor)
+	}
+}
+
+// TestSQLiteCutMidTransfer cuts the connection while a dump streams in:
+// ssh exits 255, the failure is transient (the job retries it), the
+// previous copy stays and no temp file is left on either side.
+func TestSQLiteCutMidTransfer(t *testing.T) {
+	h := testkit.StartEdgeHost(t)
+	proxy := testkit.StartProxy(t, net.JoinHostPort(h.Host, strconv.Itoa(h.Port)))
+	c := testConfig(t, h)
+	c.SSH.Port = proxy.Port
+	c.ProgressEvery = 20 * time.Millisecond
+	src := filepath.Join(h.Dir, "big.db")
+	createDB(t, src, 8, 1<<20) // 8 MiB that gzip cannot shrink
+	target := sqliteTarget(src)
+	first := SQLite(context.Background(), c, testSite, target, nil)
+	if first.Status != domain.HealthSuccess {
+		t.Fatalf("first pull: %+v", first)
+	}
+	copyPath := filepath.Join(first.StagingPath, "big.db")
+	before := fileSum(t, copyPath)
+
+	// 2 MiB/s: about four seconds to cut into.
+	c.BandwidthLimitKbps = 2 << 10
+	cut := 0
+	res := SQLite(context.Background(), c, testSite, target, func(p Progress) {
+		if cut == 0 && p.BytesDone >= 512<<10 {
+			cut = proxy.Cut()
+		}
+	})
+	t.Logf("result: %+v", res)
+	if cut == 0 {
+		t.Fatal("no connection was cut")
+	}
+	if res.Status != domain.HealthFailed || !strings.HasPrefix(res.Error, "transfer: exit 255 (ssh: connection lost)") || !res.Transient {
+		t.Errorf("status %s, transient %v, error %q; want a transient lost connection", res.Status, res.Transient, res.Error)
+	}
+	if fileSum(t, copyPath) != before {
+		t.Error("the previous staging copy changed")
+	}
+	assertOnly(t, first.StagingPath, "big.db")
+	assertNoDumpLeftovers(t, c.RemoteTmpDir)
+}
+
+// TestDumpErrorKeepsTheChain checks that a dump failure's text is for the
+// operator while the ssh exit underneath stays classifiable.
+func TestDumpErrorKeepsTheChain(t *testing.T) {
+	c := Config{RemoteTmpDir: "/tmp"}
+	tests := []struct {
+		name      string
+		ee        *proc.ExitError
+		want      string
+		sentinel  error
+		transient bool
+	}{
+		{"connection lost", &proc.ExitError{Command: "ssh", Code: 255, Stderr: "Connection to 10.0.0.1 closed by remote host."},
+			"transfer: exit 255 (ssh: connection lost): Connection to 10.0.0.1 closed by remote host.", remote.ErrConnLost, true},
+		{"refused", &proc.ExitError{Command: "ssh", Code: 255, Stderr: "ssh: connect to host h port 22: Connection refused"},
+			"transfer: exit 255 (ssh: connection refused): ssh: connect to host h port 22: Connection refused", remote.ErrConnRefused, true},
+		{"auth", &proc.ExitError{Command: "ssh", Code: 255, Stderr: "u@h: Permission denied (publickey)."},
+			"transfer: exit 255 (ssh: ssh authentication refused): u@h: Permission denied (publickey).", remote.ErrAuthRefused, false},
+		{"backup failed", &proc.ExitError{Command: "ssh", Code: remote.DumpExitBackup, Stderr: "Error: file is not a database"},
+			"dump on remote: exit 91 (sqlite3 .backup failed (missing or not a database, or locked longer than the busy timeout)): Error: file is not a database", nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := dumpError(context.Background(), c, fmt.Errorf("sqlite_dump: %w", tc.ee))
+			if err.Error() != tc.want {
+				t.Errorf("text %q\nwant %q", err, tc.want)
+			}
+			var ee *proc.ExitError
+			if !errors.As(err, &ee) || ee != tc.ee {
+				t.Errorf("the ExitError is lost from %v", err)
+			}
+			if tc.sentinel != nil && !errors.Is(err, tc.sentinel) {
+				t.Errorf("%v does not wrap %v", err, tc.sentinel)
+			}
+			if got := remote.IsTransient(err); got != tc.transient {
+				t.Errorf("IsTransient = %v, want %v", got, tc.transient)
+			}
+		})
 	}
 }
