@@ -32,6 +32,8 @@ func BenchmarkTick1000Sites(b *testing.B) {
 		{"warm/history=0", 0, false},
 		{"cold/history=0", 0, true},
 		{"cold/history=3000", 3000, true},
+		// 1,000 sites x ~2 jobs a day x 90 days (history_retention_days).
+		{"cold/history=200000", 200000, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			var queuedIn, took time.Duration
@@ -45,7 +47,9 @@ func BenchmarkTick1000Sites(b *testing.B) {
 				}
 				e.addSites(b, uuids...)
 				if bc.history > 0 {
+					t0 := time.Now()
 					seedHistory(b, e, uuids, bc.history)
+					b.Logf("seeded %d finished jobs in %s", bc.history, time.Since(t0).Round(time.Millisecond))
 				}
 				set := Settings{ScanInterval: day, RetentionInterval: day}
 				s := e.scheduler(b, "bench-1", set)
@@ -94,8 +98,8 @@ func seedHistory(b *testing.B, e *env, sites []string, n int) {
 			Status: domain.StatusSuccess, Attempts: 1, CreatedAt: created, StartedAt: &created, FinishedAt: &fin,
 			Summary: map[string]any{"files_new": 3, "bytes_added": 12345}}
 	}
-	for k := 0; k < n; k += 500 {
-		if _, err := e.st.InsertJobs(ctxT(b), jobs[k:min(k+500, n)]); err != nil {
+	for k := 0; k < n; k += 1000 {
+		if _, err := e.st.InsertJobs(ctxT(b), jobs[k:min(k+1000, n)]); err != nil {
 			b.Fatal(err)
 		}
 	}
