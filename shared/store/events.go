@@ -103,22 +103,25 @@ func (s *Store) ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent
 }
 
 // deleteEvents removes every event bucket of a job, bucket 0 last (it
-// says how many there are).
-func (s *Store) deleteEvents(ctx context.Context, jobID string) error {
+// says how many there are), and returns how many documents it removed.
+func (s *Store) deleteEvents(ctx context.Context, jobID string) (int, error) {
 	var first struct {
 		LastBucket int `bson:"last_bucket"`
 	}
 	err := s.events.FindOne(ctx, byID(jobID), options.FindOne().SetProjection(bson.D{{Key: "last_bucket", Value: 1}})).Decode(&first)
 	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil
+		return 0, nil
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
+	n := 0
 	for b := first.LastBucket; b >= 0; b-- {
-		if _, err := s.events.DeleteOne(ctx, byID(bucketID(jobID, b))); err != nil {
-			return err
+		res, err := s.events.DeleteOne(ctx, byID(bucketID(jobID, b)))
+		if err != nil {
+			return n, err
 		}
+		n += int(res.DeletedCount)
 	}
-	return nil
+	return n, nil
 }
