@@ -63,6 +63,9 @@ type indexHead struct {
 type indexBucket struct {
 	Bound   time.Time    `bson:"bound"`
 	Entries []indexEntry `bson:"entries"`
+	// Done: the history pass has deleted the jobs of the first Done
+	// entries (all expired), and goes on after them.
+	Done int `bson:"done"`
 }
 
 // purgeMarkID is the job_index document where the history pass records
@@ -423,8 +426,9 @@ type PurgeResult struct {
 }
 
 // PurgeHistory is one bounded step of the history pass: it deletes the
-// jobs that finished before `before`, with their events, looking at no
-// more than max jobs (0 means 500), oldest first. It never deletes a
+// jobs that finished before `before`, with their events, at most max jobs
+// (0 means 500), oldest first, and reads at most one index bucket of
+// entries whose jobs are gone already. It never deletes a
 // queued or running job. Every write is by _id; the only collection it
 // queries by another field is "jobs", which holds the open jobs.
 //
@@ -500,17 +504,24 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 		if err != nil {
 			return res, wrap("purge history: index", err)
 		}
-		whole := true
-		for _, e := range b.Entries {
+		whole, prefix := true, true
+		for i, e := range b.Entries {
 			if !e.FinishedAt.Before(before) {
-				whole = false
+				whole, prefix = false, false
+				continue
+			}
+			if i < b.Done {
 				continue
 			}
 			if budget <= 0 {
 				res.More = true
+				if prefix {
+					if err := s.markDone(ctx, bucketKey(scopeAll, k), i); err != nil {
+						return res, wrap("purge history: index", err)
+					}
+				}
 				return res, s.trimScopes(ctx, touched, before)
 			}
-			budget--
 			for _, sc := range entryScopes(e)[1:] { // all but "all", whose buckets this loop drops
 				touched[sc] = true
 			}
@@ -518,7 +529,11 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 			if err != nil {
 				return res, wrap("purge history: job "+e.JobID, err)
 			}
+			// Only deletions count against max: an entry whose job is
+			// gone already (deleted by an earlier call, listed twice)
+			// costs one lookup.
 			if gone {
+				budget--
 				res.Jobs++
 			}
 			res.EventDocs += n
@@ -569,6 +584,13 @@ func (s *Store) deleteJob(ctx context.Context, id string) (int, error) {
 		return n, fmt.Errorf("history: %w", err)
 	}
 	return n, nil
+}
+
+// markDone records that the history pass has dealt with the first n
+// entries of a bucket.
+func (s *Store) markDone(ctx context.Context, bucket string, n int) error {
+	_, err := s.index.UpdateOne(ctx, byID(bucket), bson.D{{Key: "$max", Value: bson.D{{Key: "done", Value: n}}}})
+	return err
 }
 
 func (s *Store) dropBucket(ctx context.Context, scope string, k int64) error {

@@ -139,16 +139,15 @@ func historyJobs(sites, n int) []domain.Job {
 	return out
 }
 
-// seedFinishedJobs stores finished jobs as the store keeps them, in
-// batches of 1,000.
+// seedFinishedJobs stores finished jobs as FinishJob leaves them (in the
+// history and the job index), with InsertMany in batches of 1,000 and
+// the index entries grouped per bucket (store.ArchiveJobs).
 func seedFinishedJobs(b *testing.B, st *store.Store, jobs []domain.Job) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	for k := 0; k < len(jobs); k += 1000 {
-		if _, err := st.InsertJobs(ctx, jobs[k:min(k+1000, len(jobs))]); err != nil {
-			b.Fatal(err)
-		}
+	if err := st.ArchiveJobs(ctx, jobs); err != nil {
+		b.Fatal(err)
 	}
 }
 
