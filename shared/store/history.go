@@ -52,6 +52,10 @@ type indexEntry struct {
 	Status     domain.JobStatus `bson:"status"`
 	CreatedAt  time.Time        `bson:"created_at"`
 	FinishedAt time.Time        `bson:"finished_at"`
+	// Pos, in the "all" scope only: the entry's positions in its other
+	// scopes (entryScopes(e)[1:]), so that the history pass learns when
+	// it has deleted the last entry of one of their buckets.
+	Pos []int64 `bson:"pos,omitempty"`
 }
 
 type indexHead struct {
@@ -99,27 +103,46 @@ func entryOf(j domain.Job) indexEntry {
 }
 
 // appendIndex lists finished jobs in every scope they belong to: per
-// scope one update of its head and one push per bucket touched.
+// scope one update of its head and one push per bucket touched. The
+// other scopes come first, so that the "all" entries carry the positions.
 func (s *Store) appendIndex(ctx context.Context, entries []indexEntry) error {
-	byScope := map[string][]indexEntry{}
+	type at struct{ entry, slot int }
+	byScope := map[string][]at{}
 	var order []string
-	for _, e := range entries {
-		for _, sc := range entryScopes(e) {
+	for i, e := range entries {
+		others := entryScopes(e)[1:]
+		entries[i].Pos = make([]int64, len(others))
+		for j, sc := range others {
 			if _, ok := byScope[sc]; !ok {
 				order = append(order, sc)
 			}
-			byScope[sc] = append(byScope[sc], e)
+			byScope[sc] = append(byScope[sc], at{i, j})
 		}
 	}
 	for _, sc := range order {
-		if err := s.appendScope(ctx, sc, byScope[sc]); err != nil {
-			return fmt.Errorf("index %d finished jobs under %s: %w", len(byScope[sc]), sc, err)
+		ats := byScope[sc]
+		es := make([]indexEntry, len(ats))
+		for k, a := range ats {
+			es[k] = entries[a.entry]
+			es[k].Pos = nil
 		}
+		first, err := s.appendScope(ctx, sc, es)
+		if err != nil {
+			return fmt.Errorf("index %d finished jobs under %s: %w", len(es), sc, err)
+		}
+		for k, a := range ats {
+			entries[a.entry].Pos[a.slot] = first + int64(k)
+		}
+	}
+	if _, err := s.appendScope(ctx, scopeAll, entries); err != nil {
+		return fmt.Errorf("index %d finished jobs under %s: %w", len(entries), scopeAll, err)
 	}
 	return nil
 }
 
-func (s *Store) appendScope(ctx context.Context, scope string, es []indexEntry) error {
+// appendScope appends es to one scope and returns the position of the
+// first.
+func (s *Store) appendScope(ctx context.Context, scope string, es []indexEntry) (int64, error) {
 	var maxCreated time.Time
 	for _, e := range es {
 		if e.CreatedAt.After(maxCreated) {
@@ -142,7 +165,7 @@ func (s *Store) appendScope(ctx context.Context, scope string, es []indexEntry) 
 	case errors.Is(err, mongo.ErrNoDocuments): // the head is new
 		head = indexHead{}
 	case err != nil:
-		return err
+		return 0, err
 	}
 	// Entries head.N .. head.N+len(es)-1 are ours; hwm is the newest
 	// created_at of every entry before the one at hand.
@@ -163,11 +186,11 @@ func (s *Store) appendScope(ctx context.Context, scope string, es []indexEntry) 
 			{Key: "$min", Value: bson.D{{Key: "bound", Value: bound}}},
 		}, options.UpdateOne().SetUpsert(true))
 		if err != nil {
-			return err
+			return 0, err
 		}
 		i = end
 	}
-	return nil
+	return head.N, nil
 }
 
 // archive moves a finished job out of "jobs": its final document into
@@ -490,7 +513,9 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 	if err != nil {
 		return res, wrap("purge history: index", err)
 	}
-	touched := map[string]bool{}
+	// trim[scope] = k: the pass went past the last entry of the scope's
+	// bucket k; its leading buckets up to k may have expired.
+	trim := map[string]int64{}
 	last := head.last(s.indexBucket)
 	for k := head.First; k <= last && head.N > 0; k++ {
 		var b indexBucket
@@ -520,10 +545,12 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 						return res, wrap("purge history: index", err)
 					}
 				}
-				return res, s.trimScopes(ctx, touched, before)
+				return res, s.trimScopes(ctx, trim, before)
 			}
-			for _, sc := range entryScopes(e)[1:] { // all but "all", whose buckets this loop drops
-				touched[sc] = true
+			for j, sc := range entryScopes(e)[1:] { // "all" is trimmed by this loop
+				if j < len(e.Pos) && (e.Pos[j]+1)%s.indexBucket == 0 {
+					trim[sc] = e.Pos[j] / s.indexBucket
+				}
 			}
 			gone, n, err := s.deleteExpired(ctx, e.JobID, before)
 			if err != nil {
@@ -547,7 +574,7 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 			return res, wrap("purge history: index", err)
 		}
 	}
-	return res, s.trimScopes(ctx, touched, before)
+	return res, s.trimScopes(ctx, trim, before)
 }
 
 // deleteExpired deletes a job listed as finished before `before`, with
@@ -601,11 +628,14 @@ func (s *Store) dropBucket(ctx context.Context, scope string, k int64) error {
 	return err
 }
 
-// trimScopes deletes the leading buckets of scopes whose entries all
-// finished before `before`.
-func (s *Store) trimScopes(ctx context.Context, scopes map[string]bool, before time.Time) error {
-	names := make([]string, 0, len(scopes))
-	for sc := range scopes {
+// trimScopes deletes, for each scope in upTo, its leading buckets up to
+// bucket upTo[scope] whose entries all finished before `before`; it reads
+// one bucket per 100 jobs deleted (the default bucket size), not one per
+// job. A scope whose jobs stop coming (a removed site) keeps its head and
+// its last, partly filled bucket.
+func (s *Store) trimScopes(ctx context.Context, upTo map[string]int64, before time.Time) error {
+	names := make([]string, 0, len(upTo))
+	for sc := range upTo {
 		names = append(names, sc)
 	}
 	sort.Strings(names)
@@ -618,16 +648,12 @@ func (s *Store) trimScopes(ctx context.Context, scopes map[string]bool, before t
 		if err != nil {
 			return wrap("purge history: index "+sc, err)
 		}
-		last := head.last(s.indexBucket)
 	buckets:
-		for k := head.First; k <= last && head.N > 0; k++ {
+		for k := head.First; k <= upTo[sc]; k++ {
 			var b indexBucket
 			err := s.index.FindOne(ctx, byID(bucketKey(sc, k))).Decode(&b)
 			switch {
 			case errors.Is(err, mongo.ErrNoDocuments):
-				if k >= last-1 {
-					break buckets
-				}
 				continue
 			case err != nil:
 				return wrap("purge history: index "+sc, err)
