@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
@@ -25,13 +26,27 @@ import (
 func (s *Store) InsertJobs(ctx context.Context, jobs []domain.Job) (inserted []bool, err error) {
 	docs := make([]any, len(jobs))
 	for i, j := range jobs {
-		if j.ID == "" {
-			return make([]bool, len(jobs)), fmt.Errorf("store: insert jobs: job %d has no job_id", i)
+		if err := checkJobIDs(j); err != nil {
+			return make([]bool, len(jobs)), fmt.Errorf("store: insert jobs: job %d: %w", i, err)
 		}
 		docs[i] = normJob(j)
 	}
 	done, err := s.insertJobs(ctx, jobs, docs)
 	return done, wrap(fmt.Sprintf("insert %d jobs", len(jobs)), err)
+}
+
+// checkJobIDs refuses an empty job_id and control characters in job_id
+// and site_uuid (the job index separates its fields with one).
+func checkJobIDs(j domain.Job) error {
+	if j.ID == "" {
+		return errors.New("empty job_id")
+	}
+	for _, f := range []struct{ name, v string }{{"job_id", j.ID}, {"site_uuid", j.SiteUUID}} {
+		if strings.ContainsFunc(f.v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return fmt.Errorf("%s %q holds a control character", f.name, f.v)
+		}
+	}
+	return nil
 }
 
 func (s *Store) insertJobs(ctx context.Context, jobs []domain.Job, docs []any) ([]bool, error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
@@ -44,18 +45,67 @@ import (
 // $push), which MongoDB applies atomically per document and which the
 // embedded store, used over one connection, applies one at a time.
 
-// indexEntry is one finished job in a job_index bucket.
+// indexEntry is one finished job in a job_index bucket, where it is
+// stored as one string (encode): FerretDB decodes a document value by
+// value, and a bucket of 100 entries as subdocuments cost ~25 ms to read
+// and ~30 ms to append to, as strings ~2.5 ms and ~5 ms.
 type indexEntry struct {
-	JobID      string           `bson:"job_id"`
-	SiteUUID   string           `bson:"site_uuid,omitempty"`
-	Type       domain.JobType   `bson:"type"`
-	Status     domain.JobStatus `bson:"status"`
-	CreatedAt  time.Time        `bson:"created_at"`
-	FinishedAt time.Time        `bson:"finished_at"`
+	JobID      string
+	SiteUUID   string
+	Type       domain.JobType
+	Status     domain.JobStatus
+	CreatedAt  time.Time
+	FinishedAt time.Time
 	// Pos, in the "all" scope only: the entry's positions in its other
 	// scopes (entryScopes(e)[1:]), so that the history pass learns when
 	// it has deleted the last entry of one of their buckets.
-	Pos []int64 `bson:"pos,omitempty"`
+	Pos []int64
+}
+
+// entrySep separates the fields of an encoded entry; job and site ids
+// hold no control characters (InsertJobs refuses them).
+const entrySep = "\x1f"
+
+// encode is "<created ms>␟<job_id>␟<site_uuid>␟<type>␟<status>␟<finished ms>␟<pos,pos,...>".
+func (e indexEntry) encode() string {
+	var b strings.Builder
+	b.WriteString(strconv.FormatInt(e.CreatedAt.UnixMilli(), 10))
+	for _, f := range []string{e.JobID, e.SiteUUID, string(e.Type), string(e.Status), strconv.FormatInt(e.FinishedAt.UnixMilli(), 10)} {
+		b.WriteString(entrySep)
+		b.WriteString(f)
+	}
+	b.WriteString(entrySep)
+	for i, p := range e.Pos {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(strconv.FormatInt(p, 10))
+	}
+	return b.String()
+}
+
+func decodeEntry(s string) (indexEntry, error) {
+	f := strings.Split(s, entrySep)
+	if len(f) != 7 {
+		return indexEntry{}, fmt.Errorf("index entry %q: %d fields, want 7", s, len(f))
+	}
+	created, err1 := strconv.ParseInt(f[0], 10, 64)
+	finished, err2 := strconv.ParseInt(f[5], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return indexEntry{}, fmt.Errorf("index entry %q: %w", s, err)
+	}
+	e := indexEntry{JobID: f[1], SiteUUID: f[2], Type: domain.JobType(f[3]), Status: domain.JobStatus(f[4]),
+		CreatedAt: time.UnixMilli(created).UTC(), FinishedAt: time.UnixMilli(finished).UTC()}
+	if f[6] != "" {
+		for _, p := range strings.Split(f[6], ",") {
+			n, err := strconv.ParseInt(p, 10, 64)
+			if err != nil {
+				return indexEntry{}, fmt.Errorf("index entry %q: %w", s, err)
+			}
+			e.Pos = append(e.Pos, n)
+		}
+	}
+	return e, nil
 }
 
 type indexHead struct {
@@ -65,11 +115,29 @@ type indexHead struct {
 }
 
 type indexBucket struct {
-	Bound   time.Time    `bson:"bound"`
-	Entries []indexEntry `bson:"entries"`
+	Bound   time.Time `bson:"bound"`
+	Entries []string  `bson:"entries"`
 	// Done: the history pass has deleted the jobs of the first Done
 	// entries (all expired), and goes on after them.
 	Done int `bson:"done"`
+}
+
+// readBucket reads bucket k of a scope; ok is false if it is missing.
+func (s *Store) readBucket(ctx context.Context, scope string, k int64) (b indexBucket, es []indexEntry, ok bool, err error) {
+	err = s.index.FindOne(ctx, byID(bucketKey(scope, k))).Decode(&b)
+	if errors.Is(err, mongo.ErrNoDocuments) {
+		return b, nil, false, nil
+	}
+	if err != nil {
+		return b, nil, false, err
+	}
+	es = make([]indexEntry, len(b.Entries))
+	for i, raw := range b.Entries {
+		if es[i], err = decodeEntry(raw); err != nil {
+			return b, nil, false, fmt.Errorf("bucket %s: %w", bucketKey(scope, k), err)
+		}
+	}
+	return b, es, true, nil
 }
 
 // purgeMarkID is the job_index document where the history pass records
@@ -174,12 +242,13 @@ func (s *Store) appendScope(ctx context.Context, scope string, es []indexEntry) 
 		pos := head.N + int64(i)
 		k := pos / s.indexBucket
 		end := min(len(es), i+int(s.indexBucket-pos%s.indexBucket))
-		chunk := es[i:end]
+		chunk := make(bson.A, 0, end-i)
 		bound := hwm
-		for _, e := range chunk {
+		for _, e := range es[i:end] {
 			if e.CreatedAt.After(hwm) {
 				hwm = e.CreatedAt
 			}
+			chunk = append(chunk, e.encode())
 		}
 		_, err := s.index.UpdateOne(ctx, byID(bucketKey(scope, k)), bson.D{
 			{Key: "$push", Value: bson.D{{Key: "entries", Value: bson.D{{Key: "$each", Value: chunk}}}}},
@@ -223,8 +292,11 @@ func (s *Store) ArchiveJobs(ctx context.Context, jobs []domain.Job) error {
 		part := jobs[start:min(start+batch, len(jobs))]
 		docs := make([]any, len(part))
 		for i, j := range part {
-			if j.ID == "" || !j.Status.Terminal() {
-				return fmt.Errorf("store: archive jobs: job %d (%q) is not a finished job with an id", start+i, j.ID)
+			if err := checkJobIDs(j); err != nil {
+				return fmt.Errorf("store: archive jobs: job %d: %w", start+i, err)
+			}
+			if !j.Status.Terminal() {
+				return fmt.Errorf("store: archive jobs: job %s is %s, not finished", j.ID, j.Status)
 			}
 			j = normJob(j)
 			docs[i] = j
@@ -292,17 +364,13 @@ func (w *indexWalk) read(ctx context.Context) ([]indexEntry, error) {
 	k := w.next
 	w.next--
 	w.done = w.next < w.head.First
-	var b indexBucket
-	err := w.s.index.FindOne(ctx, byID(bucketKey(w.scope, k))).Decode(&b)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil, nil
-	}
-	if err != nil {
+	b, es, ok, err := w.s.readBucket(ctx, w.scope, k)
+	if err != nil || !ok {
 		return nil, err
 	}
 	w.bound, w.boundKnown = b.Bound, true
-	out := b.Entries[:0]
-	for _, e := range b.Entries {
+	out := es[:0]
+	for _, e := range es {
 		if w.before.IsZero() || !e.FinishedAt.Before(w.before) {
 			out = append(out, e)
 		}
@@ -518,19 +586,18 @@ func (s *Store) PurgeHistory(ctx context.Context, before time.Time, max int) (Pu
 	trim := map[string]int64{}
 	last := head.last(s.indexBucket)
 	for k := head.First; k <= last && head.N > 0; k++ {
-		var b indexBucket
-		err := s.index.FindOne(ctx, byID(bucketKey(scopeAll, k))).Decode(&b)
-		if errors.Is(err, mongo.ErrNoDocuments) {
+		b, es, ok, err := s.readBucket(ctx, scopeAll, k)
+		if err != nil {
+			return res, wrap("purge history: index", err)
+		}
+		if !ok {
 			if k >= last-1 {
 				break // maybe not written yet
 			}
 			continue
 		}
-		if err != nil {
-			return res, wrap("purge history: index", err)
-		}
 		whole, prefix := true, true
-		for i, e := range b.Entries {
+		for i, e := range es {
 			if !e.FinishedAt.Before(before) {
 				whole, prefix = false, false
 				continue
@@ -650,15 +717,14 @@ func (s *Store) trimScopes(ctx context.Context, upTo map[string]int64, before ti
 		}
 	buckets:
 		for k := head.First; k <= upTo[sc]; k++ {
-			var b indexBucket
-			err := s.index.FindOne(ctx, byID(bucketKey(sc, k))).Decode(&b)
+			_, es, ok, err := s.readBucket(ctx, sc, k)
 			switch {
-			case errors.Is(err, mongo.ErrNoDocuments):
-				continue
 			case err != nil:
 				return wrap("purge history: index "+sc, err)
+			case !ok:
+				continue
 			}
-			for _, e := range b.Entries {
+			for _, e := range es {
 				if !e.FinishedAt.Before(before) {
 					break buckets
 				}

@@ -125,6 +125,21 @@ func TestFinishMovesJobToHistory(t *testing.T) {
 	}
 }
 
+// Job and site ids with control characters are refused (the job index
+// separates fields with one).
+func TestInsertJobRefusesControlCharacters(t *testing.T) {
+	st := openStore(t)
+	ctx := ctxT(t)
+	for _, j := range []domain.Job{job("a\x1fb", "s", domain.JobBackup, base), job("ok", "s\n", domain.JobBackup, base)} {
+		if err := st.InsertJob(ctx, j); err == nil || !strings.Contains(err.Error(), "control character") {
+			t.Errorf("InsertJob(%q, site %q) = %v", j.ID, j.SiteUUID, err)
+		}
+		if _, err := st.InsertJobs(ctx, []domain.Job{j}); err == nil {
+			t.Errorf("InsertJobs(%q, site %q) succeeded", j.ID, j.SiteUUID)
+		}
+	}
+}
+
 // An insert cut short between its two writes (the history copy written,
 // the open job not) is completed by the next insert of the same job.
 func TestInsertJobsCompletesCutShortInsert(t *testing.T) {
@@ -471,8 +486,8 @@ func TestPurgeHistory(t *testing.T) {
 		t.Fatal(err)
 	}
 	var left []struct {
-		ID      string    `bson:"_id"`
-		Entries []bson.M `bson:"entries"`
+		ID      string   `bson:"_id"`
+		Entries []string `bson:"entries"`
 	}
 	if err := cur.All(ctx, &left); err != nil {
 		t.Fatal(err)

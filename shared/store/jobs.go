@@ -40,8 +40,8 @@ func normJob(j domain.Job) domain.Job {
 // InsertJob stores a new job; ErrConflict if its id was ever used (see
 // InsertJobs).
 func (s *Store) InsertJob(ctx context.Context, j domain.Job) error {
-	if j.ID == "" {
-		return errors.New("store: insert job: empty job_id")
+	if err := checkJobIDs(j); err != nil {
+		return fmt.Errorf("store: insert job: %w", err)
 	}
 	done, err := s.insertJobs(ctx, []domain.Job{j}, []any{normJob(j)})
 	if err != nil {

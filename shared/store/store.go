@@ -52,8 +52,9 @@ const DefaultDatabase = "satoru"
 const DefaultEventsPerBucket = 100
 
 // DefaultIndexBucket bounds a job_index bucket document (history.go):
-// FerretDB rewrites the whole document on every append.
-const DefaultIndexBucket = 100
+// FerretDB rewrites the whole document on every append (~5 ms at 50
+// entries, docs/store-budget.md).
+const DefaultIndexBucket = 50
 
 // Collection names.
 const (
@@ -102,7 +103,7 @@ func WithMaxPoolSize(n int) Option { return func(c *config) { c.maxPoolSize = n 
 func WithEventsPerBucket(n int) Option { return func(c *config) { c.eventsPerBucket = n } }
 
 // WithIndexBucket sets how many finished jobs one job_index bucket
-// document lists (default 100); tests use small buckets.
+// document lists (default 50); tests use small buckets.
 func WithIndexBucket(n int) Option { return func(c *config) { c.indexBucket = n } }
 
 // Open connects to uri, pings the server and ensures the indexes.
