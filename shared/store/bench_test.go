@@ -86,6 +86,7 @@ type benchEnv struct {
 	st  *store.Store
 	raw *mongo.Database // to seed and clean up around the measured calls
 	now time.Time
+	seq int // for job ids that must not repeat
 }
 
 func benchJobPath(b *testing.B, history int, idIndex bool) {
@@ -172,7 +173,8 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		// history (one update, the history copy, 8 index writes, one
 		// delete).
 		b.StopTimer()
-		id := newID("fin", i)
+		env.seq++ // ids stay taken: unique across the runs of b.N
+		id := newID("fin", env.seq)
 		check(b, st.InsertJob(ctx, job(id, siteID(i), domain.JobBackup, env.now)))
 		check(b, st.StartJob(ctx, id, "worker-1", 1, env.now))
 		b.StartTimer()
@@ -218,7 +220,8 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		check(b, st.PutSiteStatus(ctx, domain.SiteStatus{SiteUUID: siteID(i), Health: domain.HealthState{Status: domain.HealthSuccess, UpdatedAt: env.now}, LastJobID: "x"}))
 	}, nil)
 	run("Job", func(b *testing.B, i int) {
-		env.oneJob(b, ctx, newID("job", i), siteID(i))
+		env.seq++
+		env.oneJob(b, ctx, newID("job", env.seq), siteID(i))
 	}, nil) // they stay in the history, as finished jobs do
 	// Last, as it shrinks the history: one history pass that finds and
 	// deletes the oldest remaining job with its events.
