@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -59,7 +61,8 @@ func BenchmarkBaselineNoIDIndex(b *testing.B) {
 // idIndex) and opens a store and a raw client on it.
 func openBenchEnv(b *testing.B, idIndex bool) *benchEnv {
 	ctx := context.Background()
-	srv, err := embedded.StartStore(ctx, embedded.StoreOptions{Dir: b.TempDir(), Listen: "127.0.0.1:0", IndexEvery: -1})
+	dir := b.TempDir()
+	srv, err := embedded.StartStore(ctx, embedded.StoreOptions{Dir: dir, Listen: "127.0.0.1:0", IndexEvery: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -79,14 +82,34 @@ func openBenchEnv(b *testing.B, idIndex bool) *benchEnv {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = client.Disconnect(ctx) })
-	return &benchEnv{st: st, raw: client.Database(store.DefaultDatabase), now: time.Now()}
+	return &benchEnv{st: st, raw: client.Database(store.DefaultDatabase), now: time.Now(), dir: dir}
 }
 
 type benchEnv struct {
 	st  *store.Store
 	raw *mongo.Database // to seed and clean up around the measured calls
 	now time.Time
-	seq int // for job ids that must not repeat
+	seq int    // for job ids that must not repeat
+	dir string // the store's files
+}
+
+// size is the bytes of the store's files.
+func (e *benchEnv) size(b *testing.B) int64 {
+	var n int64
+	err := filepath.WalkDir(e.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
 }
 
 func benchJobPath(b *testing.B, history int, idIndex bool) {
@@ -258,7 +281,7 @@ func BenchmarkHistoryPass200k(b *testing.B) {
 	env := openBenchEnv(b, true)
 	start := time.Now()
 	env.seed(b, ctx, history)
-	b.Logf("seeded %d sites, %d targets, %d jobs with events in %s", benchSites, benchSites*benchTargets, history, time.Since(start).Round(time.Millisecond))
+	b.Logf("seeded %d sites, %d targets, %d jobs with events in %s; the store's files: %d MB", benchSites, benchSites*benchTargets, history, time.Since(start).Round(time.Millisecond), env.size(b)>>20)
 	deleted := 0
 	b.Run("step500", func(b *testing.B) {
 		for range b.N {
