@@ -47,8 +47,9 @@ import (
 
 // indexEntry is one finished job in a job_index bucket, where it is
 // stored as one string (encode): FerretDB decodes a document value by
-// value, and a bucket of 100 entries as subdocuments cost ~25 ms to read
-// and ~30 ms to append to, as strings ~2.5 ms and ~5 ms.
+// value, and a bucket of 90 entries as subdocuments took ~24 ms to read
+// and ~29 ms to append to, as strings ~2.4 ms and ~5 ms
+// (docs/store-budget.md).
 type indexEntry struct {
 	JobID      string
 	SiteUUID   string
