@@ -33,11 +33,16 @@ test: tools-test vet
 
 # bench: the backup benchmark (Satoru through the API against rsync + restic
 # by hand, docs/benchmarks.md; one call measures several rounds, so 1x),
-# then every other benchmark at its own -benchtime.
+# the scale checks with 200,000 finished jobs (docs/scale.md; each seeds
+# its history once, the tick's seeds it per iteration, so 3x), then every
+# other benchmark at its own -benchtime.
 bench: tools-test
 	$(GO) test -tags $(TAGS) -run '^$$' -bench BackupVsTools -benchtime 1x -timeout 30m -v ./cmd/satoru/internal/node/
 	$(GO) test -tags $(TAGS) -run '^$$' -bench Download1GB -benchtime 1x -timeout 10m ./cmd/satoru/internal/node/
-	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip 'BackupVsTools|Download1GB' -benchtime 20x -timeout 30m $(PKGS)
+	$(GO) test -tags $(TAGS) -run '^$$' -bench JobList200k -benchtime 50x -timeout 30m -v ./services/api/app/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench Tick1000SitesHistory200k -benchtime 3x -timeout 40m -v ./services/scheduler/app/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench HistoryPass200k -benchtime 20x -timeout 30m -v ./shared/store/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip 'BackupVsTools|Download1GB|200k' -benchtime 20x -timeout 30m $(PKGS)
 
 clean:
 	rm -rf $(BIN)/satoru

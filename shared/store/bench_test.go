@@ -3,6 +3,8 @@ package store_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -55,15 +57,12 @@ func BenchmarkBaselineNoIDIndex(b *testing.B) {
 	}
 }
 
-type benchEnv struct {
-	st  *store.Store
-	raw *mongo.Database // to seed and clean up around the measured calls
-	now time.Time
-}
-
-func benchJobPath(b *testing.B, history int, idIndex bool) {
+// openBenchEnv starts an embedded store (its _id lookups indexed when
+// idIndex) and opens a store and a raw client on it.
+func openBenchEnv(b *testing.B, idIndex bool) *benchEnv {
 	ctx := context.Background()
-	srv, err := embedded.StartStore(ctx, embedded.StoreOptions{Dir: b.TempDir(), Listen: "127.0.0.1:0", IndexEvery: -1})
+	dir := b.TempDir()
+	srv, err := embedded.StartStore(ctx, embedded.StoreOptions{Dir: dir, Listen: "127.0.0.1:0", IndexEvery: -1})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -83,7 +82,40 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = client.Disconnect(ctx) })
-	env := &benchEnv{st: st, raw: client.Database(store.DefaultDatabase), now: time.Now()}
+	return &benchEnv{st: st, raw: client.Database(store.DefaultDatabase), now: time.Now(), dir: dir}
+}
+
+type benchEnv struct {
+	st  *store.Store
+	raw *mongo.Database // to seed and clean up around the measured calls
+	now time.Time
+	seq int    // for job ids that must not repeat
+	dir string // the store's files
+}
+
+// size is the bytes of the store's files.
+func (e *benchEnv) size(b *testing.B) int64 {
+	var n int64
+	err := filepath.WalkDir(e.dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err == nil {
+			n += info.Size()
+		}
+		return err
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+func benchJobPath(b *testing.B, history int, idIndex bool) {
+	ctx := context.Background()
+	env := openBenchEnv(b, idIndex)
+	st := env.st
 
 	start := time.Now()
 	env.seed(b, ctx, history)
@@ -117,7 +149,10 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 
 	run("InsertJob", func(b *testing.B, i int) {
 		check(b, st.InsertJob(ctx, job(newID("new", i), siteID(i), domain.JobBackup, env.now)))
-	}, func(b *testing.B, n int) { env.deletePrefix(b, "jobs", "new-", n) })
+	}, func(b *testing.B, n int) {
+		env.deletePrefix(b, "jobs", "new-", n)
+		env.deletePrefix(b, "jobs_history", "new-", n)
+	})
 	run("GetJob", func(b *testing.B, i int) {
 		_, err := st.GetJob(ctx, histID(i*7919%history))
 		check(b, err)
@@ -157,8 +192,17 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		check(b, st.AppendEvents(ctx, id, evs...))
 	}, func(b *testing.B, n int) { env.deletePrefix(b, "job_events", "full-", n) })
 	run("FinishJob", func(b *testing.B, i int) {
-		check(b, st.FinishJob(ctx, "active", domain.StatusSuccess, "", benchSummary(), env.now))
-	}, nil)
+		// A running job of its own each time: FinishJob moves it to the
+		// history (one update, the history copy, 8 index writes, one
+		// delete).
+		b.StopTimer()
+		env.seq++ // ids stay taken: unique across the runs of b.N
+		id := newID("fin", env.seq)
+		check(b, st.InsertJob(ctx, job(id, siteID(i), domain.JobBackup, env.now)))
+		check(b, st.StartJob(ctx, id, "worker-1", 1, env.now))
+		b.StartTimer()
+		check(b, st.FinishJob(ctx, id, domain.StatusSuccess, "", benchSummary(), env.now))
+	}, nil) // they stay in the history: a few more finished jobs
 	run("ListJobs50", func(b *testing.B, i int) {
 		jobs, err := st.ListJobs(ctx, store.JobFilter{Limit: 50})
 		check(b, err)
@@ -199,11 +243,9 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		check(b, st.PutSiteStatus(ctx, domain.SiteStatus{SiteUUID: siteID(i), Health: domain.HealthState{Status: domain.HealthSuccess, UpdatedAt: env.now}, LastJobID: "x"}))
 	}, nil)
 	run("Job", func(b *testing.B, i int) {
-		env.oneJob(b, ctx, newID("job", i), siteID(i))
-	}, func(b *testing.B, n int) {
-		env.deletePrefix(b, "jobs", "job-", n)
-		env.deletePrefix(b, "job_events", "job-", n)
-	})
+		env.seq++
+		env.oneJob(b, ctx, newID("job", env.seq), siteID(i))
+	}, nil) // they stay in the history, as finished jobs do
 	// Last, as it shrinks the history: one history pass that finds and
 	// deletes the oldest remaining job with its events.
 	deletedSoFar := 0
@@ -219,6 +261,47 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		}
 		deletedSoFar++
 	}, nil)
+}
+
+// BenchmarkHistoryPass200k measures one step of the history pass
+// (store.PurgeHistory with its default limit of 500 jobs, the scheduler's
+// share of a pass per tick) over 200,000 finished jobs, each with a
+// 10-event job_events document. Seeding takes a few minutes; run with
+//
+//	go test -tags ferretdb_no_postgresql,ferretdb_no_mysql -run '^$' \
+//	  -bench HistoryPass200k -benchtime 20x -timeout 30m ./store/
+//
+// Each step deletes the 500 oldest jobs left.
+func BenchmarkHistoryPass200k(b *testing.B) {
+	const (
+		history = 200000
+		step    = 500
+	)
+	ctx := context.Background()
+	env := openBenchEnv(b, true)
+	start := time.Now()
+	env.seed(b, ctx, history)
+	b.Logf("seeded %d sites, %d targets, %d jobs with events in %s; the store's files: %d MB", benchSites, benchSites*benchTargets, history, time.Since(start).Round(time.Millisecond), env.size(b)>>20)
+	deleted := 0
+	b.Run("step500", func(b *testing.B) {
+		for range b.N {
+			if deleted+step > history {
+				b.Fatal("history exhausted; use a smaller -benchtime")
+			}
+			// Jobs 0 .. deleted+step-1 finished before the cutoff.
+			cutoff := env.now.Add(-time.Duration(history-deleted-step) * time.Hour)
+			res, err := env.st.PurgeHistory(ctx, cutoff, step)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if res.Jobs != step || res.EventDocs != step {
+				b.Fatalf("step deleted %+v, want %d jobs and event documents", res, step)
+			}
+			deleted += step
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/step")
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N*step), "ms/job")
+	})
 }
 
 // oneJob is the store side of one backup job of a site with three
@@ -317,19 +400,22 @@ func (e *benchEnv) seed(b *testing.B, ctx context.Context, history int) {
 	}
 	flush("site_targets")
 
+	// The jobs as FinishJob leaves them: in the history and the index.
+	jobs := make([]domain.Job, history)
+	for i := range jobs {
+		created := e.now.Add(-time.Duration(history-i) * time.Hour)
+		fin := created.Add(3 * time.Second)
+		jobs[i] = domain.Job{
+			ID: histID(i), SiteUUID: siteID(i), Type: domain.JobBackup, Status: domain.StatusSuccess,
+			Attempts: 1, CreatedAt: created, StartedAt: &created, FinishedAt: &fin, HeartbeatAt: &fin,
+			Worker: "worker-1", Summary: benchSummary(),
+		}
+	}
+	if err := e.st.ArchiveJobs(ctx, jobs); err != nil {
+		b.Fatalf("seed jobs: %v", err)
+	}
 	for start := 0; start < history; start += seedBatch {
 		end := min(start+seedBatch, history)
-		for i := start; i < end; i++ {
-			created := e.now.Add(-time.Duration(history-i) * time.Hour)
-			fin := created.Add(3 * time.Second)
-			j := domain.Job{
-				ID: histID(i), SiteUUID: siteID(i), Type: domain.JobBackup, Status: domain.StatusSuccess,
-				Attempts: 1, CreatedAt: created, StartedAt: &created, FinishedAt: &fin, HeartbeatAt: &fin,
-				Worker: "worker-1", Summary: benchSummary(),
-			}
-			docs = append(docs, j)
-		}
-		flush("jobs")
 		for i := start; i < end; i++ {
 			evs := make([]domain.JobEvent, benchEventsPerJob)
 			for k := range evs {

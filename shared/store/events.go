@@ -102,23 +102,39 @@ func (s *Store) ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent
 	return out, nil
 }
 
-// deleteEvents removes every event bucket of a job, bucket 0 last (it
-// says how many there are).
-func (s *Store) deleteEvents(ctx context.Context, jobID string) error {
+// deleteEvents removes every event bucket of a job and returns how many
+// documents it removed. Bucket 0 goes first, in one findAndModify that
+// also says how many buckets there are (a read and a delete cost the same
+// on the embedded store); when it is missing, the buckets after it are
+// still looked for, so a deletion cut short leaves nothing behind.
+func (s *Store) deleteEvents(ctx context.Context, jobID string) (int, error) {
 	var first struct {
 		LastBucket int `bson:"last_bucket"`
 	}
-	err := s.events.FindOne(ctx, byID(jobID), options.FindOne().SetProjection(bson.D{{Key: "last_bucket", Value: 1}})).Decode(&first)
-	if errors.Is(err, mongo.ErrNoDocuments) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	for b := first.LastBucket; b >= 0; b-- {
-		if _, err := s.events.DeleteOne(ctx, byID(bucketID(jobID, b))); err != nil {
-			return err
+	n := 0
+	err := s.events.FindOneAndDelete(ctx, byID(jobID)).Decode(&first)
+	switch {
+	case errors.Is(err, mongo.ErrNoDocuments):
+		for b := 1; ; b++ {
+			res, err := s.events.DeleteOne(ctx, byID(bucketID(jobID, b)))
+			if err != nil {
+				return n, err
+			}
+			if res.DeletedCount == 0 {
+				return n, nil
+			}
+			n++
 		}
+	case err != nil:
+		return 0, err
 	}
-	return nil
+	n++
+	for b := 1; b <= first.LastBucket; b++ {
+		res, err := s.events.DeleteOne(ctx, byID(bucketID(jobID, b)))
+		if err != nil {
+			return n, err
+		}
+		n += int(res.DeletedCount)
+	}
+	return n, nil
 }

@@ -12,7 +12,7 @@ import (
 // HandOffJob records a step's summary when one service hands a running
 // job to the next (puller -> snapshotter); the job stays running.
 func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
-	return s.updateJob(ctx, "hand off job", id, bson.D{{Key: "$set", Value: bson.D{
+	return s.updateJob(ctx, "hand off job", id, false, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "summary", Value: summary},
 		{Key: "targets", Value: targets},
 		{Key: "heartbeat_at", Value: ts(at)},
@@ -24,7 +24,7 @@ func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]an
 // the step was started before by a worker that died); started_at stays
 // that of the job's start.
 func (s *Store) ContinueJob(ctx context.Context, id, worker, step string, attempts int, at time.Time) error {
-	return s.updateJob(ctx, "continue job", id, bson.D{{Key: "$set", Value: bson.D{
+	return s.updateJob(ctx, "continue job", id, false, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "status", Value: domain.StatusRunning},
 		{Key: "worker", Value: worker},
 		{Key: "step", Value: step},
@@ -36,7 +36,7 @@ func (s *Store) ContinueJob(ctx context.Context, id, worker, step string, attemp
 // RetryJob puts a job whose attempt failed for a passing reason back to
 // queued, with the error and when the next attempt is due.
 func (s *Store) RetryJob(ctx context.Context, id, errMsg string, next, at time.Time) error {
-	return s.updateJob(ctx, "retry job", id, bson.D{{Key: "$set", Value: bson.D{
+	return s.updateJob(ctx, "retry job", id, true, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "status", Value: domain.StatusQueued},
 		{Key: "error", Value: errMsg},
 		{Key: "next_attempt_at", Value: ts(next)},

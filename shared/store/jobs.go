@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/satoru/satoru/shared/domain"
@@ -36,25 +37,48 @@ func normJob(j domain.Job) domain.Job {
 	return j
 }
 
-// InsertJob stores a new job; ErrConflict if its id exists.
+// InsertJob stores a new job; ErrConflict if its id was ever used (see
+// InsertJobs).
 func (s *Store) InsertJob(ctx context.Context, j domain.Job) error {
-	if j.ID == "" {
-		return errors.New("store: insert job: empty job_id")
+	if err := checkJobIDs(j); err != nil {
+		return fmt.Errorf("store: insert job: %w", err)
 	}
-	_, err := s.jobs.InsertOne(ctx, normJob(j))
-	return wrap("insert job "+j.ID, err)
+	done, err := s.insertJobs(ctx, []domain.Job{j}, []any{normJob(j)})
+	if err != nil {
+		return wrap("insert job "+j.ID, err)
+	}
+	if !done[0] {
+		return fmt.Errorf("store: insert job %s: %w", j.ID, ErrConflict)
+	}
+	return nil
 }
 
-// GetJob reads a job; ErrNotFound if there is none.
+// GetJob reads a job, open or finished; ErrNotFound if there is none. An
+// open job is read from "jobs", a finished one from the history (which
+// it enters before it leaves "jobs").
 func (s *Store) GetJob(ctx context.Context, id string) (domain.Job, error) {
 	var j domain.Job
-	if err := s.jobs.FindOne(ctx, byID(id)).Decode(&j); err != nil {
+	err := s.jobs.FindOne(ctx, byID(id)).Decode(&j)
+	if err == nil {
+		return j, nil
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
 		return domain.Job{}, wrap("get job "+id, err)
 	}
-	return j, nil
+	h, err := s.historyJob(ctx, id)
+	switch {
+	case err != nil:
+		return domain.Job{}, wrap("get job "+id, err)
+	case h == nil:
+		return domain.Job{}, fmt.Errorf("store: get job %s: %w", id, ErrNotFound)
+	}
+	return *h, nil
 }
 
-// ListJobs returns the newest jobs (by created_at, then job_id) that match f.
+// ListJobs returns the newest jobs (by created_at, then job_id) that match
+// f: the open ones from "jobs", the finished ones through the job index
+// (history.go), so that it reads a bounded number of documents however
+// long the history is.
 func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]domain.Job, error) {
 	filter := bson.D{}
 	if f.SiteUUID != "" {
@@ -73,9 +97,14 @@ func (s *Store) ListJobs(ctx context.Context, f JobFilter) ([]domain.Job, error)
 	case limit > MaxJobLimit:
 		limit = MaxJobLimit
 	}
-	return s.findJobs(ctx, "list jobs", filter, options.Find().
+	open, err := s.findJobs(ctx, "list jobs", filter, options.Find().
 		SetSort(bson.D{{Key: "created_at", Value: -1}, {Key: "_id", Value: -1}}).
 		SetLimit(int64(limit)))
+	if err != nil || f.Status == domain.StatusQueued || f.Status == domain.StatusRunning {
+		return open, err
+	}
+	out, err := s.listFinished(ctx, f, limit, open)
+	return out, wrap("list jobs", err)
 }
 
 func (s *Store) findJobs(ctx context.Context, op string, filter bson.D, opts *options.FindOptionsBuilder) ([]domain.Job, error) {
@@ -90,14 +119,36 @@ func (s *Store) findJobs(ctx context.Context, op string, filter bson.D, opts *op
 	return out, nil
 }
 
-// updateJob applies one update to one job; ErrNotFound if it is gone.
-func (s *Store) updateJob(ctx context.Context, op, id string, update bson.D) error {
+// updateJob applies one update to one job; ErrNotFound if there is none.
+// A job that is no longer open is updated in the history; with reopen
+// (the update makes it queued or running again) it is moved back to the
+// open jobs, its history copy updated alike, so that the index entries of
+// its earlier outcome no longer match it.
+func (s *Store) updateJob(ctx context.Context, op, id string, reopen bool, update bson.D) error {
 	res, err := s.jobs.UpdateOne(ctx, byID(id), update)
 	if err != nil {
 		return wrap(op+" "+id, err)
 	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
+	if res.MatchedCount > 0 {
+		return nil
+	}
+	if !reopen {
+		res, err := s.history.UpdateOne(ctx, byID(id), update)
+		if err != nil {
+			return wrap(op+" "+id, err)
+		}
+		if res.MatchedCount == 0 {
+			return fmt.Errorf("store: %s %s: %w", op, id, ErrNotFound)
+		}
+		return nil
+	}
+	var doc bson.Raw
+	err = s.history.FindOneAndUpdate(ctx, byID(id), update, options.FindOneAndUpdate().SetReturnDocument(options.After)).Decode(&doc)
+	if err != nil {
+		return wrap(op+" "+id, err)
+	}
+	if _, err := s.jobs.InsertOne(ctx, doc); err != nil {
+		return wrap(op+" "+id+": reopen", err)
 	}
 	return nil
 }
@@ -107,7 +158,7 @@ func (s *Store) updateJob(ctx context.Context, op, id string, update bson.D) err
 // reached).
 func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, at time.Time) error {
 	at = ts(at)
-	return s.updateJob(ctx, "start job", id, bson.D{
+	return s.updateJob(ctx, "start job", id, true, bson.D{
 		{Key: "$set", Value: bson.D{
 			{Key: "status", Value: domain.StatusRunning},
 			{Key: "started_at", Value: at},
@@ -126,13 +177,16 @@ func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, a
 
 // HeartbeatJob records that the worker still works on the job.
 func (s *Store) HeartbeatJob(ctx context.Context, id string, at time.Time) error {
-	return s.updateJob(ctx, "heartbeat job", id, bson.D{
+	return s.updateJob(ctx, "heartbeat job", id, false, bson.D{
 		{Key: "$set", Value: bson.D{{Key: "heartbeat_at", Value: ts(at)}}},
 	})
 }
 
 // FinishJob records a job's final status (a terminal one), its error
-// message and summary (each removed when empty), and when it finished.
+// message and summary (each removed when empty), and when it finished,
+// then moves the job to the history (archive). An error after the status
+// was written leaves the finished job in "jobs", where readers see it
+// and the history pass archives it.
 func (s *Store) FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error {
 	if !status.Terminal() {
 		return fmt.Errorf("store: finish job %s: status %q is not terminal", id, status)
@@ -154,7 +208,22 @@ func (s *Store) FinishJob(ctx context.Context, id string, status domain.JobStatu
 	} else {
 		unset = append(unset, bson.E{Key: "summary", Value: ""})
 	}
-	return s.updateJob(ctx, "finish job", id, bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}})
+	update := bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}
+	after := options.FindOneAndUpdate().SetReturnDocument(options.After)
+	var j domain.Job
+	err := s.jobs.FindOneAndUpdate(ctx, byID(id), update, after).Decode(&j)
+	if err == nil {
+		return wrap("finish job "+id, s.archive(ctx, j))
+	}
+	if !errors.Is(err, mongo.ErrNoDocuments) {
+		return wrap("finish job "+id, err)
+	}
+	// Not open: finished before. Its history copy takes the new outcome,
+	// and the index lists it again (a listing takes the latest entry).
+	if err := s.history.FindOneAndUpdate(ctx, byID(id), update, after).Decode(&j); err != nil {
+		return wrap("finish job "+id, err)
+	}
+	return wrap("finish job "+id, s.appendIndex(ctx, []indexEntry{entryOf(j)}))
 }
 
 // ActiveJobs returns the queued and running jobs of a site (all sites when
@@ -167,42 +236,4 @@ func (s *Store) ActiveJobs(ctx context.Context, siteUUID string) ([]domain.Job, 
 	filter = append(filter, bson.E{Key: "status", Value: bson.D{{Key: "$in", Value: bson.A{domain.StatusQueued, domain.StatusRunning}}}})
 	return s.findJobs(ctx, "active jobs", filter, options.Find().
 		SetSort(bson.D{{Key: "created_at", Value: 1}, {Key: "_id", Value: 1}}))
-}
-
-// DeleteFinishedJobsBefore is the history pass: it deletes the jobs that
-// finished before t, with their events, and returns how many jobs it
-// deleted.
-//
-// It reads the ids in one query, then deletes each job by _id: a job's
-// event buckets first, the job last, so an interrupted pass leaves no
-// orphan events and the next pass finishes the work. Deleting by _id
-// keeps every write a short indexed lookup on the embedded store (a
-// DeleteMany with $in would read the whole collection per call, holding
-// the one shared connection meanwhile).
-func (s *Store) DeleteFinishedJobsBefore(ctx context.Context, t time.Time) (int, error) {
-	cur, err := s.jobs.Find(ctx, bson.D{
-		{Key: "finished_at", Value: bson.D{{Key: "$lt", Value: ts(t)}}},
-		{Key: "status", Value: bson.D{{Key: "$nin", Value: bson.A{domain.StatusQueued, domain.StatusRunning}}}},
-	}, options.Find().SetProjection(bson.D{{Key: "_id", Value: 1}}))
-	if err != nil {
-		return 0, wrap("delete finished jobs", err)
-	}
-	var docs []struct {
-		ID string `bson:"_id"`
-	}
-	if err := cur.All(ctx, &docs); err != nil {
-		return 0, wrap("delete finished jobs", err)
-	}
-	deleted := 0
-	for _, d := range docs {
-		if err := s.deleteEvents(ctx, d.ID); err != nil {
-			return deleted, wrap("delete finished jobs: events of job "+d.ID, err)
-		}
-		res, err := s.jobs.DeleteOne(ctx, byID(d.ID))
-		if err != nil {
-			return deleted, wrap("delete finished jobs: job "+d.ID, err)
-		}
-		deleted += int(res.DeletedCount)
-	}
-	return deleted, nil
 }

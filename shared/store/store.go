@@ -14,8 +14,11 @@
 //     read-modify-write, so Open uses ONE connection by default and every
 //     service in a process shares that *Store;
 //   - few queries with small results, sorting and aggregation in Go or on
-//     small sets, no $lookup, no TTL indexes (DeleteFinishedJobsBefore is
-//     the history pass).
+//     small sets, no $lookup, no TTL indexes (PurgeHistory is the history
+//     pass);
+//   - no collection that a hot path reads grows with the history: "jobs"
+//     holds the open jobs only, finished ones move to "jobs_history" and
+//     are listed through the bounded buckets of "job_index" (history.go).
 //
 // Times are stored in UTC truncated to milliseconds (BSON precision), so a
 // value read back compares equal to the value written.
@@ -48,14 +51,21 @@ const DefaultDatabase = "satoru"
 // 500 (docs/store-budget.md).
 const DefaultEventsPerBucket = 100
 
+// DefaultIndexBucket bounds a job_index bucket document (history.go):
+// FerretDB rewrites the whole document on every append (~5 ms at 50
+// entries, docs/store-budget.md).
+const DefaultIndexBucket = 50
+
 // Collection names.
 const (
-	collSites      = "sites"
-	collSiteStatus = "site_status"
-	collTargets    = "site_targets"
-	collJobs       = "jobs"
-	collJobEvents  = "job_events"
-	collSyncState  = "sync_state"
+	collSites       = "sites"
+	collSiteStatus  = "site_status"
+	collTargets     = "site_targets"
+	collJobs        = "jobs"
+	collJobsHistory = "jobs_history"
+	collJobIndex    = "job_index"
+	collJobEvents   = "job_events"
+	collSyncState   = "sync_state"
 )
 
 // Store is a client of the satoru database. It is safe for concurrent use;
@@ -64,15 +74,17 @@ type Store struct {
 	client *mongo.Client
 	db     *mongo.Database
 
-	sites, siteStatus, targets, jobs, events, syncState *mongo.Collection
+	sites, siteStatus, targets, jobs, history, index, events, syncState *mongo.Collection
 
 	eventsPerBucket int
+	indexBucket     int64
 }
 
 type config struct {
 	database        string
 	maxPoolSize     int
 	eventsPerBucket int
+	indexBucket     int
 }
 
 // Option changes how Open connects.
@@ -90,9 +102,13 @@ func WithMaxPoolSize(n int) Option { return func(c *config) { c.maxPoolSize = n 
 // before the next ones go to a new bucket document (default 100).
 func WithEventsPerBucket(n int) Option { return func(c *config) { c.eventsPerBucket = n } }
 
+// WithIndexBucket sets how many finished jobs one job_index bucket
+// document lists (default 50); tests use small buckets.
+func WithIndexBucket(n int) Option { return func(c *config) { c.indexBucket = n } }
+
 // Open connects to uri, pings the server and ensures the indexes.
 func Open(ctx context.Context, uri string, opts ...Option) (*Store, error) {
-	cfg := config{database: DefaultDatabase, maxPoolSize: 1, eventsPerBucket: DefaultEventsPerBucket}
+	cfg := config{database: DefaultDatabase, maxPoolSize: 1, eventsPerBucket: DefaultEventsPerBucket, indexBucket: DefaultIndexBucket}
 	for _, o := range opts {
 		o(&cfg)
 	}
@@ -104,6 +120,9 @@ func Open(ctx context.Context, uri string, opts ...Option) (*Store, error) {
 	}
 	if cfg.eventsPerBucket < 1 {
 		cfg.eventsPerBucket = DefaultEventsPerBucket
+	}
+	if cfg.indexBucket < 1 {
+		cfg.indexBucket = DefaultIndexBucket
 	}
 	client, err := mongo.Connect(options.Client().
 		ApplyURI(uri).
@@ -123,9 +142,12 @@ func Open(ctx context.Context, uri string, opts ...Option) (*Store, error) {
 		siteStatus:      db.Collection(collSiteStatus),
 		targets:         db.Collection(collTargets),
 		jobs:            db.Collection(collJobs),
+		history:         db.Collection(collJobsHistory),
+		index:           db.Collection(collJobIndex),
 		events:          db.Collection(collJobEvents),
 		syncState:       db.Collection(collSyncState),
 		eventsPerBucket: cfg.eventsPerBucket,
+		indexBucket:     int64(cfg.indexBucket),
 	}
 	if err := s.Ping(ctx); err != nil {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
@@ -170,7 +192,7 @@ func (s *Store) ensureCollections(ctx context.Context) error {
 	for _, n := range names {
 		have[n] = true
 	}
-	for _, n := range []string{collSites, collSiteStatus, collTargets, collJobs, collJobEvents, collSyncState} {
+	for _, n := range []string{collSites, collSiteStatus, collTargets, collJobs, collJobsHistory, collJobIndex, collJobEvents, collSyncState} {
 		if have[n] {
 			continue
 		}

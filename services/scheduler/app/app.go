@@ -2,6 +2,9 @@
 // reads the sites, the stored schedules (collection "schedules") and, when
 // something is due, the active jobs, lets internal/plan decide, then
 // writes the jobs, publishes their requests and moves the schedules on.
+// The leader also runs the history pass (history.go): it deletes the jobs
+// that finished more than history_retention_days ago, a bounded batch per
+// tick.
 //
 // Only the leader fires: the instance holding the lease "scheduler.leader"
 // in the NATS KV bucket SATORU_LEASES. Two more guards stand behind it:
@@ -73,6 +76,20 @@ type Settings struct {
 	// RecoverEvery is the least time between two recovery passes, each of
 	// which reads the active jobs (default 1 minute).
 	RecoverEvery time.Duration
+	// HistoryRetention is history_retention_days: the history pass
+	// deletes the jobs (and their events) that finished longer ago; 0
+	// turns the pass off.
+	HistoryRetention time.Duration
+	// HistoryEvery is the least time from the end of one history pass to
+	// the start of the next (default 1 h); the first starts HistoryDelay
+	// (default 1 minute) after this instance became leader.
+	HistoryEvery, HistoryDelay time.Duration
+	// HistoryPerTick bounds the jobs one tick's share of a pass looks at
+	// (default 500), HistoryTimePerTick its time (default 1 s, checked
+	// between steps of at most 100 jobs); a pass with more to do goes on
+	// at the next tick.
+	HistoryPerTick     int
+	HistoryTimePerTick time.Duration
 }
 
 // Deps are the scheduler's collaborators. Store, Infra and
@@ -117,6 +134,8 @@ type TickResult struct {
 	ReadActive bool
 	// Recovery is what the stale-job recovery pass did, if it ran.
 	Recovery Recovery
+	// History is what the history pass did at this tick, if it ran.
+	History History
 	// QueuedIn is the wall time from the tick's start until its jobs were
 	// written and published; Took the whole tick.
 	QueuedIn, Took time.Duration
@@ -154,6 +173,12 @@ type Scheduler struct {
 	// active are the active jobs the tick in progress read, if it did.
 	active      []domain.Job
 	activeKnown bool
+
+	// historyNext is when the next history pass may start (scheduler
+	// clock; zero until this instance leads); historyOn: a pass is under
+	// way and goes on at the next tick.
+	historyNext time.Time
+	historyOn   bool
 }
 
 // New builds a scheduler from d, filling defaults.
@@ -182,6 +207,21 @@ func New(d Deps) (*Scheduler, error) {
 	}
 	if s.MaxAttempts <= 0 {
 		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.HistoryRetention < 0 {
+		s.HistoryRetention = 0
+	}
+	if s.HistoryEvery <= 0 {
+		s.HistoryEvery = DefaultHistoryEvery
+	}
+	if s.HistoryDelay <= 0 {
+		s.HistoryDelay = DefaultHistoryDelay
+	}
+	if s.HistoryPerTick <= 0 {
+		s.HistoryPerTick = DefaultHistoryPerTick
+	}
+	if s.HistoryTimePerTick <= 0 {
+		s.HistoryTimePerTick = DefaultHistoryTimePerTick
 	}
 	log := d.Log
 	if log == nil {
@@ -224,7 +264,7 @@ func Run(ctx context.Context, d Deps) error {
 	renewEvery := max(ttl/3, 100*time.Millisecond)
 	s.log.Info("scheduler started", "tick", s.set.Tick, "scan_interval", s.set.ScanInterval,
 		"retention_interval", s.set.RetentionInterval, "sync_enabled", s.set.SyncEnabled,
-		"sync_interval", s.set.SyncInterval, "leader_ttl", ttl)
+		"sync_interval", s.set.SyncInterval, "leader_ttl", ttl, "history_retention", s.set.HistoryRetention)
 	defer s.Resign()
 
 	tick := time.NewTicker(s.set.Tick)
@@ -274,6 +314,7 @@ func (s *Scheduler) Resign() {
 	}
 	s.lease = nil
 	s.cacheOK = false
+	s.historyNext, s.historyOn = time.Time{}, false
 	s.m.leader.Set(0)
 }
 
@@ -292,6 +333,7 @@ func (s *Scheduler) lead(ctx context.Context) (bool, error) {
 		s.log.Warn("scheduler: lost the leader lease", "err", err)
 		s.lease = nil
 		s.cacheOK = false
+		s.historyNext, s.historyOn = time.Time{}, false
 		s.m.leader.Set(0)
 	}
 	l, err := s.infra.AcquireKey(ctx, LeaderKey, bus.LeaseHolder{Worker: s.set.Instance})
@@ -319,6 +361,9 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickResult, error)
 	if err != nil || !leader {
 		return TickResult{}, err
 	}
+	if s.historyNext.IsZero() {
+		s.historyNext = now.Add(s.set.HistoryDelay)
+	}
 	s.active, s.activeKnown = nil, false
 	res, err := s.work(ctx, now)
 	if ctx.Err() == nil {
@@ -327,6 +372,9 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickResult, error)
 		if rerr != nil {
 			s.log.Error("scheduler: recovery pass", "err", rerr)
 		}
+	}
+	if ctx.Err() == nil {
+		res.History = s.purgeHistory(ctx, now)
 	}
 	s.active, s.activeKnown = nil, false
 	res.Leader = true

@@ -18,6 +18,10 @@ type metrics struct {
 	failed   prometheus.Counter
 	errors   prometheus.Counter
 	lastTick prometheus.Gauge
+
+	historyDeleted  *prometheus.CounterVec
+	historyErrors   prometheus.Counter
+	historyLastPass prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -55,7 +59,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "satoru_scheduler_last_tick_timestamp_seconds",
 			Help: "When the leader last finished a tick without error.",
 		}),
+		historyDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "satoru_history_deleted_total",
+			Help: "What the history pass deleted (history_retention_days): kind=jobs counts jobs, kind=events their job_events documents.",
+		}, []string{"kind"}),
+		historyErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "satoru_history_errors_total",
+			Help: "History pass steps that failed (the pass goes on at the next tick).",
+		}),
+		historyLastPass: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "satoru_history_last_pass_timestamp_seconds",
+			Help: "When the leader last finished a whole history pass.",
+		}),
 	}
+	m.historyDeleted.WithLabelValues("jobs")
+	m.historyDeleted.WithLabelValues("events")
 	for _, t := range []domain.JobType{domain.JobBackup, domain.JobRetention, domain.JobResticSync} {
 		m.queued.WithLabelValues(string(t))
 	}
@@ -70,6 +88,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.failed = register(reg, m.failed)
 	m.errors = register(reg, m.errors)
 	m.lastTick = register(reg, m.lastTick)
+	m.historyDeleted = register(reg, m.historyDeleted)
+	m.historyErrors = register(reg, m.historyErrors)
+	m.historyLastPass = register(reg, m.historyLastPass)
 	return m
 }
 

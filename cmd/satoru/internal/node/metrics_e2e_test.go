@@ -151,6 +151,10 @@ func TestMetricsAfterBackups(t *testing.T) {
 	check(`satoru_disk_free_bytes{path="`+n.Config.ResticRepoPath+`"}`, positive, "> 0")
 	check(`satoru_disk_size_bytes{path="`+n.Config.StagingRoot+`"}`, positive, "> 0")
 	check(`satoru_disk_min_free_bytes{path="`+n.Config.StagingRoot+`"}`, positive, "> 0 (5 % of the disk by default)")
+	// The history pass runs a minute after the scheduler leads; its
+	// counters are there from the start, and nothing is 90 days old.
+	check(`satoru_history_deleted_total{kind="jobs"}`, is(0), "0")
+	check(`satoru_history_deleted_total{kind="events"}`, is(0), "0")
 	if !bytes.Contains(body, []byte("\nsatoru_build_info{")) {
 		t.Error("satoru_build_info missing")
 	}

@@ -212,6 +212,7 @@ func SchedulerSettings(cfg config.Config) schedulerapp.Settings {
 		LeaderTTL:         cfg.SiteLease,
 		StaleAfter:        cfg.JobStaleAfter,
 		MaxAttempts:       cfg.JobMaxAttempts,
+		HistoryRetention:  cfg.HistoryRetention,
 	}
 }
 
