@@ -38,6 +38,7 @@ import (
 	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/restore"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -169,6 +170,7 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 		KnownHostsDir:  cfg.SSHKnownHostsDir,
 		RemoteTmpDir:   cfg.RemoteTmpDir,
 		ResticBin:      cfg.ResticBin,
+		Protected:      ProtectedAreas(cfg),
 		Backup: pullerapp.BackupSettings{
 			StagingRoot:    cfg.StagingRoot,
 			RepoPath:       cfg.ResticRepoPath,
@@ -179,6 +181,23 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 			ProgressEvery:  5 * time.Second,
 			ControlDir:     filepath.Join(cfg.DataDir, "ssh", "cm"),
 		},
+	}
+}
+
+// ProtectedAreas are Satoru's own paths that no local restore may write
+// into or over: its data folder (store, NATS, known_hosts, tokens,
+// generated secrets), staging, the repository, and the secret files the
+// config names.
+func ProtectedAreas(cfg config.Config) []restore.Area {
+	return []restore.Area{
+		{Key: "data_dir", Path: cfg.DataDir},
+		{Key: "staging_root", Path: cfg.StagingRoot},
+		{Key: "restic_repo_path", Path: cfg.ResticRepoPath},
+		{Key: "ssh_known_hosts_dir", Path: cfg.SSHKnownHostsDir},
+		{Key: "restic_password_file", Path: cfg.ResticPasswordFile},
+		{Key: "api_token_file", Path: cfg.APITokenFile},
+		{Key: "restic_b2_account_id_file", Path: cfg.ResticB2AccountIDFile},
+		{Key: "restic_b2_account_key_file", Path: cfg.ResticB2AccountKeyFile},
 	}
 }
 
@@ -369,6 +388,9 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Services:   n.Infra,
 		Events:     n.Infra,
 		Schedules:  n.Store,
+		// This process's puller sees the same filesystem, so a restore
+		// into Satoru's own files is refused before it is queued.
+		RestoreGuard: n.restoreGuard(),
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
@@ -379,6 +401,13 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	})
 	n.goService("api", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, h) }, ctx)
 	return nil
+}
+
+func (n *Node) restoreGuard() *restore.Guard {
+	if !n.Roles.Puller {
+		return nil
+	}
+	return &restore.Guard{Areas: ProtectedAreas(n.Config)}
 }
 
 // startMetrics serves /metrics and /healthz on api_listen for a process
