@@ -369,6 +369,9 @@ func readSecretFile(path string) (Secret, error) {
 	if st.IsDir() {
 		return "", fmt.Errorf("%q is a directory, not a file", path)
 	}
+	if err := CheckSecretMode(path, st.Mode()); err != nil {
+		return "", err
+	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return "", fmt.Errorf("cannot read %q: %w", path, unwrapPath(err))
@@ -381,6 +384,17 @@ func readSecretFile(path string) (Secret, error) {
 		return "", fmt.Errorf("%q is empty", path)
 	}
 	return Secret(s), nil
+}
+
+// CheckSecretMode refuses a secret file that its group or others may
+// read or write: another local user could read the secret, or replace it.
+// mode is the file's (symlinks followed). The error names the fix.
+func CheckSecretMode(path string, mode os.FileMode) error {
+	if mode.Perm()&0o077 == 0 {
+		return nil
+	}
+	return fmt.Errorf("%q is open to its group or others (mode %04o); a secret file must be its owner's alone: chmod 600 %s",
+		path, mode.Perm(), path)
 }
 
 func unwrapPath(err error) error {

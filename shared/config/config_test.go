@@ -518,3 +518,45 @@ func TestWebhookURL(t *testing.T) {
 		t.Errorf("plain http URL rejected: %v", err)
 	}
 }
+
+// A secret file its group or others can read (or write) stops the start,
+// naming the key and the fix; the owner's modes are fine.
+func TestSecretFilesOpenToOthersRefused(t *testing.T) {
+	keys := map[string]string{
+		"restic_password_file":       "SATORU_RESTIC_PASSWORD_FILE",
+		"api_token_file":             "SATORU_API_TOKEN_FILE",
+		"restic_b2_account_id_file":  "SATORU_RESTIC_B2_ACCOUNT_ID_FILE",
+		"restic_b2_account_key_file": "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE",
+	}
+	for key, env := range keys {
+		for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602} {
+			t.Run(fmt.Sprintf("%s %04o", key, mode), func(t *testing.T) {
+				p := writeFile(t, "secret", "s3cret-value")
+				if err := os.Chmod(p, mode); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Load("", []string{env + "=" + p, "SATORU_RESTIC_B2_REPOSITORY=b2:bucket"})
+				if err == nil {
+					t.Fatal("Load accepted a secret file open to others")
+				}
+				for _, want := range []string{"config: " + key + ": ", "chmod 600 " + p, fmt.Sprintf("mode %04o", mode)} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				if strings.Contains(err.Error(), "s3cret-value") {
+					t.Errorf("error shows the secret: %q", err)
+				}
+			})
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		p := writeFile(t, "ok", "s3cret")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load("", []string{"SATORU_API_TOKEN_FILE=" + p}); err != nil {
+			t.Errorf("mode %04o refused: %v", mode, err)
+		}
+	}
+}

@@ -85,17 +85,17 @@ type Node struct {
 
 // Start brings a node up. Services run until ctx ends or Stop is called;
 // Wait returns after everything has shut down.
-func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
+func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	n = &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
-	// Not n: a failed Start returns a nil node, and what it started must
-	// still be closed.
-	started := n
+	// A local, not the named result: a failed Start returns nil while the
+	// services' closures, which use n, are still stopping, and what it
+	// started must still be closed.
+	n := &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
 	defer func() {
 		if err != nil {
 			cancel()
-			started.wg.Wait() // services started before the failure
-			started.close()
+			n.wg.Wait() // services started before the failure
+			n.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -275,6 +275,9 @@ func ResticRepo(cfg config.Config) (restic.Repo, error) {
 		return repo, nil
 	}
 	path := ResticPasswordFile(cfg)
+	if err := checkGenerated(path); err != nil {
+		return repo, fmt.Errorf("restic password (generated, restic_password_file unset): %w", err)
+	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		buf := make([]byte, 32)
 		if _, err := rand.Read(buf); err != nil {
@@ -288,6 +291,20 @@ func ResticRepo(cfg config.Config) (restic.Repo, error) {
 	}
 	repo.PasswordFile = path
 	return repo, nil
+}
+
+// checkGenerated refuses a secret Satoru generated into data_dir once its
+// mode lets its group or others in (it was written 0600): someone changed
+// it, and another local user may have read it. A missing file is fine.
+func checkGenerated(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return config.CheckSecretMode(path, fi.Mode())
 }
 
 // ResticPasswordFile is where a generated repository password lives.
@@ -450,6 +467,9 @@ func APIToken(cfg config.Config) (token, generatedFile string, err error) {
 		return cfg.APIToken.Value(), "", nil
 	}
 	path := filepath.Join(cfg.DataDir, "api-token")
+	if err := checkGenerated(path); err != nil {
+		return "", "", fmt.Errorf("API token (generated, api_token_file unset): %w", err)
+	}
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), path, nil
 	}
