@@ -81,6 +81,19 @@ func Run(ctx context.Context, d Deps) error {
 	// Masters kept for a site's next job end with the service, not up to
 	// ControlPersist later.
 	defer p.closeMasters()
+	if d.Store != nil && d.Settings.KnownHostsDir != "" {
+		sctx, stop := context.WithCancel(ctx)
+		swept := make(chan struct{})
+		go func() {
+			defer close(swept)
+			log := d.Log
+			if log == nil {
+				log = slog.New(slog.DiscardHandler)
+			}
+			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", "puller"))
+		}()
+		defer func() { stop(); <-swept }()
+	}
 	return jobrun.Service{
 		Name:        "puller",
 		Consumer:    events.ConsumerPuller,

@@ -408,6 +408,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		// This process's puller sees the same filesystem, so a restore
 		// into Satoru's own files is refused before it is queued.
 		RestoreGuard: n.restoreGuard(),
+		SiteDeleted:  n.siteDeleted(),
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
@@ -425,6 +426,16 @@ func (n *Node) restoreGuard() *restore.Guard {
 		return nil
 	}
 	return &restore.Guard{Areas: ProtectedAreas(n.Config)}
+}
+
+// siteDeleted removes a deleted site's known_hosts file at once when this
+// process's puller keeps it; other pullers sweep theirs.
+func (n *Node) siteDeleted() func(context.Context, string) error {
+	if !n.Roles.Puller {
+		return nil
+	}
+	dir := n.Config.SSHKnownHostsDir
+	return func(_ context.Context, uuid string) error { return pullerapp.RemoveKnownHosts(dir, uuid) }
 }
 
 // startMetrics serves /metrics and /healthz on api_listen for a process

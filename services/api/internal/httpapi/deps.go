@@ -173,4 +173,8 @@ type Deps struct {
 	// host. Set it only where the puller shares this host's filesystem
 	// (satoru up); the puller checks every restore again either way.
 	RestoreGuard *restore.Guard
+	// SiteDeleted, when set, is called after a site was deleted, to remove
+	// what this host keeps of it (its known_hosts file, in satoru up);
+	// its error is logged. Workers elsewhere sweep such files themselves.
+	SiteDeleted func(ctx context.Context, siteUUID string) error
 }

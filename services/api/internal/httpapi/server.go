@@ -62,6 +62,7 @@ type server struct {
 	schedules  ScheduleLister
 
 	restoreGuard *restore.Guard
+	siteDeleted  func(ctx context.Context, siteUUID string) error
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -74,7 +75,7 @@ func New(d Deps) *echo.Echo {
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
 		services: d.Services, expected: d.ExpectedServices,
 		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
-		restoreGuard: d.RestoreGuard,
+		restoreGuard: d.RestoreGuard, siteDeleted: d.SiteDeleted,
 	}
 	if s.ctx == nil {
 		s.ctx = context.Background()
