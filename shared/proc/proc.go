@@ -68,6 +68,11 @@ type Cmd struct {
 	// parsers); Result.Stdout is then empty. When nil, stdout is captured
 	// up to StdoutCap.
 	Stdout io.Writer
+	// Stderr, when set, also receives stderr as it is produced, for a
+	// caller that watches it (restic's retry messages); it is not
+	// redacted, so it must not be logged as is. Result.Stderr still keeps
+	// the tail.
+	Stderr io.Writer
 	// Timeout bounds the run; zero means only ctx bounds it.
 	Timeout time.Duration
 	// OnStart, when set, is called with the process id right after the
@@ -190,6 +195,9 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	// still whole when redacted, then trim.
 	stderr := tailBuffer{max: StderrCap * 2}
 	cmd.Stderr = &stderr
+	if c.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, c.Stderr)
+	}
 	// Own process group, so a kill reaches every descendant at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var (

@@ -222,6 +222,18 @@ func TestRunChildEnvAllowList(t *testing.T) {
 	}
 }
 
+// Cmd.Stderr sees stderr as it comes, and Result.Stderr still has it.
+func TestRunStderrTee(t *testing.T) {
+	var seen bytes.Buffer
+	res, err := Run(context.Background(), Cmd{Path: "sh", Args: []string{"-c", `echo one >&2; echo two >&2`}, Stderr: &seen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.String() != "one\ntwo\n" || res.Stderr != "one\ntwo" {
+		t.Errorf("tee saw %q, result %q", seen.String(), res.Stderr)
+	}
+}
+
 func TestBaseEnvUnsetStaysUnset(t *testing.T) {
 	got := BaseEnv([]string{"PATH=/bin", "SATORU_API_TOKEN=x", "TMPDIRX=1", "HOME=/root", "=odd", "LANGUAGE=de"})
 	if want := []string{"PATH=/bin", "HOME=/root"}; !reflect.DeepEqual(got, want) {

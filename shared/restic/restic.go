@@ -11,12 +11,14 @@
 package restic
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/satoru/satoru/shared/proc"
@@ -48,6 +50,9 @@ var (
 	// ErrNoSummary: backup exited 0 but printed no summary, so there is
 	// no snapshot id to record.
 	ErrNoSummary = errors.New("backup printed no summary")
+	// ErrBackendUnreachable: restic kept retrying a failing backend for
+	// longer than Repo.BackendRetryLimit and was stopped.
+	ErrBackendUnreachable = errors.New("repository backend unreachable")
 )
 
 // classify maps a restic exit code to its sentinel, or nil when the code
@@ -129,6 +134,12 @@ type Repo struct {
 	// RetryLock makes commands that lock the repository wait up to this
 	// long for a conflicting lock (--retry-lock, restic >= 0.16).
 	RetryLock time.Duration
+	// BackendRetryLimit stops a command once its backend has kept failing
+	// for this long (restic reports each retry on stderr, and retries one
+	// operation for up to 15 minutes, which 0.18 cannot change); the error
+	// wraps ErrBackendUnreachable and carries restic's last retry reason.
+	// A successful retry starts the count again. 0 leaves restic's own.
+	BackendRetryLimit time.Duration
 	// OnStart, when set, is told of every restic process started for
 	// this repository (its subcommand and pid) and returns what to call
 	// when it ended: the caller's record of the processes that may hold
@@ -205,7 +216,87 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
 	}
-	return proc.Run(ctx, c)
+	if r.BackendRetryLimit <= 0 {
+		return proc.Run(ctx, c)
+	}
+	rctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	watch := &retryWatch{limit: r.BackendRetryLimit, trip: func() { stop(errRetryLimit) }}
+	defer watch.close()
+	c.Stderr = watch
+	res, err := proc.Run(rctx, c)
+	if err != nil && ctx.Err() == nil && context.Cause(rctx) == errRetryLimit {
+		return res, fmt.Errorf("restic %s: %w: its backend kept failing for more than %s; last: %s",
+			c.Step, ErrBackendUnreachable, r.BackendRetryLimit, proc.TrimStderr(r.redact(watch.lastRetry()), 512))
+	}
+	return res, err
+}
+
+// errRetryLimit is the cause a retryWatch cancels its command with.
+var errRetryLimit = errors.New("backend retry limit")
+
+// retryWatch reads restic's stderr as it comes and calls trip once the
+// backend has been failing for limit: from the first "... returned error,
+// retrying after ..." line, unless an "... operation successful after N
+// retries" line came since.
+type retryWatch struct {
+	limit time.Duration
+	trip  func()
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	last    string
+	partial []byte
+	closed  bool
+}
+
+func (w *retryWatch) Write(b []byte) (int, error) {
+	n := len(b)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if len(w.partial) < 4096 {
+				w.partial = append(w.partial, b...)
+			}
+			break
+		}
+		line := string(append(w.partial, b[:i]...))
+		w.partial, b = nil, b[i+1:]
+		w.line(strings.TrimSpace(line))
+	}
+	return n, nil
+}
+
+func (w *retryWatch) line(l string) {
+	switch {
+	case strings.Contains(l, " returned error, retrying after "):
+		w.last = l
+		if w.timer == nil && !w.closed {
+			w.timer = time.AfterFunc(w.limit, w.trip)
+		}
+	case strings.Contains(l, " operation successful after "):
+		if w.timer != nil {
+			w.timer.Stop()
+			w.timer = nil
+		}
+	}
+}
+
+func (w *retryWatch) lastRetry() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+func (w *retryWatch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // wrap turns proc's error into ours. Timeouts and a missing binary keep

@@ -255,6 +255,9 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, e
 	if err != nil {
 		return s, fmt.Errorf("config: restic_b2_repository: %w", err)
 	}
+	// restic retries a failing backend for up to 15 minutes per operation;
+	// an unreachable offsite fails the sync after restic_b2_retry_seconds.
+	remote.BackendRetryLimit = cfg.ResticB2Retry
 	s.Remote = remote
 	return s, nil
 }
