@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -72,8 +71,11 @@ type Node struct {
 	// TokenFile is where a generated API token was written ("" when the
 	// token came from the environment or api_token_file).
 	TokenFile string
-	// NATSURL and StoreURI are what extra workers connect to.
-	NATSURL  string
+	// NATSURL is the NATS this node uses, or the embedded server's
+	// listener (without credentials); "" for an embedded server that
+	// serves this process only.
+	NATSURL string
+	// StoreURI is the store this node uses (the embedded store's socket).
 	StoreURI string
 
 	conns  *conns.Conns
@@ -320,29 +322,21 @@ func (n *Node) connect(ctx context.Context) error {
 	natsURL, mongoURI := cfg.NATSURL, cfg.MongoURI
 	var natsOpts []nats.Option
 	if natsURL == "" {
-		if cfg.NATSReplicas > 1 {
-			return fmt.Errorf("nats_replicas is %d, but the embedded NATS server is one node and keeps one copy: set nats_replicas to 1, or nats_url to a cluster", cfg.NATSReplicas)
-		}
-		host, port, err := splitListen("embedded_nats_listen", cfg.EmbeddedNATSListen)
+		opt, err := n.startEmbeddedNATS()
 		if err != nil {
 			return err
 		}
-		n.NATS, err = embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(cfg.DataDir, "nats"), Host: host, Port: port})
-		if err != nil {
-			return fmt.Errorf("start embedded NATS on %s: %w", cfg.EmbeddedNATSListen, err)
-		}
-		natsURL = n.NATS.ClientURL()
-		natsOpts = append(natsOpts, n.NATS.InProcessOption())
+		natsOpts = append(natsOpts, opt)
+	} else {
+		n.NATSURL = natsURL
 	}
 	if mongoURI == "" {
 		var err error
-		n.StoreSrv, err = embedded.StartStore(ctx, embedded.StoreOptions{Dir: filepath.Join(cfg.DataDir, "store"), Listen: cfg.EmbeddedStoreListen})
-		if err != nil {
-			return fmt.Errorf("start embedded store on %s: %w", cfg.EmbeddedStoreListen, err)
+		if mongoURI, err = n.startEmbeddedStore(ctx); err != nil {
+			return err
 		}
-		mongoURI = n.StoreSrv.URI()
 	}
-	n.NATSURL, n.StoreURI = natsURL, mongoURI
+	n.StoreURI = mongoURI
 	c, err := conns.Open(ctx, conns.Options{
 		Name:          "satoru-" + cfg.InstanceName,
 		NATSURL:       natsURL,
@@ -367,21 +361,6 @@ func (n *Node) connect(ctx context.Context) error {
 		}
 	}
 	return nil
-}
-
-func splitListen(key, hostport string) (string, int, error) {
-	host, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", 0, fmt.Errorf("config: %s: %w", key, err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("config: %s: port %q is not a number", key, p)
-	}
-	if port == 0 {
-		port = -1 // NATS: random
-	}
-	return host, port, nil
 }
 
 func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
