@@ -452,19 +452,18 @@ func TestNATSCluster(t *testing.T) {
 			t.Errorf("%s: healthcheck %+v, want the monitoring port's /healthz", name, s.HealthCheck)
 		}
 	}
-	for _, name := range satoruServices {
-		var hosts []string
-		for _, raw := range strings.Split(env(service(t, p, name), "SATORU_NATS_URL"), ",") {
-			u, err := url.Parse(strings.TrimSpace(raw))
-			if err != nil || u.Scheme != "nats" || u.Port() != "4222" {
-				t.Errorf("%s: SATORU_NATS_URL entry %q, want nats://<node>:4222", name, raw)
-				continue
-			}
-			hosts = append(hosts, u.Hostname())
+	for _, name := range natsNodes {
+		s := service(t, p, name)
+		if !slices.ContainsFunc(s.Secrets, func(sec types.ServiceSecretConfig) bool {
+			return sec.Source == "nats_auth" && sec.Target == "/etc/nats/auth.conf"
+		}) {
+			t.Errorf("%s: secret nats_auth is not mounted at /etc/nats/auth.conf, which cluster.conf includes", name)
 		}
-		sort.Strings(hosts)
-		if !slices.Equal(hosts, natsNodes) {
-			t.Errorf("%s: SATORU_NATS_URL lists %v, want every node %v", name, hosts, natsNodes)
+	}
+	for _, name := range satoruServices {
+		// nats_url (every node, with the password) comes from a secret.
+		if got := env(service(t, p, name), "SATORU_NATS_URL_FILE"); got != "/run/secrets/nats_url" || env(service(t, p, name), "SATORU_NATS_URL") != "" {
+			t.Errorf("%s: SATORU_NATS_URL_FILE %q, want /run/secrets/nats_url (and no SATORU_NATS_URL)", name, got)
 		}
 		// One copy per node, so losing a node loses no stream.
 		if got, want := env(service(t, p, name), "SATORU_NATS_REPLICAS"), fmt.Sprint(len(natsNodes)); got != want {
@@ -493,15 +492,28 @@ func TestMongoReplicaSet(t *testing.T) {
 	if _, ok := mount(t, mongo, "mongo-data"); !ok {
 		t.Error("mongo: volume mongo-data is not mounted")
 	}
-	for _, name := range satoruServices {
-		raw := env(service(t, p, name), "SATORU_MONGO_URI")
-		u, err := url.Parse(raw)
-		if err != nil {
-			t.Errorf("%s: SATORU_MONGO_URI: %v", name, err)
-			continue
+	// Authentication on: a root user from the secret mongo_password, and the
+	// key file the replica set then requires.
+	if i := slices.Index(mongo.Command, "--keyFile"); i < 0 || i+1 >= len(mongo.Command) || mongo.Command[i+1] != "/run/secrets/mongo_keyfile" {
+		t.Errorf("mongo: command %q, want --keyFile /run/secrets/mongo_keyfile", mongo.Command)
+	}
+	if env(mongo, "MONGO_INITDB_ROOT_USERNAME") != "satoru" || env(mongo, "MONGO_INITDB_ROOT_PASSWORD_FILE") != "/run/secrets/mongo_password" {
+		t.Errorf("mongo: root user %q from %q, want satoru from /run/secrets/mongo_password",
+			env(mongo, "MONGO_INITDB_ROOT_USERNAME"), env(mongo, "MONGO_INITDB_ROOT_PASSWORD_FILE"))
+	}
+	for _, want := range []string{"-u satoru", "/run/secrets/mongo_password", "--authenticationDatabase admin"} {
+		if !strings.Contains(health, want) {
+			t.Errorf("mongo: healthcheck %q lacks %q (it must log in)", health, want)
 		}
-		if u.Host != "mongo:27017" || u.Query().Get("replicaSet") != rs {
-			t.Errorf("%s: SATORU_MONGO_URI %q, want mongodb://mongo:27017/?replicaSet=%s", name, raw, rs)
+	}
+	u, err := url.Parse(exampleSecret("mongo_uri"))
+	if err != nil || u.Host != "mongo:27017" || u.Query().Get("replicaSet") != rs || u.User.Username() != "satoru" || u.Query().Get("authSource") != "admin" {
+		t.Errorf("mongo_uri %v: want mongodb://satoru:<password>@mongo:27017/?replicaSet=%s&authSource=admin", err, rs)
+	}
+	for _, name := range satoruServices {
+		s := service(t, p, name)
+		if got := env(s, "SATORU_MONGO_URI_FILE"); got != "/run/secrets/mongo_uri" || env(s, "SATORU_MONGO_URI") != "" {
+			t.Errorf("%s: SATORU_MONGO_URI_FILE %q, want /run/secrets/mongo_uri (and no SATORU_MONGO_URI)", name, got)
 		}
 	}
 }

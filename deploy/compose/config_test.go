@@ -22,7 +22,7 @@ func TestSatoruConfig(t *testing.T) {
 				s := service(t, p, name)
 				secrets := t.TempDir()
 				for _, sec := range s.Secrets {
-					if err := os.WriteFile(filepath.Join(secrets, filepath.Base(sec.Target)), []byte("dummy-"+sec.Source+"\n"), 0o600); err != nil {
+					if err := os.WriteFile(filepath.Join(secrets, filepath.Base(sec.Target)), []byte(exampleSecret(sec.Source)+"\n"), 0o600); err != nil {
 						t.Fatal(err)
 					}
 				}
@@ -45,6 +45,9 @@ func TestSatoruConfig(t *testing.T) {
 				if cfg.NATSURL == "" || cfg.MongoURI == "" {
 					t.Errorf("%s: nats_url %q, mongo_uri %q: `satoru %s` needs both", name, cfg.NATSURL, cfg.RedactedMongoURI(), name)
 				}
+				if cfg.NATSURL != exampleSecret("nats_url") || cfg.MongoURI != exampleSecret("mongo_uri") {
+					t.Errorf("%s: nats_url and mongo_uri are not the ones of the secrets nats_url and mongo_uri", name)
+				}
 				if tc.environ != nil && name == "syncer" && (!cfg.ResticB2AccountID.IsSet() || !cfg.ResticB2AccountKey.IsSet()) {
 					t.Error("syncer: offsite repository set, but its credentials were not read")
 				}
@@ -57,4 +60,18 @@ func TestSatoruConfig(t *testing.T) {
 			}
 		})
 	}
+}
+
+// exampleSecret is what a secret file holds, in the form secrets/README.md
+// makes it (passwords are placeholders).
+func exampleSecret(name string) string {
+	switch name {
+	case "nats_url":
+		return "nats://satoru:pw-nats@nats-1:4222,nats://satoru:pw-nats@nats-2:4222,nats://satoru:pw-nats@nats-3:4222"
+	case "mongo_uri":
+		return "mongodb://satoru:pw-mongo@mongo:27017/?replicaSet=rs0&authSource=admin"
+	case "nats_auth":
+		return `authorization { user: satoru, password: "pw-nats" }`
+	}
+	return "dummy-" + name
 }

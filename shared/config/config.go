@@ -46,9 +46,11 @@ type Config struct {
 	SiteScanInterval       time.Duration   // site_scan_interval_hours
 	RetentionInterval      time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
 	SchedulerTick          time.Duration   // scheduler_tick_seconds
-	NATSURL                string          // nats_url ("" with MongoURI "" = embedded); may hold credentials
+	NATSURL                string          // nats_url or the contents of nats_url_file ("" with MongoURI "" = embedded); may hold credentials
+	NATSURLFile            string          // nats_url_file (read at Load into NATSURL)
 	NATSReplicas           int             // nats_replicas: copies of each stream and KV bucket (3 on a 3-node cluster)
-	MongoURI               string          // mongo_uri; may hold a password: print RedactedMongoURI
+	MongoURI               string          // mongo_uri or the contents of mongo_uri_file; may hold a password: print RedactedMongoURI
+	MongoURIFile           string          // mongo_uri_file (read at Load into MongoURI)
 	MongoDatabase          string          // mongo_database
 	DataDir                string          // data_dir
 	APIListen              string          // api_listen
@@ -72,6 +74,7 @@ type Config struct {
 	JobTimeoutSnapshot     time.Duration   // job_timeout_snapshot_seconds: one restic backup
 	JobTimeoutRetention    time.Duration   // job_timeout_retention_seconds: one forget --prune
 	JobTimeoutSync         time.Duration   // job_timeout_sync_seconds: one offsite copy
+	ResticB2Retry          time.Duration   // restic_b2_retry_seconds: how long restic may keep retrying an offsite repository that fails
 	HistoryRetention       time.Duration   // history_retention_days
 	LogLevel               string          // log_level: debug, info, warn, error
 	LogFormat              string          // log_format: text, json
@@ -95,8 +98,6 @@ func Default() Config {
 		MongoDatabase:         "satoru",
 		DataDir:               "./data",
 		APIListen:             "127.0.0.1:8080",
-		EmbeddedNATSListen:    "127.0.0.1:4222",
-		EmbeddedStoreListen:   "127.0.0.1:27017",
 		StagingMinFreePercent: 5,
 		SSHConnectTimeout:     10 * time.Second,
 		RemoteTmpDir:          "/tmp",
@@ -111,6 +112,7 @@ func Default() Config {
 		JobTimeoutSnapshot:    6 * time.Hour,
 		JobTimeoutRetention:   6 * time.Hour,
 		JobTimeoutSync:        12 * time.Hour,
+		ResticB2Retry:         2 * time.Minute,
 		HistoryRetention:      90 * 24 * time.Hour,
 		LogLevel:              "info",
 		LogFormat:             "text",
@@ -351,6 +353,37 @@ func Load(path string, environ []string) (Config, error) {
 		}
 		*f.secret(&c) = secret
 	}
+	// Connection strings given by file: they carry credentials (the
+	// files `satoru up` writes for joining workers, compose secrets).
+	for _, f := range []struct {
+		valueKey, fileKey string
+		path, dst         *string
+		check             func(string) error
+	}{
+		{"nats_url", "nats_url_file", &c.NATSURLFile, &c.NATSURL, checkNATSURL},
+		{"mongo_uri", "mongo_uri_file", &c.MongoURIFile, &c.MongoURI, checkMongoURI},
+	} {
+		fv, hasFile := vals[f.fileKey]
+		if !hasFile {
+			continue
+		}
+		if v, hasValue := vals[f.valueKey]; hasValue {
+			errs = append(errs, fmt.Errorf("config: %s: set either %s or %s, not both (%s is set by %s)",
+				f.fileKey, f.valueKey, f.fileKey, f.valueKey, v.origin))
+			continue
+		}
+		text, err := readSecretFile(*f.path)
+		if err == nil {
+			*f.dst = text.Value()
+			if f.fileKey == "mongo_uri_file" {
+				*f.dst = ResolveTLSFiles(*f.dst, filepath.Dir(*f.path))
+			}
+			err = f.check(*f.dst)
+		}
+		if err != nil {
+			errs = append(errs, fv.errorf(f.fileKey, "%v", err))
+		}
+	}
 	if len(errs) > 0 {
 		return Config{}, errors.Join(errs...)
 	}
@@ -415,6 +448,9 @@ func readSecretFile(path string) (Secret, error) {
 	if st.IsDir() {
 		return "", fmt.Errorf("%q is a directory, not a file", path)
 	}
+	if err := CheckSecretMode(path, st.Mode()); err != nil {
+		return "", err
+	}
 	buf, err := io.ReadAll(io.LimitReader(f, maxSecretFile+1))
 	if err != nil {
 		return "", fmt.Errorf("cannot read %q: %w", path, unwrapPath(err))
@@ -427,6 +463,46 @@ func readSecretFile(path string) (Secret, error) {
 		return "", fmt.Errorf("%q is empty", path)
 	}
 	return Secret(s), nil
+}
+
+// tlsFileOptions are the MongoDB URI options that name files.
+var tlsFileOptions = []string{"tlsCAFile", "tlsCertificateKeyFile"}
+
+// ResolveTLSFiles makes the relative file paths of a MongoDB URI's TLS
+// options (tlsCAFile, tlsCertificateKeyFile) relative to dir, the folder
+// of the file the URI came from, so a folder of join files works wherever
+// it is copied. Other URIs come back unchanged.
+func ResolveTLSFiles(uri, dir string) string {
+	base, query, ok := strings.Cut(uri, "?")
+	if !ok {
+		return uri
+	}
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return uri
+	}
+	changed := false
+	for _, k := range tlsFileOptions {
+		if v := q.Get(k); v != "" && !filepath.IsAbs(v) {
+			q.Set(k, filepath.Join(dir, v))
+			changed = true
+		}
+	}
+	if !changed {
+		return uri
+	}
+	return base + "?" + q.Encode()
+}
+
+// CheckSecretMode refuses a secret file that its group or others may
+// read or write: another local user could read the secret, or replace it.
+// mode is the file's (symlinks followed). The error names the fix.
+func CheckSecretMode(path string, mode os.FileMode) error {
+	if mode.Perm()&0o077 == 0 {
+		return nil
+	}
+	return fmt.Errorf("%q is open to its group or others (mode %04o); a secret file must be its owner's alone: chmod 600 %s",
+		path, mode.Perm(), path)
 }
 
 func unwrapPath(err error) error {
@@ -665,13 +741,15 @@ var specs = []spec{
 		show:  func(c Config) string { return c.RedactedMongoURI() },
 		check: func(c Config) error { return checkMongoURI(c.MongoURI) },
 	},
+	strSpec("nats_url_file", func(c *Config) *string { return &c.NATSURLFile }, nil),
+	strSpec("mongo_uri_file", func(c *Config) *string { return &c.MongoURIFile }, nil),
 	strSpec("mongo_database", func(c *Config) *string { return &c.MongoDatabase }, checkDatabase),
 	strSpec("data_dir", func(c *Config) *string { return &c.DataDir }, required),
 	strSpec("api_listen", func(c *Config) *string { return &c.APIListen }, checkListen),
 	secretSpec("api_token", true, func(c *Config) *Secret { return &c.APIToken }),
 	strSpec("api_token_file", func(c *Config) *string { return &c.APITokenFile }, nil),
-	strSpec("embedded_nats_listen", func(c *Config) *string { return &c.EmbeddedNATSListen }, checkListen),
-	strSpec("embedded_store_listen", func(c *Config) *string { return &c.EmbeddedStoreListen }, checkListen),
+	strSpec("embedded_nats_listen", func(c *Config) *string { return &c.EmbeddedNATSListen }, optionalListen),
+	strSpec("embedded_store_listen", func(c *Config) *string { return &c.EmbeddedStoreListen }, optionalListen),
 	intSpec("staging_min_free_bytes", 0, math.MaxInt64,
 		func(c Config) int64 { return c.StagingMinFreeBytes }, func(c *Config, n int64) { c.StagingMinFreeBytes = n }),
 	intSpec("staging_min_free_percent", 0, 100,
@@ -691,6 +769,7 @@ var specs = []spec{
 	durSpec("job_timeout_snapshot_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSnapshot }),
 	durSpec("job_timeout_retention_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutRetention }),
 	durSpec("job_timeout_sync_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSync }),
+	durSpec("restic_b2_retry_seconds", time.Second, 1, 3600, func(c *Config) *time.Duration { return &c.ResticB2Retry }),
 	durSpec("history_retention_days", 24*time.Hour, 1, 36500, func(c *Config) *time.Duration { return &c.HistoryRetention }),
 	enumSpec("log_level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
 	enumSpec("log_format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
@@ -720,6 +799,14 @@ func required(s string) error {
 		return errors.New("must not be empty")
 	}
 	return nil
+}
+
+// optionalListen is checkListen, or "" for no listener.
+func optionalListen(s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkListen(s)
 }
 
 func checkListen(s string) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -52,8 +53,8 @@ func TestDefaults(t *testing.T) {
 		{"mongo_database", c.MongoDatabase, "satoru"},
 		{"data_dir", c.DataDir, "./data"},
 		{"api_listen", c.APIListen, "127.0.0.1:8080"},
-		{"embedded_nats_listen", c.EmbeddedNATSListen, "127.0.0.1:4222"},
-		{"embedded_store_listen", c.EmbeddedStoreListen, "127.0.0.1:27017"},
+		{"embedded_nats_listen", c.EmbeddedNATSListen, ""},
+		{"embedded_store_listen", c.EmbeddedStoreListen, ""},
 		{"staging_min_free_percent", c.StagingMinFreePercent, 5},
 		{"ssh_connect_timeout", c.SSHConnectTimeout, 10 * time.Second},
 		{"remote_tmp_dir", c.RemoteTmpDir, "/tmp"},
@@ -440,11 +441,11 @@ func TestKeys(t *testing.T) {
 	want := []string{"staging_root", "restic_repo_path", "restic_password_file", "restic_password", "restic_retention_policy",
 		"restic_sync_interval_hours", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
 		"restic_b2_account_key", "restic_b2_account_key_file", "restic_bin", "job_worker_concurrency", "nats_replicas", "site_scan_interval_hours",
-		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
+		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
 		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "job_timeout_target_seconds",
-		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "history_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
+		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "restic_b2_retry_seconds", "history_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("Keys() = %q", keys)
 	}
@@ -572,5 +573,107 @@ func TestWebhookURL(t *testing.T) {
 	}
 	if _, err := Load("", []string{"SATORU_WEBHOOK_URL=http://127.0.0.1:9/hook"}); err != nil {
 		t.Errorf("plain http URL rejected: %v", err)
+	}
+}
+
+// A secret file its group or others can read (or write) stops the start,
+// naming the key and the fix; the owner's modes are fine.
+func TestSecretFilesOpenToOthersRefused(t *testing.T) {
+	keys := map[string]string{
+		"restic_password_file":       "SATORU_RESTIC_PASSWORD_FILE",
+		"api_token_file":             "SATORU_API_TOKEN_FILE",
+		"restic_b2_account_id_file":  "SATORU_RESTIC_B2_ACCOUNT_ID_FILE",
+		"restic_b2_account_key_file": "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE",
+	}
+	for key, env := range keys {
+		for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602} {
+			t.Run(fmt.Sprintf("%s %04o", key, mode), func(t *testing.T) {
+				p := writeFile(t, "secret", "s3cret-value")
+				if err := os.Chmod(p, mode); err != nil {
+					t.Fatal(err)
+				}
+				_, err := Load("", []string{env + "=" + p, "SATORU_RESTIC_B2_REPOSITORY=b2:bucket"})
+				if err == nil {
+					t.Fatal("Load accepted a secret file open to others")
+				}
+				for _, want := range []string{"config: " + key + ": ", "chmod 600 " + p, fmt.Sprintf("mode %04o", mode)} {
+					if !strings.Contains(err.Error(), want) {
+						t.Errorf("error %q does not contain %q", err, want)
+					}
+				}
+				if strings.Contains(err.Error(), "s3cret-value") {
+					t.Errorf("error shows the secret: %q", err)
+				}
+			})
+		}
+	}
+	for _, mode := range []os.FileMode{0o600, 0o400} {
+		p := writeFile(t, "ok", "s3cret")
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Load("", []string{"SATORU_API_TOKEN_FILE=" + p}); err != nil {
+			t.Errorf("mode %04o refused: %v", mode, err)
+		}
+	}
+}
+
+// nats_url_file and mongo_uri_file: the connection strings with their
+// credentials come from files (the join files of `satoru up`, compose
+// secrets), with the secret files' rules.
+func TestConnectionStringFiles(t *testing.T) {
+	dir := t.TempDir()
+	natsFile := filepath.Join(dir, "nats-url")
+	mongoFile := filepath.Join(dir, "mongo-uri")
+	if err := os.WriteFile(natsFile, []byte("nats://satoru:s3cret-pass@10.0.0.5:4222\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mongoFile, []byte("mongodb://10.0.0.5:27017/?tls=true&tlsCAFile=store-ca.pem&tlsCertificateKeyFile=store-client.pem\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load("", []string{"SATORU_NATS_URL_FILE=" + natsFile, "SATORU_MONGO_URI_FILE=" + mongoFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.NATSURL != "nats://satoru:s3cret-pass@10.0.0.5:4222" || c.Embedded() {
+		t.Errorf("nats_url = %q", c.NATSURL)
+	}
+	wantMongo := "mongodb://10.0.0.5:27017/?tls=true&tlsCAFile=" + url.QueryEscape(filepath.Join(dir, "store-ca.pem")) +
+		"&tlsCertificateKeyFile=" + url.QueryEscape(filepath.Join(dir, "store-client.pem"))
+	if c.MongoURI != wantMongo {
+		t.Errorf("mongo_uri = %q\nwant        %q (TLS files beside the URI's file)", c.MongoURI, wantMongo)
+	}
+	if strings.Contains(c.String(), "s3cret-pass") {
+		t.Error("String() shows the NATS password")
+	}
+	if got := ResolveTLSFiles("mongodb://h/?tlsCAFile=/abs/ca.pem", "/x"); got != "mongodb://h/?tlsCAFile=/abs/ca.pem" {
+		t.Errorf("an absolute path was changed: %q", got)
+	}
+
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte("nats://u:p@h:4222"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad")
+	if err := os.WriteFile(bad, []byte("http://h"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for name, tc := range map[string]struct {
+		env  []string
+		want []string
+	}{
+		"open to others":        {[]string{"SATORU_NATS_URL_FILE=" + open}, []string{"nats_url_file", "chmod 600 " + open}},
+		"both":                  {[]string{"SATORU_NATS_URL=nats://h:4222", "SATORU_NATS_URL_FILE=" + natsFile}, []string{"nats_url_file", "not both"}},
+		"not a URL of its kind": {[]string{"SATORU_MONGO_URI_FILE=" + bad}, []string{"mongo_uri_file"}},
+		"missing":               {[]string{"SATORU_MONGO_URI_FILE=/nonexistent/uri"}, []string{"mongo_uri_file", "/nonexistent/uri"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Load("", tc.env)
+			for _, w := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("err = %v, want it to contain %q", err, w)
+				}
+			}
+		})
 	}
 }

@@ -18,7 +18,7 @@ import (
 // Options say where NATS and the store are.
 type Options struct {
 	Name          string // client name, shown in NATS monitoring
-	NATSURL       string
+	NATSURL       string // "" with an in-process connection in NATSOptions
 	NATSOptions   []nats.Option
 	MongoURI      string
 	MongoDatabase string
@@ -40,7 +40,8 @@ func Open(ctx context.Context, o Options) (c *Conns, err error) {
 			c.Close()
 		}
 	}()
-	if o.NATSURL == "" || o.MongoURI == "" {
+	// An in-process NATS connection (NATSOptions) needs no URL.
+	if (o.NATSURL == "" && len(o.NATSOptions) == 0) || o.MongoURI == "" {
 		return nil, fmt.Errorf("conns: both a NATS URL and a MongoDB URI are needed (nats_url, mongo_uri)")
 	}
 	c.NC, err = bus.Connect(o.NATSURL, o.Name, o.NATSOptions...)

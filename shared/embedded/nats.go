@@ -16,10 +16,18 @@ import (
 type NATSOptions struct {
 	// Dir is where JetStream keeps its data (created 0700). Required.
 	Dir string
+	// NoListener serves in-process clients only (InProcessOption): no
+	// port is opened, so no other process can connect. Host and Port are
+	// then ignored.
+	NoListener bool
 	// Host to listen on; default 127.0.0.1.
 	Host string
 	// Port for clients: 0 means the default 4222, -1 a random free port.
 	Port int
+	// Username and Password, when set, are required of every client, the
+	// in-process ones too (InProcessOption sends them). A listener
+	// without them is open to every local user: tests only.
+	Username, Password string
 	// Logger receives the server's log lines (notices at Info, warnings at
 	// Warn, errors and fatals at Error). Nil keeps the server silent.
 	Logger *slog.Logger
@@ -30,7 +38,8 @@ type NATSOptions struct {
 
 // NATS is a running in-process NATS server with JetStream.
 type NATS struct {
-	ns *server.Server
+	ns         *server.Server
+	user, pass string
 }
 
 // StartNATS starts a NATS server with JetStream persisting under o.Dir and
@@ -52,10 +61,16 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 	if o.ReadyTimeout <= 0 {
 		o.ReadyTimeout = 10 * time.Second
 	}
+	if (o.Username == "") != (o.Password == "") {
+		return nil, errors.New("embedded: nats: give both Username and Password, or neither")
+	}
 	ns, err := server.NewServer(&server.Options{
 		ServerName: "satoru-embedded",
 		Host:       o.Host,
 		Port:       o.Port,
+		DontListen: o.NoListener,
+		Username:   o.Username,
+		Password:   o.Password,
 		JetStream:  true,
 		StoreDir:   dir,
 		NoSigs:     true,
@@ -73,18 +88,42 @@ func StartNATS(o NATSOptions) (*NATS, error) {
 		ns.WaitForShutdown()
 		return nil, fmt.Errorf("embedded: nats: not ready for connections after %s", o.ReadyTimeout)
 	}
-	return &NATS{ns: ns}, nil
+	return &NATS{ns: ns, user: o.Username, pass: o.Password}, nil
 }
 
-// ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:4222.
-func (n *NATS) ClientURL() string { return n.ns.ClientURL() }
+// ClientURL is the URL clients connect to, e.g. nats://127.0.0.1:4222,
+// without credentials; "" when the server has no listener.
+func (n *NATS) ClientURL() string {
+	if n.ns.Addr() == nil {
+		return ""
+	}
+	return n.ns.ClientURL()
+}
+
+// Addr is the host:port clients connect to, "" without a listener.
+func (n *NATS) Addr() string {
+	if a := n.ns.Addr(); a != nil {
+		return a.String()
+	}
+	return ""
+}
 
 // Server is the underlying server.
 func (n *NATS) Server() *server.Server { return n.ns }
 
 // InProcessOption makes a nats.Connect use an in-process connection to
-// this server instead of TCP.
-func (n *NATS) InProcessOption() nats.Option { return nats.InProcessServer(n.ns) }
+// this server instead of TCP, with the server's credentials if it has any.
+func (n *NATS) InProcessOption() nats.Option {
+	return func(o *nats.Options) error {
+		if err := nats.InProcessServer(n.ns)(o); err != nil {
+			return err
+		}
+		if n.user != "" {
+			return nats.UserInfo(n.user, n.pass)(o)
+		}
+		return nil
+	}
+}
 
 // Shutdown stops the server and waits until it has stopped.
 func (n *NATS) Shutdown() {

@@ -1,9 +1,9 @@
 // Package proc is Satoru's one subprocess runner. Every local command goes
-// through Run: argv only (never a shell), secrets passed in the
-// environment, stdout and stderr capped, the whole process group killed on
-// cancel or timeout, the child killed if Satoru itself dies, and failures
-// returned as typed errors whose text never carries the argv or the
-// environment.
+// through Run: argv only (never a shell), an allow-listed environment
+// (PATH, HOME, LANG, LC_ALL, TMPDIR) plus the one secret the tool needs,
+// stdout and stderr capped, the whole process group killed on cancel or
+// timeout, the child killed if Satoru itself dies, and failures returned
+// as typed errors whose text never carries the argv or the environment.
 package proc
 
 import (
@@ -58,9 +58,10 @@ type Cmd struct {
 	// Path is the program: an absolute path, or a name looked up in PATH.
 	Path string
 	Args []string
-	// Env holds extra KEY=VALUE entries on top of os.Environ() (later
-	// entries win). Secrets go here, never in Args: argv is visible to every
-	// user of the host in ps. Env values are redacted from captured stderr.
+	// Env holds the KEY=VALUE entries this program needs on top of the
+	// allow-listed part of Satoru's environment (see BaseEnv; later entries
+	// win). Secrets go here, never in Args: argv is visible to every user of
+	// the host in ps. Env values are redacted from captured stderr.
 	Env []string
 	// PublicEnv holds KEY=VALUE entries that are no secret (a path, a
 	// setting): passed like Env, before it, but not redacted, so errors
@@ -72,8 +73,10 @@ type Cmd struct {
 	// parsers); Result.Stdout is then empty. When nil, stdout is captured
 	// up to StdoutCap.
 	Stdout io.Writer
-	// Stderr, when set, also receives stderr as it is produced, not
-	// redacted: for watchers that act on a message (never log it raw).
+	// Stderr, when set, also receives stderr as it is produced, for a
+	// caller that watches it (restic's retry and disk-full messages); it
+	// is not redacted, so it must not be logged as is. Result.Stderr still
+	// keeps the tail.
 	Stderr io.Writer
 	// Timeout bounds the run; zero means only ctx bounds it.
 	Timeout time.Duration
@@ -183,7 +186,7 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	defer cancel()
 
 	cmd := exec.CommandContext(runCtx, path, c.Args...)
-	cmd.Env = append(append(os.Environ(), c.PublicEnv...), c.Env...)
+	cmd.Env = append(append(BaseEnv(os.Environ()), c.PublicEnv...), c.Env...)
 	cmd.Dir = c.Dir
 	cmd.Stdin = c.Stdin
 	var stdout headBuffer
@@ -306,6 +309,31 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 		return res, nil
 	}
 	return res, fmt.Errorf("%s: %w", lbl, waitErr)
+}
+
+// inherited lists the variables a child gets from Satoru's environment.
+// Everything else stays behind: Satoru's own environment carries the API
+// token and the offsite keys, which /proc/<pid>/environ would show to the
+// child and whatever it runs. SSH_AUTH_SOCK stays behind too: ssh uses the
+// site's key file, never the operator's agent.
+var inherited = map[string]bool{
+	"PATH":   true,
+	"HOME":   true,
+	"LANG":   true,
+	"LC_ALL": true,
+	"TMPDIR": true,
+}
+
+// BaseEnv returns the entries of environ that every child inherits: PATH,
+// HOME, LANG, LC_ALL and TMPDIR, in their order in environ.
+func BaseEnv(environ []string) []string {
+	out := make([]string, 0, len(inherited))
+	for _, kv := range environ {
+		if k, _, ok := strings.Cut(kv, "="); ok && inherited[k] {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // errStepTimeout marks the run context's own deadline, so a Timeout is

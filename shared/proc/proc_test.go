@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,10 +170,10 @@ func TestRunStdoutCapAndStreaming(t *testing.T) {
 }
 
 func TestRunEnvAndStdin(t *testing.T) {
-	t.Setenv("SATORU_PROC_TEST_BASE", "from-parent")
+	t.Setenv("LANG", "from-parent")
 	res, err := Run(context.Background(), Cmd{
 		Path:  "sh",
-		Args:  []string{"-c", `printf '%s %s %s ' "$SATORU_PROC_TEST_BASE" "$A" "$B"; cat`},
+		Args:  []string{"-c", `printf '%s %s %s ' "$LANG" "$A" "$B"; cat`},
 		Env:   []string{"A=first", "B=b", "A=last"},
 		Stdin: strings.NewReader("piped"),
 		Dir:   t.TempDir(),
@@ -182,6 +183,64 @@ func TestRunEnvAndStdin(t *testing.T) {
 	}
 	if got, want := string(res.Stdout), "from-parent last b piped"; got != want {
 		t.Errorf("stdout = %q, want %q", got, want)
+	}
+}
+
+// TestRunChildEnvAllowList checks what a child can read in
+// /proc/self/environ: the allow-listed variables and its Cmd's own Env,
+// never Satoru's secrets or the operator's ssh agent.
+func TestRunChildEnvAllowList(t *testing.T) {
+	parent := map[string]string{
+		"SATORU_API_TOKEN":             "token-secret-1234",
+		"SATORU_RESTIC_B2_ACCOUNT_KEY": "b2-key-secret-5678",
+		"SATORU_RESTIC_PASSWORD":       "restic-secret-9012",
+		"AWS_SECRET_ACCESS_KEY":        "aws-secret-3456",
+		"SSH_AUTH_SOCK":                "/tmp/agent.sock",
+		"RESTIC_PASSWORD_FILE":         "/etc/stray-password",
+		"PATH":                         os.Getenv("PATH"),
+		"HOME":                         "/home/satoru-test",
+		"LANG":                         "C.UTF-8",
+		"LC_ALL":                       "C",
+		"TMPDIR":                       t.TempDir(),
+	}
+	for k, v := range parent {
+		t.Setenv(k, v)
+	}
+	res, err := Run(context.Background(), Cmd{Path: "cat", Args: []string{"/proc/self/environ"},
+		Env: []string{"RESTIC_PASSWORD=the-one-secret"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range strings.Split(strings.TrimRight(string(res.Stdout), "\x00"), "\x00") {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	want := map[string]string{
+		"PATH": parent["PATH"], "HOME": parent["HOME"], "LANG": parent["LANG"],
+		"LC_ALL": parent["LC_ALL"], "TMPDIR": parent["TMPDIR"], "RESTIC_PASSWORD": "the-one-secret",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("child environment = %v\nwant %v", got, want)
+	}
+}
+
+// Cmd.Stderr sees stderr as it comes, and Result.Stderr still has it.
+func TestRunStderrTee(t *testing.T) {
+	var seen bytes.Buffer
+	res, err := Run(context.Background(), Cmd{Path: "sh", Args: []string{"-c", `echo one >&2; echo two >&2`}, Stderr: &seen})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen.String() != "one\ntwo\n" || res.Stderr != "one\ntwo" {
+		t.Errorf("tee saw %q, result %q", seen.String(), res.Stderr)
+	}
+}
+
+func TestBaseEnvUnsetStaysUnset(t *testing.T) {
+	got := BaseEnv([]string{"PATH=/bin", "SATORU_API_TOKEN=x", "TMPDIRX=1", "HOME=/root", "=odd", "LANGUAGE=de"})
+	if want := []string{"PATH=/bin", "HOME=/root"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("BaseEnv = %q, want %q", got, want)
 	}
 }
 

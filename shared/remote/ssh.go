@@ -133,8 +133,10 @@ func sshOptions(c SSHConfig) ([]string, string, error) {
 	if err := checkWord("host key alias", c.HostKeyAlias, false); err != nil {
 		return nil, "", err
 	}
-	if err := checkWord("key path", c.KeyPath, false); err != nil {
-		return nil, "", err
+	if c.KeyPath != "" {
+		if err := ValidateKeyPath(c.KeyPath); err != nil {
+			return nil, "", err
+		}
 	}
 	// ControlPath may use ssh's % tokens (%C, %h...), so % is allowed.
 	if err := checkWord("control path", c.ControlPath, true); err != nil {
@@ -232,6 +234,18 @@ func checkWord(what, v string, allowPercent bool) error {
 		}
 	}
 	return nil
+}
+
+// ValidateKeyPath checks an ssh private key path (a site's ssh_key_path)
+// as the ssh and rsync argv carry it: absolute (ssh would resolve a
+// relative one against whatever folder the worker runs in), without NUL
+// or line breaks, and free of whitespace, quotes and backslashes (which
+// rsync -e cannot carry) and of '%' (which ssh expands in -i).
+func ValidateKeyPath(p string) error {
+	if err := ValidatePath(p); err != nil {
+		return err
+	}
+	return checkWord("key path", p, false)
 }
 
 // seconds rounds d up to whole seconds, at least 1: ssh takes integers and

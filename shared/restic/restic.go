@@ -19,6 +19,7 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/satoru/satoru/shared/proc"
@@ -53,6 +54,9 @@ var (
 	// ErrNoSummary: backup exited 0 but printed no summary, so there is
 	// no snapshot id to record.
 	ErrNoSummary = errors.New("backup printed no summary")
+	// ErrBackendUnreachable: restic kept retrying a failing backend for
+	// longer than Repo.BackendRetryLimit and was stopped.
+	ErrBackendUnreachable = errors.New("repository backend unreachable")
 )
 
 // classify maps a restic exit code to its sentinel, or nil when the code
@@ -134,6 +138,12 @@ type Repo struct {
 	// RetryLock makes commands that lock the repository wait up to this
 	// long for a conflicting lock (--retry-lock, restic >= 0.16).
 	RetryLock time.Duration
+	// BackendRetryLimit stops a command once its backend has kept failing
+	// for this long (restic reports each retry on stderr, and retries one
+	// operation for up to 15 minutes, which 0.18 cannot change); the error
+	// wraps ErrBackendUnreachable and carries restic's last retry reason.
+	// A successful retry starts the count again. 0 leaves restic's own.
+	BackendRetryLimit time.Duration
 	// OnStart, when set, is told of every restic process started for
 	// this repository (its subcommand and pid) and returns what to call
 	// when it ended: the caller's record of the processes that may hold
@@ -231,9 +241,10 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 	}
 	c.Path = r.bin()
 	c.PublicEnv, c.Env = r.splitPublic(env)
-	// A full disk makes restic retry its writes for 15 minutes (0.18); it
-	// is stopped at the first "no space left" instead, and says so.
-	ctx, stop := context.WithCancelCause(ctx)
+	// restic 0.18 retries a failing write for 15 minutes. A full disk
+	// stops it at the first "no space left" instead, and a backend that
+	// keeps failing after BackendRetryLimit; both say why.
+	rctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	full := &lineWriter{max: 4 << 10, fn: func(b []byte, _ bool) {
 		if bytes.Contains(b, []byte("no space left on device")) {
@@ -241,6 +252,12 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 		}
 	}}
 	c.Stderr = full
+	var watch *retryWatch
+	if r.BackendRetryLimit > 0 {
+		watch = &retryWatch{limit: r.BackendRetryLimit, trip: func() { stop(errRetryLimit) }}
+		defer watch.close()
+		c.Stderr = io.MultiWriter(full, watch)
+	}
 	if r.OnStart != nil {
 		op := c.Step
 		c.OnStart = func(pid int) func() { return r.OnStart(op, pid) }
@@ -248,12 +265,83 @@ func (r Repo) runRaw(ctx context.Context, c proc.Cmd, lock bool) (proc.Result, e
 	if c.Stdout == nil {
 		c.Stdout = io.Discard
 	}
-	res, err := proc.Run(ctx, c)
+	res, err := proc.Run(rctx, c)
 	full.Flush()
-	if nerr := r.noSpace(ctx, c.Step, res); nerr != nil {
+	if nerr := r.noSpace(rctx, c.Step, res); nerr != nil {
 		return res, nerr
 	}
+	if err != nil && ctx.Err() == nil && context.Cause(rctx) == errRetryLimit {
+		return res, fmt.Errorf("restic %s: %w: its backend kept failing for more than %s; last: %s",
+			c.Step, ErrBackendUnreachable, r.BackendRetryLimit, proc.TrimStderr(r.redact(watch.lastRetry()), 512))
+	}
 	return res, err
+}
+
+// errRetryLimit is the cause a retryWatch cancels its command with.
+var errRetryLimit = errors.New("backend retry limit")
+
+// retryWatch reads restic's stderr as it comes and calls trip once the
+// backend has been failing for limit: from the first "... returned error,
+// retrying after ..." line, unless an "... operation successful after N
+// retries" line came since.
+type retryWatch struct {
+	limit time.Duration
+	trip  func()
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	last    string
+	partial []byte
+	closed  bool
+}
+
+func (w *retryWatch) Write(b []byte) (int, error) {
+	n := len(b)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for len(b) > 0 {
+		i := bytes.IndexByte(b, '\n')
+		if i < 0 {
+			if len(w.partial) < 4096 {
+				w.partial = append(w.partial, b...)
+			}
+			break
+		}
+		line := string(append(w.partial, b[:i]...))
+		w.partial, b = nil, b[i+1:]
+		w.line(strings.TrimSpace(line))
+	}
+	return n, nil
+}
+
+func (w *retryWatch) line(l string) {
+	switch {
+	case strings.Contains(l, " returned error, retrying after "):
+		w.last = l
+		if w.timer == nil && !w.closed {
+			w.timer = time.AfterFunc(w.limit, w.trip)
+		}
+	case strings.Contains(l, " operation successful after "):
+		if w.timer != nil {
+			w.timer.Stop()
+			w.timer = nil
+		}
+	}
+}
+
+func (w *retryWatch) lastRetry() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.last
+}
+
+func (w *retryWatch) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
 }
 
 // wrap turns proc's error into ours. Timeouts and a missing binary keep

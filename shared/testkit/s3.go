@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,6 +34,7 @@ type S3 struct {
 
 	backend *s3mem.Backend
 	denied  atomic.Int64
+	stop    func()
 }
 
 // StartS3 starts the server and stops it when the test ends.
@@ -55,16 +57,24 @@ func StartS3(t testing.TB, accessKey, secretKey string) *S3 {
 			t.Errorf("testkit: s3 serve: %v", err)
 		}
 	}()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-		<-done
-	})
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := srv.Shutdown(ctx); err != nil {
+				_ = srv.Close()
+			}
+			<-done
+		})
+	}
+	t.Cleanup(s.stop)
 	return s
 }
+
+// Stop shuts the server down: its port refuses connections from now on,
+// as an offsite endpoint that went away.
+func (s *S3) Stop() { s.stop() }
 
 // Bucket creates a bucket (a name S3 accepts: 3-63 lower-case letters,
 // digits, dots and hyphens).

@@ -128,6 +128,7 @@ func TestNewDefaultsToUUIDs(t *testing.T) {
 	h := New(Deps{Store: st, Dispatcher: recordDispatcher{&published}, Token: "t"})
 	req, _ := http.NewRequest("POST", "/api/v1/sites/s1/jobs", strings.NewReader(`{"type":"preflight"}`))
 	req.Header.Set("Authorization", "Bearer t")
+	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusAccepted {

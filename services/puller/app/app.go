@@ -23,6 +23,7 @@ import (
 	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/restore"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -41,6 +42,10 @@ type Settings struct {
 	RemoteTmpDir   string
 	ResticBin      string
 	Backup         BackupSettings
+	// Protected are Satoru's own paths a local restore may not write into
+	// (data_dir, secret files); staging_root, the repository and the ssh
+	// control folder are always protected.
+	Protected []restore.Area
 }
 
 // Deps are the puller's collaborators.
@@ -65,7 +70,7 @@ func Run(ctx context.Context, d Deps) error {
 		return err
 	}
 	p := &Puller{Store: d.Store, Checker: NewChecker(d.Settings), PreflightLimit: d.Settings.PreflightLimit,
-		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: guard.Track(d.Restic)}
+		Backup: d.Settings.Backup, RsyncPath: lookPath("rsync"), Restic: guard.Track(d.Restic), Protected: d.Settings.Protected}
 	if d.Registry != nil {
 		p.Metrics = observe.NewPullMetrics(d.Registry)
 		disks := observe.NewDiskMetrics(d.Registry)
@@ -76,6 +81,19 @@ func Run(ctx context.Context, d Deps) error {
 	// Masters kept for a site's next job end with the service, not up to
 	// ControlPersist later.
 	defer p.closeMasters()
+	if d.Store != nil && d.Settings.KnownHostsDir != "" {
+		sctx, stop := context.WithCancel(ctx)
+		swept := make(chan struct{})
+		go func() {
+			defer close(swept)
+			log := d.Log
+			if log == nil {
+				log = slog.New(slog.DiscardHandler)
+			}
+			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", "puller"))
+		}()
+		defer func() { stop(); <-swept }()
+	}
 	return jobrun.Service{
 		Name:        "puller",
 		Consumer:    events.ConsumerPuller,
@@ -163,6 +181,8 @@ type Puller struct {
 	Now            func() time.Time
 	// Metrics count pulled bytes and files; nil records nothing.
 	Metrics *observe.PullMetrics
+	// Protected are the areas local restores stay out of (see guard).
+	Protected []restore.Area
 
 	mu            sync.Mutex
 	tmpControlDir string

@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -18,28 +17,42 @@ import (
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/restore"
 )
 
 // A restore job (domain.Job.Restore holds its options) runs in three
 // steps under the site lease:
 //
+//  0. The request is checked again with the API's rules
+//     (restore.ValidateJob): the job was read from the store and the
+//     queue, which the API does not guard.
 //  1. The destination is checked first, so a refused restore costs
-//     nothing: it must not exist or be an empty folder unless Overwrite
-//     is set. A local destination must lie outside staging_root and the
-//     repository; a site destination is checked (and created 0700) by one
-//     ssh command over the master connection preflight opened with the
-//     site's pinned key.
-//  2. `restic restore` of the chosen paths into
-//     <staging_root>/.restore/<job_id> (0700), removed afterwards whatever
-//     happens. The snapshotter only backs up <staging_root>/<site_uuid>,
-//     so this folder is never snapshotted.
-//  3. rsync puts each path at <destination>/<its base name>: locally with
-//     folders 0700 and files 0600 owned by Satoru's user, to the site
-//     with rsync over the same ssh (modes as in the snapshot, owners by
-//     number where the remote user may set them). rsync never deletes in
-//     the destination. A dry run runs rsync with --dry-run and reports
-//     its --itemize-changes list (first restoreListCap lines) in an
-//     event, writing nothing.
+//     nothing. A local one is resolved with symlinks followed and must
+//     not overlap Satoru's own areas (restore.Guard: data_dir,
+//     staging_root, the repository, secret files); it must not exist, or
+//     overwrite must be set (an existing empty folder too, since this
+//     restore did not create it). A site destination must not exist or be
+//     an empty folder unless overwrite is set; it is checked (and created
+//     0700) by one ssh command over the master connection preflight opened
+//     with the site's pinned key.
+//  2. `restic restore` of the chosen paths into a fresh 0700 folder,
+//     removed afterwards whatever happens: for a local destination
+//     <parent of destination>/.satoru-restore-<job_id>, on the same
+//     filesystem; for a site or a dry run <staging_root>/.restore/<job_id>
+//     (the snapshotter only backs up <staging_root>/<site_uuid>, so it is
+//     never snapshotted).
+//  3. rsync puts each path at <destination>/<its base name>. Locally,
+//     folders 0700 and files 0600 owned by Satoru's user: a new
+//     destination is filled inside the temporary folder and renamed into
+//     place (never replacing anything that appeared meanwhile); into an
+//     existing one (overwrite) rsync writes directly, and since it runs
+//     without --keep-dirlinks it replaces a symlink in the way (one an
+//     earlier restore wrote) instead of following it. To the site, rsync
+//     over the same ssh (modes as in the snapshot, owners by number where
+//     the remote user may set them). rsync never deletes in the
+//     destination. A dry run runs rsync with --dry-run and reports its
+//     --itemize-changes list (first restoreListCap lines) in an event,
+//     writing nothing.
 
 // restoreListCap bounds the itemized changes kept in an event.
 const restoreListCap = 200
@@ -57,7 +70,7 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 	if r == nil {
 		return fail("restore job has no options; create restores with POST /api/v1/sites/{site_uuid}/restores")
 	}
-	if err := checkRestoreRequest(*r); err != nil {
+	if err := restore.ValidateJob(job.ID, *r); err != nil {
 		return fail("invalid restore request: %v", err)
 	}
 	if p.Restic.Repository == "" {
@@ -75,6 +88,7 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 
 	// 1. The destination.
 	var dest string
+	var local restore.Local
 	var ssh remote.SSHConfig
 	var bwLimit int
 	if r.Destination.ToSite {
@@ -115,39 +129,44 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 		}
 		bwLimit = site.BandwidthLimitKbps
 	} else {
-		dest = r.Destination.LocalPath
-		summary["destination"] = dest
-		repo := p.Restic.Repository
-		for _, forbidden := range []string{stagingRoot, repo} {
-			if abs, err := filepath.Abs(forbidden); err == nil && (within(dest, abs) || within(abs, dest)) {
-				return fail("destination %s overlaps %s (staging or the restic repository); restore into a folder outside them", dest, abs)
-			}
-		}
-		if err := checkLocalDest(dest, r.Overwrite); err != nil {
+		summary["destination"] = r.Destination.LocalPath
+		local, err = p.guard(stagingRoot).Local(r.Destination.LocalPath, r.Overwrite)
+		if err != nil {
 			return fail("%v", err)
 		}
+		dest = local.Path
+		if dest != r.Destination.LocalPath {
+			summary["resolved_destination"] = dest
+		}
 	}
-	if err := pull.CheckHeadroom([]string{stagingRoot}, b.MinFreeBytes, b.MinFreePercent); err != nil {
+	// 2. restic restore into a fresh private folder.
+	inStaging := r.Destination.ToSite || r.DryRun
+	room := stagingRoot
+	if !inStaging {
+		room = filepath.Dir(local.Path)
+	}
+	if err := pull.CheckHeadroom([]string{room}, b.MinFreeBytes, b.MinFreePercent); err != nil {
 		return fail("disk headroom: %v; nothing restored", err)
 	}
-
-	// 2. restic restore into a private temp folder.
-	tmp := filepath.Join(stagingRoot, ".restore", job.ID)
+	tmp, err := restoreTemp(job.ID, stagingRoot, local, inStaging)
+	if err != nil {
+		return fail("%v; nothing restored", err)
+	}
 	if err := os.RemoveAll(tmp); err != nil { // a previous attempt's
 		return fail("clear restore folder %s: %v", tmp, err)
 	}
-	if err := os.MkdirAll(tmp, 0o700); err != nil {
+	if err := os.Mkdir(tmp, 0o700); err != nil {
 		return fail("create restore folder %s: %v", tmp, err)
 	}
-	_ = os.Chmod(filepath.Dir(tmp), 0o700)
 	defer os.RemoveAll(tmp)
+	tree := filepath.Join(tmp, "snapshot")
 	rec.Add(ctx, domain.JobEvent{Step: "restore", Message: fmt.Sprintf("restoring %d path(s) of snapshot %s", len(r.Paths), short(r.SnapshotID)),
 		Data: map[string]any{"paths": r.Paths}})
 	if err := rec.Flush(ctx); err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
 	start := time.Now()
-	if err := p.Restic.RestorePaths(ctx, r.SnapshotID, tmp, r.Paths); err != nil {
+	if err := p.Restic.RestorePaths(ctx, r.SnapshotID, tree, r.Paths); err != nil {
 		if ctx.Err() != nil {
 			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 		}
@@ -155,12 +174,12 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 	}
 	sources := make([]string, len(r.Paths))
 	for i, sp := range r.Paths {
-		sources[i] = filepath.Join(tmp, sp)
+		sources[i] = filepath.Join(tree, sp)
 		if _, err := os.Lstat(sources[i]); err != nil {
 			return fail("snapshot %s has no file or folder %s; nothing restored", short(r.SnapshotID), sp)
 		}
 	}
-	files, size := countTree(tmp)
+	files, size := countTree(tree)
 	summary["files"], summary["bytes"] = files, size
 	rec.Add(ctx, domain.JobEvent{Step: "restore", Message: fmt.Sprintf("restic restored %d files, %d bytes in %s", files, size, time.Since(start).Round(time.Millisecond)),
 		Data: map[string]any{"files": files, "bytes": size}})
@@ -174,12 +193,15 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 			return fail("rsync to the site: %v", err)
 		}
 	} else {
-		if !r.DryRun {
-			if err := os.MkdirAll(dest, 0o700); err != nil {
-				return fail("create destination %s: %v", dest, err)
+		into := dest
+		if !local.Exists && !r.DryRun {
+			// Filled inside the temporary folder, renamed into place below.
+			into = filepath.Join(tmp, "into")
+			if err := os.Mkdir(into, 0o700); err != nil {
+				return fail("create restore folder %s: %v", into, err)
 			}
 		}
-		args = LocalRestoreArgs(sources, dest, r.DryRun)
+		args = LocalRestoreArgs(sources, into, r.DryRun)
 	}
 	out := &itemList{max: restoreListCap}
 	_, err = proc.Run(ctx, proc.Cmd{Step: "restore rsync", Path: orDefault(p.RsyncPath, "rsync"), Args: args, Stdout: out, Timeout: b.TargetTimeout})
@@ -188,6 +210,11 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 		}
 		return fail("rsync into %s: %v", summary["destination"], remote.ClassifyRunError(err))
+	}
+	if !r.Destination.ToSite && !local.Exists && !r.DryRun {
+		if err := restore.MoveNew(filepath.Join(tmp, "into"), dest); err != nil {
+			return fail("move the restored files into %s: %v; nothing restored", dest, err)
+		}
 	}
 	summary["changes"] = out.total
 	data := map[string]any{"changes": orEmpty(out.lines), "changes_total": out.total}
@@ -222,45 +249,13 @@ func (p *Puller) prepareSiteDest(ctx context.Context, ssh remote.SSHConfig, dest
 	}
 	switch res.ExitCode {
 	case remote.RestoreDirNotEmpty:
-		return notEmptyMsg("on the site " + dest)
+		return fmt.Sprintf(restore.NotEmpty, "on the site "+dest)
 	case remote.RestoreDirNotDir:
 		return fmt.Sprintf("destination %s on the site exists and is not a folder; nothing restored", dest)
 	case remote.RestoreDirUnread:
 		return fmt.Sprintf("destination %s on the site cannot be read by the ssh user; nothing restored", dest)
 	}
 	return fmt.Sprintf("check destination %s on the site: %v", dest, remote.ClassifyRunError(err))
-}
-
-func notEmptyMsg(where string) string {
-	return fmt.Sprintf("destination %s is not empty; nothing restored. Restore into a new or empty folder, "+
-		`or set "overwrite": true to restore into it (files of the same name are replaced, other files are kept)`, where)
-}
-
-// checkLocalDest refuses a local destination that exists and is not an
-// empty folder, unless overwrite (then it must still be a folder).
-func checkLocalDest(dest string, overwrite bool) error {
-	fi, err := os.Lstat(dest)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("destination %s: %w", dest, err)
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("destination %s exists and is not a folder; nothing restored", dest)
-	}
-	if overwrite {
-		return nil
-	}
-	f, err := os.Open(dest)
-	if err != nil {
-		return fmt.Errorf("destination %s: %w", dest, err)
-	}
-	defer f.Close()
-	if names, _ := f.Readdirnames(1); len(names) > 0 {
-		return errors.New(notEmptyMsg(dest))
-	}
-	return nil
 }
 
 // LocalRestoreArgs is the argv after "rsync" that copies each source
@@ -279,33 +274,38 @@ func LocalRestoreArgs(sources []string, dest string, dryRun bool) []string {
 	return append(args, strings.TrimRight(dest, "/")+"/")
 }
 
-// checkRestoreRequest repeats the API's checks the puller relies on.
-func checkRestoreRequest(r domain.RestoreRequest) error {
-	if r.SnapshotID == "" || strings.Trim(r.SnapshotID, "0123456789abcdef") != "" {
-		return fmt.Errorf("snapshot id %q is not hex", r.SnapshotID)
-	}
-	if len(r.Paths) == 0 {
-		return errors.New("no paths")
-	}
-	for _, sp := range r.Paths {
-		if err := remote.ValidatePath(sp); err != nil || filepath.Clean(sp) == "/" {
-			return fmt.Errorf("path %q: must be absolute, not /, without NUL or line breaks", sp)
-		}
-	}
-	d := r.Destination
-	switch {
-	case d.ToSite && d.LocalPath == "":
-		return remote.ValidatePath(d.Path)
-	case !d.ToSite && d.Path == "" && d.LocalPath != "":
-		return remote.ValidatePath(d.LocalPath)
-	}
-	return errors.New("destination must be exactly one of local_path, or to_site with path")
+// guard is the restore guard: the configured areas, and always the
+// staging root, the repository and the ssh control folder.
+func (p *Puller) guard(stagingRoot string) restore.Guard {
+	areas := append([]restore.Area{
+		{Key: "staging_root", Path: stagingRoot},
+		{Key: "restic_repo_path", Path: p.Restic.Repository},
+		{Key: "the ssh control folder", Path: p.Backup.ControlDir},
+	}, p.Protected...)
+	return restore.Guard{Areas: areas}
 }
 
-// within reports whether p is dir or below it.
-func within(p, dir string) bool {
-	p, dir = filepath.Clean(p), filepath.Clean(dir)
-	return p == dir || strings.HasPrefix(p, strings.TrimSuffix(dir, "/")+"/")
+// restoreTemp is the fresh folder restic restores into: beside a local
+// destination (its parent is created, and must still resolve to itself,
+// so no symlink slipped in), or under staging for a site or a dry run,
+// which write nothing locally.
+func restoreTemp(jobID, stagingRoot string, local restore.Local, inStaging bool) (string, error) {
+	if inStaging {
+		dir := filepath.Join(stagingRoot, ".restore")
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return "", fmt.Errorf("create restore folder %s: %w", dir, err)
+		}
+		_ = os.Chmod(dir, 0o700)
+		return filepath.Join(dir, jobID), nil
+	}
+	parent := filepath.Dir(local.Path)
+	if err := os.MkdirAll(parent, 0o700); err != nil {
+		return "", fmt.Errorf("create the destination's parent folder %s: %w", parent, err)
+	}
+	if real, err := restore.Resolve(parent); err != nil || real != parent {
+		return "", fmt.Errorf("the destination's parent folder %s changed while the restore started (now %s, %v)", parent, real, err)
+	}
+	return filepath.Join(parent, restore.TempName(jobID)), nil
 }
 
 func countTree(dir string) (files, size int64) {

@@ -2,13 +2,9 @@ package app
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/satoru/satoru/shared/domain"
 )
 
 func TestLocalRestoreArgs(t *testing.T) {
@@ -28,71 +24,6 @@ func TestLocalRestoreArgs(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := LocalRestoreArgs(tc.sources, tc.dest, tc.dry); !slices.Equal(got, tc.want) {
 				t.Errorf("args = %q\nwant   %q", got, tc.want)
-			}
-		})
-	}
-}
-
-func TestCheckLocalDest(t *testing.T) {
-	base := t.TempDir()
-	full := filepath.Join(base, "full")
-	if err := os.MkdirAll(full, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(full, ".x"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(base, "empty"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(base, "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tests := []struct {
-		name      string
-		dest      string
-		overwrite bool
-		wantErr   string
-	}{
-		{"missing is fine", filepath.Join(base, "new"), false, ""},
-		{"empty is fine", filepath.Join(base, "empty"), false, ""},
-		{"non-empty is refused", full, false, "is not empty"},
-		{"non-empty with overwrite", full, true, ""},
-		{"a file is refused", file, true, "not a folder"},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			err := checkLocalDest(tc.dest, tc.overwrite)
-			if (err == nil) != (tc.wantErr == "") || err != nil && !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("err = %v, want %q", err, tc.wantErr)
-			}
-		})
-	}
-}
-
-func TestCheckRestoreRequest(t *testing.T) {
-	ok := domain.RestoreRequest{SnapshotID: "abcdef0123", Paths: []string{"/s/x"}, Destination: domain.RestoreDestination{LocalPath: "/r"}}
-	if err := checkRestoreRequest(ok); err != nil {
-		t.Fatal(err)
-	}
-	bad := map[string]func(*domain.RestoreRequest){
-		"id not hex":  func(r *domain.RestoreRequest) { r.SnapshotID = "latest" },
-		"no paths":    func(r *domain.RestoreRequest) { r.Paths = nil },
-		"root path":   func(r *domain.RestoreRequest) { r.Paths = []string{"/"} },
-		"newline":     func(r *domain.RestoreRequest) { r.Paths = []string{"/a\nb"} },
-		"both kinds":  func(r *domain.RestoreRequest) { r.Destination.ToSite, r.Destination.Path = true, "/x" },
-		"none":        func(r *domain.RestoreRequest) { r.Destination = domain.RestoreDestination{} },
-		"relative":    func(r *domain.RestoreRequest) { r.Destination.LocalPath = "r" },
-		"site no abs": func(r *domain.RestoreRequest) { r.Destination = domain.RestoreDestination{ToSite: true, Path: "x"} },
-	}
-	for name, mut := range bad {
-		t.Run(name, func(t *testing.T) {
-			r := ok
-			r.Paths = slices.Clone(ok.Paths)
-			mut(&r)
-			if err := checkRestoreRequest(r); err == nil {
-				t.Errorf("accepted %+v", r)
 			}
 		})
 	}

@@ -252,8 +252,10 @@ func Describe(op string, err error, repo string, limit time.Duration) string {
 		return fmt.Sprintf("the restic password does not open %s; the offsite repository must use the local repository's password: %s", which, detail)
 	case errors.Is(err, restic.ErrLocked):
 		return fmt.Sprintf("a repository is locked by another restic process; the next sync tries again (a lock left by a killed process clears with `restic unlock`): %s", detail)
+	case errors.Is(err, restic.ErrBackendUnreachable):
+		return fmt.Sprintf("offsite repository %s is unreachable (restic_b2_retry_seconds): %s", repo, detail)
 	case errors.Is(err, context.DeadlineExceeded):
-		return fmt.Sprintf("offsite sync to %s did not finish within its limit of %s", repo, limit)
+		return fmt.Sprintf("offsite sync to %s did not finish within its limit of %s (job_timeout_sync_seconds): %s", repo, limit, lastRetry(detail))
 	case errors.Is(err, proc.ErrNotFound):
 		return "restic is not installed: " + detail
 	case errors.Is(err, restic.ErrNoRepository) && op == "copy":
@@ -262,6 +264,22 @@ func Describe(op string, err error, repo string, limit time.Duration) string {
 		return fmt.Sprintf("cannot open offsite repository %s: %s", repo, detail)
 	}
 	return fmt.Sprintf("restic copy to offsite repository %s failed: %s", repo, detail)
+}
+
+// lastRetry is the last of restic's "... returned error, retrying after
+// ...: <reason>" messages in detail (the reason a backend kept failing),
+// or detail when there is none.
+func lastRetry(detail string) string {
+	parts := strings.Split(detail, "; ")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if p := parts[i]; strings.Contains(p, " returned error, retrying after ") {
+			if _, after, ok := strings.Cut(p, "exceeded: "); ok {
+				p = after
+			}
+			return "restic kept retrying: " + p
+		}
+	}
+	return detail
 }
 
 // oneLine joins a multi-line message so it reads as one.

@@ -119,12 +119,18 @@ func (e *syncEnv) remote(accessKey, secretKey string) restic.Repo {
 // test ends).
 func (e *syncEnv) startSyncer(remote restic.Repo) (stop func()) {
 	e.t.Helper()
+	return e.startSyncerWith(remote, 2*time.Minute)
+}
+
+// startSyncerWith is startSyncer with a job_timeout_sync_seconds of limit.
+func (e *syncEnv) startSyncerWith(remote restic.Repo, limit time.Duration) (stop func()) {
+	e.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Deps{
 			Settings: Settings{Worker: "syncer-test", Concurrency: 1, AckWait: 10 * time.Second, Heartbeat: time.Second,
-				LeaseRetry: 200 * time.Millisecond, MaxAttempts: 3, Local: e.local, Remote: remote, SyncLimit: 2 * time.Minute},
+				LeaseRetry: 200 * time.Millisecond, MaxAttempts: 3, Local: e.local, Remote: remote, SyncLimit: limit},
 			Store: e.store, Infra: e.infra, Registry: prometheus.NewRegistry(),
 			Log: slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		})

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 
 	"github.com/satoru/satoru/cmd/satoru/internal/clicmd"
@@ -35,7 +36,9 @@ commands:
 flags (up, puller, api):
   --config FILE     YAML config file (default $SATORU_CONFIG)
   --nats-url URL    NATS to use (overrides nats_url)
-  --mongo-uri URI   MongoDB to use (overrides mongo_uri)
+  --mongo-uri URI   MongoDB to use (overrides mongo_uri); argv is visible to
+                    every local user: give URLs with credentials by
+                    nats_url_file / mongo_uri_file instead
 
 ` + clicmd.Usage
 
@@ -97,7 +100,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 2
 	}
 	if cmd != "up" && (cfg.NATSURL == "" || cfg.MongoURI == "") {
-		fmt.Fprintf(stderr, "satoru %s: needs --nats-url and --mongo-uri (or nats_url and mongo_uri); `satoru up` prints them for its embedded servers\n", cmd)
+		fmt.Fprintf(stderr, "satoru %s: needs nats_url and mongo_uri (or nats_url_file and mongo_uri_file, or --nats-url and --mongo-uri); `satoru up` with embedded_nats_listen and embedded_store_listen writes join files for its embedded servers\n", cmd)
 		return 2
 	}
 	log, err := observe.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat)
@@ -134,17 +137,24 @@ func Banner(cmd string, n *node.Node) string {
 			b.WriteString("  token:  from SATORU_API_TOKEN / api_token_file\n")
 		}
 	}
-	natsNote, storeNote := "", ""
-	if n.NATS != nil {
-		natsNote = " (embedded)"
+	switch {
+	case n.NATS == nil:
+		fmt.Fprintf(&b, "  NATS:   %s\n", n.Config.RedactedNATSURL())
+	case n.NATSURL == "":
+		b.WriteString("  NATS:   embedded, in-process only (no listener)\n")
+	default:
+		fmt.Fprintf(&b, "  NATS:   embedded, %s (password required)\n", n.NATSURL)
 	}
-	if n.StoreSrv != nil {
-		storeNote = " (embedded, FerretDB + SQLite)"
+	switch {
+	case n.StoreSrv == nil:
+		fmt.Fprintf(&b, "  store:  %s\n", conns.RedactURI(n.StoreURI))
+	case n.StoreSrv.Addr() == "":
+		fmt.Fprintf(&b, "  store:  embedded (FerretDB + SQLite), socket %s only\n", n.StoreSrv.Socket())
+	default:
+		fmt.Fprintf(&b, "  store:  embedded (FerretDB + SQLite), socket %s and TLS on %s (client certificate required)\n", n.StoreSrv.Socket(), n.StoreSrv.Addr())
 	}
-	fmt.Fprintf(&b, "  NATS:   %s%s\n", n.NATSURL, natsNote)
-	fmt.Fprintf(&b, "  store:  %s%s\n", conns.RedactURI(n.StoreURI), storeNote)
 	if n.NATS != nil || n.StoreSrv != nil {
-		fmt.Fprintf(&b, "  extra workers: satoru puller --nats-url %s --mongo-uri %s\n", n.NATSURL, conns.RedactURI(n.StoreURI))
+		b.WriteString(JoinHelp(n))
 	}
 	fmt.Fprintf(&b, "  data:   %s\n", n.Config.DataDir)
 	if n.Roles.Snapshotter {
@@ -163,6 +173,26 @@ func Banner(cmd string, n *node.Node) string {
 	}
 	b.WriteString("Stop with Ctrl-C (SIGINT) or SIGTERM.\n")
 	return b.String()
+}
+
+// JoinHelp tells how extra workers join the embedded servers: with both
+// listeners on, from the join files (credentials never in argv).
+func JoinHelp(n *node.Node) string {
+	natsOn := n.NATS == nil || n.NATSURL != ""
+	storeOn := n.StoreSrv == nil || n.StoreSrv.Addr() != ""
+	if !natsOn || !storeOn {
+		return "  extra workers: none can join; set embedded_nats_listen and embedded_store_listen to let them (credentials are generated)\n"
+	}
+	dir := node.JoinDir(n.Config)
+	var env []string
+	if n.NATS != nil {
+		env = append(env, "SATORU_NATS_URL_FILE="+filepath.Join(dir, "nats-url"))
+	}
+	if n.StoreSrv != nil {
+		env = append(env, "SATORU_MONGO_URI_FILE="+filepath.Join(dir, "mongo-uri"))
+	}
+	return fmt.Sprintf("  extra workers: copy %s (it holds credentials: keep it 0700, files 0600) to the worker host, then\n"+
+		"      %s satoru puller\n", dir, strings.Join(env, " "))
 }
 
 func lookup(environ []string, key string) string {

@@ -31,8 +31,6 @@ func testEnv(dataDir string, extra ...string) []string {
 		"SATORU_STAGING_ROOT=" + filepath.Join(dataDir, "backups"),
 		"SATORU_RESTIC_REPO_PATH=" + filepath.Join(dataDir, "repo"),
 		"SATORU_API_LISTEN=127.0.0.1:0",
-		"SATORU_EMBEDDED_NATS_LISTEN=127.0.0.1:0",
-		"SATORU_EMBEDDED_STORE_LISTEN=127.0.0.1:0",
 		"SATORU_API_TOKEN=" + testToken,
 		"SATORU_JOB_HEARTBEAT_SECONDS=1",
 		"SATORU_SSH_CONNECT_TIMEOUT_SECONDS=3",
@@ -46,6 +44,19 @@ func testEnv(dataDir string, extra ...string) []string {
 		"SATORU_SCHEDULER_TICK_SECONDS=86400",
 	}
 	return append(env, extra...)
+}
+
+// hubEnv is testEnv for a node extra workers join: its embedded servers
+// listen (on random ports), so they require credentials.
+func hubEnv(dataDir string, extra ...string) []string {
+	return testEnv(dataDir, append([]string{"SATORU_EMBEDDED_NATS_LISTEN=127.0.0.1:0", "SATORU_EMBEDDED_STORE_LISTEN=127.0.0.1:0"}, extra...)...)
+}
+
+// joinEnv is how a worker joins hub, as the banner says: from the join
+// files hub wrote (credentials never in the environment or argv).
+func joinEnv(hub *Node) []string {
+	dir := JoinDir(hub.Config)
+	return []string{"SATORU_NATS_URL_FILE=" + filepath.Join(dir, "nats-url"), "SATORU_MONGO_URI_FILE=" + filepath.Join(dir, "mongo-uri")}
 }
 
 // resticBin is the restic `make test` installed into the repo's bin/, or

@@ -75,13 +75,13 @@ func TestJobsOfOneSiteNeverOverlap(t *testing.T) {
 func TestTwoPullerProcessesSerializeASite(t *testing.T) {
 	edge := testkit.StartEdgeHost(t)
 	dir := t.TempDir()
-	hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
+	hub, _ := startNode(t, loadConfig(t, hubEnv(dir)), Roles{API: true})
 	c := newClient(t, hub)
 	site := slowSite(t, c, edge, "site-shared", time.Second)
 	// Two puller "processes": separate nodes with their own connections.
 	for i := 0; i < 2; i++ {
 		cfg := loadConfig(t, testEnv(filepath.Join(dir, "worker"+strconv.Itoa(i)),
-			"SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI, "SATORU_INSTANCE_NAME=worker"+strconv.Itoa(i)))
+			append(joinEnv(hub), "SATORU_INSTANCE_NAME=worker"+strconv.Itoa(i))...))
 		startNode(t, cfg, Roles{Puller: true})
 	}
 	var ids []string
@@ -122,11 +122,11 @@ func TestKilledPullerJobIsRedeliveredAndFinishes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			edge := testkit.StartEdgeHost(t)
 			dir := t.TempDir()
-			hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
+			hub, _ := startNode(t, loadConfig(t, hubEnv(dir)), Roles{API: true})
 			c := newClient(t, hub)
 			site := slowSite(t, c, edge, "site-crash", 2*time.Second)
 			workerCfg := func(name string) []string {
-				return testEnv(filepath.Join(dir, name), "SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI, "SATORU_INSTANCE_NAME="+name)
+				return testEnv(filepath.Join(dir, name), append(joinEnv(hub), "SATORU_INSTANCE_NAME="+name)...)
 			}
 			doomed, kill := startNode(t, loadConfig(t, workerCfg("doomed")), Roles{Puller: true})
 
@@ -155,7 +155,7 @@ func TestKilledPullerJobIsRedeliveredAndFinishes(t *testing.T) {
 func TestCancelQueuedAndRunningJobs(t *testing.T) {
 	edge := testkit.StartEdgeHost(t)
 	dir := t.TempDir()
-	hub, _ := startNode(t, loadConfig(t, testEnv(dir)), Roles{API: true})
+	hub, _ := startNode(t, loadConfig(t, hubEnv(dir)), Roles{API: true})
 	c := newClient(t, hub)
 	site := slowSite(t, c, edge, "site-cancel", 2500*time.Millisecond)
 
@@ -164,7 +164,7 @@ func TestCancelQueuedAndRunningJobs(t *testing.T) {
 	if code := c.do("POST", "/api/v1/jobs/"+queued+"/cancel", nil, &resp); code != http.StatusAccepted {
 		t.Fatalf("cancel queued: %d %v", code, resp)
 	}
-	cfg := loadConfig(t, testEnv(filepath.Join(dir, "w"), "SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI))
+	cfg := loadConfig(t, testEnv(filepath.Join(dir, "w"), joinEnv(hub)...))
 	startNode(t, cfg, Roles{Puller: true})
 	if j := c.waitJob(queued, 30*time.Second); j.Status != domain.StatusCanceled {
 		t.Fatalf("queued job canceled before start: got %s", j.Status)

@@ -15,7 +15,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +37,7 @@ import (
 	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/restore"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -71,8 +71,11 @@ type Node struct {
 	// TokenFile is where a generated API token was written ("" when the
 	// token came from the environment or api_token_file).
 	TokenFile string
-	// NATSURL and StoreURI are what extra workers connect to.
-	NATSURL  string
+	// NATSURL is the NATS this node uses, or the embedded server's
+	// listener (without credentials); "" for an embedded server that
+	// serves this process only.
+	NATSURL string
+	// StoreURI is the store this node uses (the embedded store's socket).
 	StoreURI string
 
 	conns  *conns.Conns
@@ -84,17 +87,17 @@ type Node struct {
 
 // Start brings a node up. Services run until ctx ends or Stop is called;
 // Wait returns after everything has shut down.
-func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (n *Node, err error) {
+func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger) (_ *Node, err error) {
 	ctx, cancel := context.WithCancel(ctx)
-	n = &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
-	// Not n: a failed Start returns a nil node, and what it started must
-	// still be closed.
-	started := n
+	// A local, not the named result: a failed Start returns nil while the
+	// services' closures, which use n, are still stopping, and what it
+	// started must still be closed.
+	n := &Node{Config: cfg, Roles: roles, Log: log, Registry: observe.NewRegistry(), cancel: cancel}
 	defer func() {
 		if err != nil {
 			cancel()
-			started.wg.Wait() // services started before the failure
-			started.close()
+			n.wg.Wait() // services started before the failure
+			n.close()
 		}
 	}()
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -169,6 +172,7 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 		KnownHostsDir:  cfg.SSHKnownHostsDir,
 		RemoteTmpDir:   cfg.RemoteTmpDir,
 		ResticBin:      cfg.ResticBin,
+		Protected:      ProtectedAreas(cfg),
 		Backup: pullerapp.BackupSettings{
 			StagingRoot:    cfg.StagingRoot,
 			RepoPath:       cfg.ResticRepoPath,
@@ -179,6 +183,23 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 			ProgressEvery:  5 * time.Second,
 			ControlDir:     filepath.Join(cfg.DataDir, "ssh", "cm"),
 		},
+	}
+}
+
+// ProtectedAreas are Satoru's own paths that no local restore may write
+// into or over: its data folder (store, NATS, known_hosts, tokens,
+// generated secrets), staging, the repository, and the secret files the
+// config names.
+func ProtectedAreas(cfg config.Config) []restore.Area {
+	return []restore.Area{
+		{Key: "data_dir", Path: cfg.DataDir},
+		{Key: "staging_root", Path: cfg.StagingRoot},
+		{Key: "restic_repo_path", Path: cfg.ResticRepoPath},
+		{Key: "ssh_known_hosts_dir", Path: cfg.SSHKnownHostsDir},
+		{Key: "restic_password_file", Path: cfg.ResticPasswordFile},
+		{Key: "api_token_file", Path: cfg.APITokenFile},
+		{Key: "restic_b2_account_id_file", Path: cfg.ResticB2AccountIDFile},
+		{Key: "restic_b2_account_key_file", Path: cfg.ResticB2AccountKeyFile},
 	}
 }
 
@@ -237,6 +258,9 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, e
 	if err != nil {
 		return s, fmt.Errorf("config: restic_b2_repository: %w", err)
 	}
+	// restic retries a failing backend for up to 15 minutes per operation;
+	// an unreachable offsite fails the sync after restic_b2_retry_seconds.
+	remote.BackendRetryLimit = cfg.ResticB2Retry
 	s.Remote = remote
 	return s, nil
 }
@@ -257,6 +281,9 @@ func ResticRepo(cfg config.Config) (restic.Repo, error) {
 		return repo, nil
 	}
 	path := ResticPasswordFile(cfg)
+	if err := checkGenerated(path); err != nil {
+		return repo, fmt.Errorf("restic password (generated, restic_password_file unset): %w", err)
+	}
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		buf := make([]byte, 32)
 		if _, err := rand.Read(buf); err != nil {
@@ -272,6 +299,20 @@ func ResticRepo(cfg config.Config) (restic.Repo, error) {
 	return repo, nil
 }
 
+// checkGenerated refuses a secret Satoru generated into data_dir once its
+// mode lets its group or others in (it was written 0600): someone changed
+// it, and another local user may have read it. A missing file is fine.
+func checkGenerated(path string) error {
+	fi, err := os.Stat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return config.CheckSecretMode(path, fi.Mode())
+}
+
 // ResticPasswordFile is where a generated repository password lives.
 func ResticPasswordFile(cfg config.Config) string {
 	return filepath.Join(cfg.DataDir, "restic-password")
@@ -282,29 +323,21 @@ func (n *Node) connect(ctx context.Context) error {
 	natsURL, mongoURI := cfg.NATSURL, cfg.MongoURI
 	var natsOpts []nats.Option
 	if natsURL == "" {
-		if cfg.NATSReplicas > 1 {
-			return fmt.Errorf("nats_replicas is %d, but the embedded NATS server is one node and keeps one copy: set nats_replicas to 1, or nats_url to a cluster", cfg.NATSReplicas)
-		}
-		host, port, err := splitListen("embedded_nats_listen", cfg.EmbeddedNATSListen)
+		opt, err := n.startEmbeddedNATS()
 		if err != nil {
 			return err
 		}
-		n.NATS, err = embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(cfg.DataDir, "nats"), Host: host, Port: port})
-		if err != nil {
-			return fmt.Errorf("start embedded NATS on %s: %w", cfg.EmbeddedNATSListen, err)
-		}
-		natsURL = n.NATS.ClientURL()
-		natsOpts = append(natsOpts, n.NATS.InProcessOption())
+		natsOpts = append(natsOpts, opt)
+	} else {
+		n.NATSURL = natsURL
 	}
 	if mongoURI == "" {
 		var err error
-		n.StoreSrv, err = embedded.StartStore(ctx, embedded.StoreOptions{Dir: filepath.Join(cfg.DataDir, "store"), Listen: cfg.EmbeddedStoreListen})
-		if err != nil {
-			return fmt.Errorf("start embedded store on %s: %w", cfg.EmbeddedStoreListen, err)
+		if mongoURI, err = n.startEmbeddedStore(ctx); err != nil {
+			return err
 		}
-		mongoURI = n.StoreSrv.URI()
 	}
-	n.NATSURL, n.StoreURI = natsURL, mongoURI
+	n.StoreURI = mongoURI
 	c, err := conns.Open(ctx, conns.Options{
 		Name:          "satoru-" + cfg.InstanceName,
 		NATSURL:       natsURL,
@@ -331,21 +364,6 @@ func (n *Node) connect(ctx context.Context) error {
 	return nil
 }
 
-func splitListen(key, hostport string) (string, int, error) {
-	host, p, err := net.SplitHostPort(hostport)
-	if err != nil {
-		return "", 0, fmt.Errorf("config: %s: %w", key, err)
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("config: %s: port %q is not a number", key, p)
-	}
-	if port == 0 {
-		port = -1 // NATS: random
-	}
-	return host, port, nil
-}
-
 func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	cfg := n.Config
 	token, tokenFile, err := APIToken(cfg)
@@ -370,6 +388,10 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Services:   n.Infra,
 		Events:     n.Infra,
 		Schedules:  n.Store,
+		// This process's puller sees the same filesystem, so a restore
+		// into Satoru's own files is refused before it is queued.
+		RestoreGuard: n.restoreGuard(),
+		SiteDeleted:  n.siteDeleted(),
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
@@ -380,6 +402,23 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 	})
 	n.goService("api", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, h) }, ctx)
 	return nil
+}
+
+func (n *Node) restoreGuard() *restore.Guard {
+	if !n.Roles.Puller {
+		return nil
+	}
+	return &restore.Guard{Areas: ProtectedAreas(n.Config)}
+}
+
+// siteDeleted removes a deleted site's known_hosts file at once when this
+// process's puller keeps it; other pullers sweep theirs.
+func (n *Node) siteDeleted() func(context.Context, string) error {
+	if !n.Roles.Puller {
+		return nil
+	}
+	dir := n.Config.SSHKnownHostsDir
+	return func(_ context.Context, uuid string) error { return pullerapp.RemoveKnownHosts(dir, uuid) }
 }
 
 // startMetrics serves /metrics and /healthz on api_listen for a process
@@ -422,6 +461,9 @@ func APIToken(cfg config.Config) (token, generatedFile string, err error) {
 		return cfg.APIToken.Value(), "", nil
 	}
 	path := filepath.Join(cfg.DataDir, "api-token")
+	if err := checkGenerated(path); err != nil {
+		return "", "", fmt.Errorf("API token (generated, api_token_file unset): %w", err)
+	}
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b)), path, nil
 	}

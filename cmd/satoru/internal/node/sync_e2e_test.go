@@ -117,12 +117,12 @@ func TestOffsiteSyncWithWrongCredentials(t *testing.T) {
 	}
 	// The hub runs everything but the syncer; syncers with good and with
 	// wrong keys join it as separate processes would.
-	hub, _ := startNode(t, loadConfig(t, testEnv(dir, offsite("AKIASATORUTEST", "s3cr3t-key-for-tests")...)),
+	hub, _ := startNode(t, loadConfig(t, hubEnv(dir, offsite("AKIASATORUTEST", "s3cr3t-key-for-tests")...)),
 		Roles{API: true, Puller: true, Snapshotter: true})
 	c := newClient(t, hub)
 	syncerEnv := func(name, id, key string) []string {
 		env := testEnv(filepath.Join(dir, name), offsite(id, key)...)
-		return append(env, "SATORU_NATS_URL="+hub.NATSURL, "SATORU_MONGO_URI="+hub.StoreURI,
+		return append(append(env, joinEnv(hub)...),
 			"SATORU_RESTIC_REPO_PATH="+hub.Config.ResticRepoPath,
 			"SATORU_RESTIC_PASSWORD_FILE="+ResticPasswordFile(hub.Config))
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/restore"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -167,4 +168,13 @@ type Deps struct {
 	StreamPing time.Duration
 	// Schedules, when set, serves GET /schedules; nil answers 503.
 	Schedules ScheduleLister
+	// RestoreGuard, when set, refuses at once (400) a restore whose
+	// local_path overlaps Satoru's own files, symlinks followed on this
+	// host. Set it only where the puller shares this host's filesystem
+	// (satoru up); the puller checks every restore again either way.
+	RestoreGuard *restore.Guard
+	// SiteDeleted, when set, is called after a site was deleted, to remove
+	// what this host keeps of it (its known_hosts file, in satoru up);
+	// its error is logged. Workers elsewhere sweep such files themselves.
+	SiteDeleted func(ctx context.Context, siteUUID string) error
 }

@@ -2,14 +2,15 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
-	"path"
 	"strings"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/restore"
 )
 
 // RestoreInput is the body of POST /sites/{uuid}/restores.
@@ -30,75 +31,37 @@ type DestinationInput struct {
 	Path      *string `json:"path"`
 }
 
-// maxRestorePaths bounds a restore's paths.
-const maxRestorePaths = 1000
-
-const destinationHelp = `give {"local_path": "/folder"} or {"to_site": true, "path": "/folder"}`
-
 // ValidateRestore checks a restore request and returns the job's options
-// (paths cleaned, snapshot id as given). Errors name the field.
+// (paths cleaned, snapshot id as given). The rules are restore.Validate's,
+// the ones the puller checks again on the job; only the JSON's shape
+// (which destination fields were given at all) is judged here. Errors
+// name the field.
 func ValidateRestore(in RestoreInput) (domain.RestoreRequest, *Error) {
-	var r domain.RestoreRequest
-	if msg := checkSnapshotID(in.SnapshotID); msg != "" {
-		return r, invalid("snapshot_id: %s", msg)
-	}
-	switch {
-	case len(in.Paths) == 0:
-		return r, invalid("paths: required: the files or folders to restore, as absolute paths inside the snapshot")
-	case len(in.Paths) > maxRestorePaths:
-		return r, invalid("paths: at most %d, got %d", maxRestorePaths, len(in.Paths))
-	}
-	names := map[string]int{}
-	for i, p := range in.Paths {
-		if msg := checkPath(p); msg != "" {
-			return r, invalid("paths[%d]: %s", i, msg)
-		}
-		p = path.Clean(p)
-		if p == "/" {
-			return r, invalid("paths[%d]: must name a file or folder inside the snapshot (start from the snapshot's root path), not /", i)
-		}
-		// Each path lands at <destination>/<base name>: two of one name
-		// would land on each other.
-		base := path.Base(p)
-		if j, dup := names[base]; dup {
-			return r, invalid("paths[%d]: has the same name %q as paths[%d], and both would be restored to <destination>/%s; restore them separately", i, base, j, base)
-		}
-		names[base] = i
-		r.Paths = append(r.Paths, p)
-	}
-	d := in.Destination
-	if d == nil {
-		return r, invalid("destination: required: %s", destinationHelp)
-	}
-	toSite := d.ToSite != nil && *d.ToSite
-	switch {
-	case d.LocalPath != nil && (toSite || d.Path != nil):
-		return r, invalid("destination: give either local_path, or to_site with path, not both")
-	case d.LocalPath != nil:
-		if msg := checkPath(*d.LocalPath); msg != "" {
-			return r, invalid("destination.local_path: %s", msg)
-		}
-		r.Destination.LocalPath = path.Clean(*d.LocalPath)
-		if r.Destination.LocalPath == "/" {
-			return r, invalid("destination.local_path: must not be the root folder")
-		}
-	case toSite:
-		if d.Path == nil || *d.Path == "" {
+	r := domain.RestoreRequest{SnapshotID: in.SnapshotID, Paths: in.Paths, Overwrite: in.Overwrite, DryRun: in.DryRun}
+	if d := in.Destination; d != nil {
+		toSite := d.ToSite != nil && *d.ToSite
+		switch {
+		case d.LocalPath != nil && (toSite || d.Path != nil):
+			return r, invalid("destination: give either local_path, or to_site with path, not both")
+		case d.LocalPath != nil:
+			r.Destination.LocalPath = *d.LocalPath
+			if r.Destination.LocalPath == "" {
+				return r, invalid("destination.local_path: must not be empty: the folder on this host to restore into")
+			}
+		case d.LocalPath == nil && !toSite && d.Path == nil:
+			return r, invalid(`destination: give {"local_path": "/folder"} or {"to_site": true, "path": "/folder"}`)
+		case d.Path != nil && *d.Path == "" && toSite:
 			return r, invalid("destination.path: required with to_site: the folder on the site to restore into")
+		case d.Path != nil:
+			r.Destination.ToSite, r.Destination.Path = toSite, *d.Path
+		default:
+			r.Destination.ToSite = toSite
 		}
-		if msg := checkPath(*d.Path); msg != "" {
-			return r, invalid("destination.path: %s", msg)
-		}
-		r.Destination.ToSite, r.Destination.Path = true, path.Clean(*d.Path)
-		if r.Destination.Path == "/" {
-			return r, invalid("destination.path: must not be the root folder")
-		}
-	case d.Path != nil:
-		return r, invalid("destination.path: only with to_site: true (for a folder on this host use local_path)")
-	default:
-		return r, invalid("destination: %s", destinationHelp)
 	}
-	r.SnapshotID, r.Overwrite, r.DryRun = in.SnapshotID, in.Overwrite, in.DryRun
+	r = restore.Clean(r)
+	if err := restore.Validate(r); err != nil {
+		return r, invalid("%s", err.Error())
+	}
 	return r, nil
 }
 
@@ -109,6 +72,16 @@ func (s *server) createRestore(ctx context.Context, siteUUID string, in RestoreI
 	req, verr := ValidateRestore(in)
 	if verr != nil {
 		return JobAccepted{}, verr
+	}
+	if s.restoreGuard != nil && req.Destination.LocalPath != "" {
+		// An early answer for this host; the puller checks again, with
+		// symlinks resolved at the time it runs.
+		if _, err := s.restoreGuard.Check(req.Destination.LocalPath); err != nil {
+			if errors.Is(err, restore.ErrInvalid) {
+				return JobAccepted{}, invalid("%s", err.Error())
+			}
+			return JobAccepted{}, err
+		}
 	}
 	if _, err := s.store.GetSite(ctx, siteUUID); err != nil {
 		return JobAccepted{}, storeError(err, siteNotFound(siteUUID), "")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/restore"
 )
 
 const (
@@ -281,5 +284,58 @@ func TestCreateRestore(t *testing.T) {
 				t.Errorf("a refused restore wrote: %v", h.calls)
 			}
 		})
+	}
+}
+
+// With a RestoreGuard (satoru up), a local_path that leads into Satoru's
+// own files through a symlink is refused at once, naming the area.
+func TestCreateRestoreGuardFollowsSymlinks(t *testing.T) {
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, repoDir := filepath.Join(dir, "data"), filepath.Join(dir, "repo")
+	for _, d := range []string{data, repoDir} {
+		if err := os.Mkdir(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(repoDir, filepath.Join(dir, "to-repo")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(data, filepath.Join(dir, "to-data")); err != nil {
+		t.Fatal(err)
+	}
+	guard := &restore.Guard{Areas: []restore.Area{{Key: "data_dir", Path: data}, {Key: "restic_repo_path", Path: repoDir}}}
+	p := `"paths":["` + root + `/f.txt"]`
+	for _, tc := range []struct{ name, dest, want string }{
+		{"symlink to the repository", filepath.Join(dir, "to-repo"), "restic_repo_path"},
+		{"new folder under a symlink to data_dir", filepath.Join(dir, "to-data", "new", "deeper"), "data_dir"},
+		{"data_dir itself", data, "data_dir"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, func(d *Deps) {
+				d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{"site:id-1"}, Paths: []string{root}}}}
+				d.RestoreGuard = guard
+			})
+			h.createSite(`{"name":"a","host":"h","user":"u"}`)
+			h.calls = nil
+			rec := h.do("POST", "/api/v1/sites/id-1/restores", `{"snapshot_id":"aaaaaaaa",`+p+`,"destination":{"local_path":"`+tc.dest+`"}}`)
+			wantError(t, rec, 400, CodeInvalidArgument, "destination.local_path: "+tc.dest)
+			if !strings.Contains(rec.Body.String(), tc.want) {
+				t.Errorf("message %s does not name %s", rec.Body, tc.want)
+			}
+			if len(h.calls) != 0 {
+				t.Errorf("a refused restore wrote: %v", h.calls)
+			}
+		})
+	}
+	h := newHarness(t, func(d *Deps) {
+		d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{"site:id-1"}, Paths: []string{root}}}}
+		d.RestoreGuard = guard
+	})
+	h.createSite(`{"name":"a","host":"h","user":"u"}`)
+	if rec := h.do("POST", "/api/v1/sites/id-1/restores", `{"snapshot_id":"aaaaaaaa",`+p+`,"destination":{"local_path":"`+filepath.Join(dir, "elsewhere")+`"}}`); rec.Code != http.StatusAccepted {
+		t.Errorf("a folder outside: %d %s", rec.Code, rec.Body)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/satoru/satoru/services/api/internal/web"
+	"github.com/satoru/satoru/shared/restore"
 )
 
 // BasePath prefixes every API route.
@@ -59,6 +60,9 @@ type server struct {
 	events     EventSource
 	streamPing time.Duration
 	schedules  ScheduleLister
+
+	restoreGuard *restore.Guard
+	siteDeleted  func(ctx context.Context, siteUUID string) error
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -71,6 +75,7 @@ func New(d Deps) *echo.Echo {
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
 		services: d.Services, expected: d.ExpectedServices,
 		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
+		restoreGuard: d.RestoreGuard, siteDeleted: d.SiteDeleted,
 	}
 	if s.ctx == nil {
 		s.ctx = context.Background()

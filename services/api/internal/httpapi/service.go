@@ -223,6 +223,11 @@ func (s *server) deleteSite(ctx context.Context, uuid string) error {
 	if err != nil {
 		return storeError(err, siteNotFound(uuid), "")
 	}
+	if s.siteDeleted != nil {
+		if err := s.siteDeleted(ctx, uuid); err != nil {
+			s.log.Warn("api: site deleted, but what this host keeps of it was not removed; the pullers' sweep will", "site_uuid", uuid, "err", err)
+		}
+	}
 	return nil
 }
 

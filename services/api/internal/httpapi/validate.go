@@ -2,13 +2,12 @@ package httpapi
 
 import (
 	"fmt"
-	"net/netip"
 	"path"
-	"regexp"
 	"strings"
 
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/sitecheck"
 )
 
 // SiteInput is the body of POST /sites and PATCH /sites/{uuid}. A nil
@@ -40,13 +39,9 @@ type JobInput struct {
 
 // Limits.
 const (
-	maxNameLen      = 128
-	maxHostLen      = 253
-	maxUserLen      = 32
-	maxPathLen      = 4096
+	maxPathLen      = sitecheck.MaxPathLen
 	maxExcludes     = 1000
 	maxTargets      = 1000
-	maxBandwidth    = 10_000_000 // KiB/s, 80 Gbit/s
 	DefaultSSHPort  = 22
 	DefaultJobLimit = 50
 	MaxJobLimit     = 500
@@ -54,12 +49,6 @@ const (
 
 // SupportedJobTypes are the job types the API accepts in this phase.
 var SupportedJobTypes = []domain.JobType{domain.JobPreflight, domain.JobBackup, domain.JobRetention}
-
-var (
-	nameRe  = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
-	userRe  = regexp.MustCompile(`^[a-z_][a-z0-9_.-]*$`)
-	labelRe = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]*[A-Za-z0-9_])?$`)
-)
 
 // ApplySite returns base with the given fields of in set.
 func ApplySite(base domain.Site, in SiteInput) domain.Site {
@@ -86,82 +75,13 @@ func ApplySite(base domain.Site, in SiteInput) domain.Site {
 }
 
 // ValidateSite checks a whole site and normalises it (host brackets, host
-// key form). Errors name the field.
+// key form) by sitecheck.Validate, the rules the puller checks the stored
+// site against again. Errors name the field.
 func ValidateSite(s *domain.Site) *Error {
-	switch n := s.Name; {
-	case n == "":
-		return invalid("name: required")
-	case len(n) > maxNameLen || !nameRe.MatchString(n):
-		return invalid("name: must be 1 to %d characters of A-Z a-z 0-9 . _ -, got %q", maxNameLen, clip(n))
-	}
-	host, msg := checkHost(s.Host)
-	if msg != "" {
-		return invalid("host: %s", msg)
-	}
-	s.Host = host
-	if s.Port < 1 || s.Port > 65535 {
-		return invalid("port: must be between 1 and 65535, got %d", s.Port)
-	}
-	switch u := s.User; {
-	case u == "":
-		return invalid("user: required")
-	case len(u) > maxUserLen || !userRe.MatchString(u):
-		return invalid("user: must be a user name of at most %d characters matching [a-z_][a-z0-9_.-]*, got %q", maxUserLen, clip(u))
-	}
-	if s.SSHKeyPath != "" {
-		if msg := checkPath(s.SSHKeyPath); msg != "" {
-			return invalid("ssh_key_path: %s", msg)
-		}
-	}
-	if s.HostKey != "" {
-		k, err := checkHostKey(s.HostKey)
-		if err != nil {
-			return invalid("host_key: %v", err)
-		}
-		s.HostKey = k
-	}
-	if s.BandwidthLimitKbps < 0 || s.BandwidthLimitKbps > maxBandwidth {
-		return invalid("bandwidth_limit_kbps: must be between 0 (unlimited) and %d, got %d", maxBandwidth, s.BandwidthLimitKbps)
+	if err := sitecheck.Validate(s); err != nil {
+		return invalid("%s", err.Error())
 	}
 	return nil
-}
-
-// checkHost accepts a host name or an IP address (IPv6 also in brackets,
-// which are removed) and returns it, or a reason.
-func checkHost(h string) (string, string) {
-	switch {
-	case h == "":
-		return "", "required"
-	case strings.HasPrefix(h, "-"):
-		return "", fmt.Sprintf("must not start with '-', got %q", clip(h))
-	case strings.ContainsFunc(h, func(r rune) bool { return r <= ' ' || r == 0x7f }):
-		return "", fmt.Sprintf("must not contain spaces or control characters, got %q", clip(h))
-	case len(h) > maxHostLen:
-		return "", fmt.Sprintf("must be at most %d characters", maxHostLen)
-	}
-	inner := h
-	if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		inner = h[1 : len(h)-1]
-	}
-	if a, err := netip.ParseAddr(inner); err == nil {
-		if inner != h && !a.Is6() {
-			return "", fmt.Sprintf("brackets are only for IPv6 addresses, got %q", clip(h))
-		}
-		if strings.ContainsAny(a.Zone(), "/\\'\"`$;&|<>") {
-			return "", fmt.Sprintf("has an invalid IPv6 zone, got %q", clip(h))
-		}
-		return inner, ""
-	}
-	if inner != h {
-		return "", fmt.Sprintf("is not an IPv6 address in brackets, got %q", clip(h))
-	}
-	name := strings.TrimSuffix(h, ".")
-	for _, label := range strings.Split(name, ".") {
-		if len(label) > 63 || !labelRe.MatchString(label) {
-			return "", fmt.Sprintf("must be a host name (letters, digits, '-', '_', dot-separated labels) or an IP address, got %q", clip(h))
-		}
-	}
-	return h, ""
 }
 
 // checkPath checks a path the puller will use (a target, the ssh key) by
@@ -242,3 +162,7 @@ func supportedList() string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// reason is err's message without the leading "sentinel: ", for messages
+// that already name the field.
+func reason(err, sentinel error) string { return sitecheck.Reason(err, sentinel) }

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/satoru/satoru/shared/sitecheck"
 )
 
 func TestCheckHostKey(t *testing.T) {
@@ -36,11 +38,11 @@ func TestCheckHostKey(t *testing.T) {
 		{"comment", "# ssh-ed25519 " + ed, "", "no key given, only # comment lines"},
 		{"two lines", "ssh-ed25519 " + ed + "\nssh-rsa " + rsa, "", "must be one line ("},
 		{"type too far", "a b ssh-ed25519 " + ed, "", "no supported key type"},
-		{"too long", "ssh-ed25519 " + ed + " " + strings.Repeat("x", maxHostKey), "", "must be at most 16384 bytes"},
+		{"too long", "ssh-ed25519 " + ed + " " + strings.Repeat("x", sitecheck.MaxHostKey), "", "must be at most 16384 bytes"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := checkHostKey(tc.in)
+			got, err := sitecheck.HostKey(tc.in)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("checkHostKey = %q, %v; want error %q", got, err, tc.err)
@@ -48,7 +50,7 @@ func TestCheckHostKey(t *testing.T) {
 				if msg := err.Error(); strings.HasPrefix(msg, "invalid host key") || strings.HasPrefix(msg, "line ") {
 					t.Errorf("message %q repeats what the field name says", msg)
 				}
-				if tc.name != "too long" && !strings.HasSuffix(err.Error(), "("+hostKeyForms+")") {
+				if tc.name != "too long" && !strings.HasSuffix(err.Error(), "("+sitecheck.HostKeyForms+")") {
 					t.Errorf("message %q does not list the accepted forms", err)
 				}
 				return
@@ -58,8 +60,8 @@ func TestCheckHostKey(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(hostKeyForms, "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa") {
-		t.Errorf("hostKeyForms = %q", hostKeyForms)
+	if !strings.Contains(sitecheck.HostKeyForms, "ssh-ed25519, ecdsa-sha2-nistp256, ecdsa-sha2-nistp384, ecdsa-sha2-nistp521, ssh-rsa") {
+		t.Errorf("HostKeyForms = %q", sitecheck.HostKeyForms)
 	}
 }
 
@@ -85,7 +87,7 @@ func TestCheckHost(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.in, func(t *testing.T) {
-			got, msg := checkHost(tc.in)
+			got, msg := sitecheck.Host(tc.in)
 			if tc.err != "" {
 				if !strings.Contains(msg, tc.err) {
 					t.Errorf("checkHost(%q) = %q, %q; want %q", tc.in, got, msg, tc.err)

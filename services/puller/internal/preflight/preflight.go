@@ -16,6 +16,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/sitecheck"
 )
 
 // Step names of preflight events.
@@ -26,6 +27,8 @@ const (
 	StepRemoteTool = "remote_tool"
 	StepTarget     = "target"
 	StepTmpDir     = "remote_tmp_dir"
+	StepSite       = "site"
+	StepSSHKey     = "ssh_key"
 )
 
 // LocalTool is a tool Satoru runs on its own host.
@@ -134,6 +137,21 @@ func (c *Checker) Run(ctx context.Context, in Input) Result {
 	var res Result
 	c.checkLocalTools(ctx, &res)
 
+	// The site was read from the store, which the API does not guard:
+	// its fields meet the API's rules again before anything runs with them.
+	site := in.Site
+	if err := sitecheck.Validate(&site); err != nil {
+		res.fail(StepSite, "", fmt.Sprintf("site %s as stored breaks the API's rules, nothing was run: %v (correct it with PATCH /api/v1/sites/%s)",
+			in.Site.UUID, err, in.Site.UUID), nil)
+		return res
+	}
+	if in.Site.SSHKeyPath != "" {
+		if msg := checkKeyFile(in.Site.SSHKeyPath); msg != "" {
+			res.fail(StepSSHKey, "", msg, nil)
+			return res
+		}
+	}
+
 	key, err := c.hostKey(ctx, in, &res)
 	if err != nil {
 		return res
@@ -147,6 +165,28 @@ func (c *Checker) Run(ctx context.Context, in Input) Result {
 	res.SSH.ControlPath = in.ControlPath
 	c.checkRemote(ctx, in, res.SSH, &res)
 	return res
+}
+
+// checkKeyFile makes sure the site's ssh key is a regular file this
+// process can read, before ssh says more about it than it should. A
+// missing file and an unreadable one get the same answer: job events are
+// visible to API clients, and the difference would tell them which files
+// exist on this host.
+func checkKeyFile(path string) string {
+	f, err := os.Open(path)
+	if err == nil {
+		fi, serr := f.Stat()
+		f.Close()
+		if serr == nil && fi.Mode().IsRegular() {
+			return ""
+		}
+	}
+	return keyFileMessage(path)
+}
+
+func keyFileMessage(path string) string {
+	return fmt.Sprintf("ssh key %s cannot be used: it is missing, not a regular file, or not readable by Satoru's user (uid %d); "+
+		"check ssh_key_path and the file's owner and mode (0600, owned by that user)", path, os.Getuid())
 }
 
 func (c *Checker) checkLocalTools(ctx context.Context, res *Result) {

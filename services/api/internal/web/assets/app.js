@@ -962,7 +962,7 @@ function restoreForm(uuid, snap, selected, submit, selCount, signal) {
         h('input', { type: 'radio', name: 'dest', id: 'restore-dest-site', value: 'site' }),
         h('label', { for: 'restore-dest-site' }, 'A folder on the edge host (over the site\'s ssh)')),
       field('restore-path', 'Destination path', h('input', { required: true, autocomplete: 'off', placeholder: '/var/tmp/restore' }),
-        'Must not exist or be empty, unless overwrite is on (files of the same name are replaced, nothing is deleted).')),
+        'Must not exist (on the edge host: or be empty), unless overwrite is on (files of the same name are replaced, nothing is deleted). Satoru\'s own folders are refused.')),
     h('div', { class: 'field check' }, h('input', { type: 'checkbox', id: 'restore-overwrite' }), h('label', { for: 'restore-overwrite' }, 'Overwrite')),
     h('div', { class: 'field check' }, h('input', { type: 'checkbox', id: 'restore-dry-run' }), h('label', { for: 'restore-dry-run' }, 'Dry run (list the changes only)')),
     submit);
