@@ -59,13 +59,17 @@ func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, roun
 	}
 	shared := newLayout(root)
 	up := startUp(t, shared)
-	join := []string{"--nats-url", up.NATSURL, "--mongo-uri", up.StoreURI}
+	// Joined the way the banner says: the credentials come from the files
+	// satoru up wrote into <data_dir>/join.
+	joinDir := filepath.Join(shared.Data, "join")
+	join := []string{"SATORU_NATS_URL_FILE=" + filepath.Join(joinDir, "nats-url"),
+		"SATORU_MONGO_URI_FILE=" + filepath.Join(joinDir, "mongo-uri")}
 	var workers []*satoru
 	for _, role := range []string{"puller", "snapshotter"} {
 		// The second worker's own data_dir; staging and repository shared.
 		l := shared
 		l.Data = filepath.Join(root, "worker-"+role)
-		w := newSatoru(t, "satoru "+role, l, append([]string{role}, join...), satoruEnv(l))
+		w := newSatoru(t, "satoru "+role, l, []string{role}, satoruEnv(l, join...))
 		w.start()
 		workers = append(workers, w)
 	}

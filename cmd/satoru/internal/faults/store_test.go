@@ -3,8 +3,10 @@ package faults
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +27,17 @@ type natsState struct {
 
 // readNATS reads the streams, the job queue's consumers and the KV
 // buckets through a plain client of the node's NATS listener.
+// joinedNATSURL is the URL, with its password, that the running satoru up
+// wrote for workers into <data_dir>/join (rewritten at every start).
+func joinedNATSURL(t *testing.T, s *satoru) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.l.Data, "join", "nats-url"))
+	if err != nil {
+		t.Fatalf("read the join file: %v", err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func readNATS(t *testing.T, url string) natsState {
 	t.Helper()
 	nc, err := nats.Connect(url, nats.Name("faults-test"))
@@ -116,7 +129,7 @@ func storeIntactAfterKill(t *testing.T) {
 		jobsBefore[id] = a.job(id)
 		eventsBefore[id] = a.events(id)
 	}
-	natsBefore := readNATS(t, sc.up.NATSURL)
+	natsBefore := readNATS(t, joinedNATSURL(t, sc.up))
 
 	id := a.startJob(siteB, "backup")
 	rsyncInto := isRsyncInto(filepath.Join(sc.l.Staging, siteB))
@@ -164,7 +177,7 @@ func storeIntactAfterKill(t *testing.T) {
 			t.Errorf("after kill -9: the event stream replays %d events of job %s, want %d", len(streamed), id, len(wantEv))
 		}
 	}
-	natsAfter := readNATS(t, sc.up.NATSURL)
+	natsAfter := readNATS(t, joinedNATSURL(t, sc.up))
 	for name, before := range natsBefore.streams {
 		after := natsAfter.streams[name]
 		if after.LastSeq < before.LastSeq || (name == events.StreamEvents && after.Msgs < before.Msgs) {
