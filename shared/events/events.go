@@ -102,8 +102,12 @@ const (
 // ResticProcKey is the KV key of one restic process: its host (any
 // character a key may not hold replaced) and pid.
 func ResticProcKey(host string, pid int) string {
-	return fmt.Sprintf("%s.%d", keyToken(host), pid)
+	return fmt.Sprintf("%s%d", ResticProcPrefix(host), pid)
 }
+
+// ResticProcPrefix is what the keys of one host's restic processes start
+// with.
+func ResticProcPrefix(host string) string { return keyToken(host) + "." }
 
 // keyToken makes s usable as one token of a KV key.
 func keyToken(s string) string {

@@ -143,7 +143,7 @@ func (g *Guard) Dead(ctx context.Context) ([]Proc, error) {
 	for k := range lister.Keys() {
 		keys = append(keys, k)
 	}
-	prefix := strings.TrimSuffix(events.ResticProcKey(g.Host, 0), "0")
+	prefix := events.ResticProcPrefix(g.Host)
 	var dead []Proc
 	for _, k := range keys {
 		if !strings.HasPrefix(k, prefix) {

@@ -288,30 +288,26 @@ type retryWatch struct {
 	limit time.Duration
 	trip  func()
 
-	mu      sync.Mutex
-	timer   *time.Timer
-	last    string
-	partial []byte
-	closed  bool
+	mu     sync.Mutex
+	timer  *time.Timer
+	last   string
+	lines  *lineWriter
+	closed bool
 }
 
+// Write takes restic's stderr as it comes, cut into lines by the same
+// lineWriter the output parsers use.
 func (w *retryWatch) Write(b []byte) (int, error) {
-	n := len(b)
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, '\n')
-		if i < 0 {
-			if len(w.partial) < 4096 {
-				w.partial = append(w.partial, b...)
+	if w.lines == nil {
+		w.lines = &lineWriter{max: 4 << 10, fn: func(l []byte, overlong bool) {
+			if !overlong {
+				w.line(strings.TrimSpace(string(l)))
 			}
-			break
-		}
-		line := string(append(w.partial, b[:i]...))
-		w.partial, b = nil, b[i+1:]
-		w.line(strings.TrimSpace(line))
+		}}
 	}
-	return n, nil
+	return w.lines.Write(b)
 }
 
 func (w *retryWatch) line(l string) {

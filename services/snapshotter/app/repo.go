@@ -8,7 +8,6 @@ import (
 
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
-	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/units"
 )
@@ -22,20 +21,16 @@ const cleanupLimit = 2 * time.Minute
 // backups to let go of the repository before it gives up.
 const cleanupRetryLock = 30 * time.Second
 
-// guard is the cross-process guard of the repository: one init ever, and
-// locks of dead restic processes cleared at once. Without one (unit tests
-// that run a single snapshotter on a repository made beforehand) the
-// repository is initialised unguarded and stale locks wait for retention.
-func (s *Snapshotter) guard() *repoguard.Guard { return s.Guard }
-
 // ensureRepo makes sure the repository exists, initialising it under the
 // cluster-wide init lease. A repository known to exist costs nothing.
 func (s *Snapshotter) ensureRepo(ctx context.Context) (created bool, err error) {
 	if s.initialised.Load() {
 		return false, nil
 	}
-	if g := s.guard(); g != nil {
-		created, err = g.EnsureInit(ctx, s.Repo)
+	// Without a guard (unit tests of one snapshotter on a repository made
+	// beforehand) the repository is initialised unguarded.
+	if s.Guard != nil {
+		created, err = s.Guard.EnsureInit(ctx, s.Repo)
 	} else {
 		created, err = s.Repo.EnsureInit(ctx)
 	}
@@ -52,11 +47,10 @@ func (s *Snapshotter) ensureRepo(ctx context.Context) (created bool, err error) 
 // wrote and never indexed is pruned away too. rec, when not nil, gets the
 // job's events. It costs one KV listing when nothing died.
 func (s *Snapshotter) recoverRepo(ctx context.Context, rec *jobrun.Recorder, step string) {
-	g := s.guard()
-	if g == nil {
+	if s.Guard == nil {
 		return
 	}
-	dead, err := g.ClearStale(ctx, s.Repo)
+	dead, err := s.Guard.ClearStale(ctx, s.Repo)
 	if err != nil {
 		s.event(ctx, rec, step, domain.LevelWarn, "clearing the locks of restic processes that died: "+err.Error(), nil)
 		return
@@ -144,7 +138,7 @@ func (s *Snapshotter) prepareRepo(ctx context.Context) {
 // so a lock never outlives its owner by much more than that, even with no
 // job coming.
 func (s *Snapshotter) watchLocks(ctx context.Context, every time.Duration) {
-	if s.guard() == nil || every <= 0 {
+	if s.Guard == nil || every <= 0 {
 		return
 	}
 	t := time.NewTicker(every)
