@@ -39,8 +39,8 @@ test: tools-test vet
 bench: tools-test
 	$(GO) test -tags $(TAGS) -run '^$$' -bench BackupVsTools -benchtime 1x -timeout 30m -v ./cmd/satoru/internal/node/
 	$(GO) test -tags $(TAGS) -run '^$$' -bench Download1GB -benchtime 1x -timeout 10m ./cmd/satoru/internal/node/
-	$(GO) test -tags $(TAGS) -run '^$$' -bench JobList200k -benchtime 50x -timeout 30m -v ./services/api/app/
-	$(GO) test -tags $(TAGS) -run '^$$' -bench Tick1000SitesHistory200k -benchtime 3x -timeout 40m -v ./services/scheduler/app/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench JobList200k -benchtime 50x -timeout 30m -v ./services/api/apiserver/
+	$(GO) test -tags $(TAGS) -run '^$$' -bench Tick1000SitesHistory200k -benchtime 3x -timeout 40m -v ./services/scheduler/scheduler/
 	$(GO) test -tags $(TAGS) -run '^$$' -bench HistoryPass200k -benchtime 20x -timeout 30m -v ./shared/store/
 	$(GO) test -tags $(TAGS) -run '^$$' -bench . -skip 'BackupVsTools|Download1GB|200k' -benchtime 20x -timeout 30m $(PKGS)
 

@@ -25,8 +25,8 @@ func dashboardPath(t *testing.T) string {
 
 // otherServiceMetrics are the metrics registered outside this package by
 // services this package cannot import (they import it): the syncer's
-// (services/syncer/app NewMetrics) and the scheduler's
-// (services/scheduler/app). Keep in step with those files.
+// (services/syncer/syncer NewMetrics) and the scheduler's
+// (services/scheduler/scheduler). Keep in step with those files.
 var otherServiceMetrics = []string{
 	"satoru_sync_last_success_timestamp_seconds",
 	"satoru_sync_last_status_success",

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/satoru/satoru/cmd/satoru/internal/clicmd"
+	"github.com/satoru/satoru/cmd/satoru/internal/apicmd"
 	"github.com/satoru/satoru/cmd/satoru/internal/node"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
@@ -40,7 +40,7 @@ flags (up, puller, api):
                     every local user: give URLs with credentials by
                     nats_url_file / mongo_uri_file instead
 
-` + clicmd.Usage
+` + apicmd.Usage
 
 // Main runs one satoru command and returns its exit code.
 func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
@@ -49,8 +49,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 2
 	}
 	cmd, rest := args[0], args[1:]
-	if clicmd.IsCommand(cmd) {
-		return clicmd.Main(ctx, args, environ, stdout, stderr)
+	if apicmd.IsCommand(cmd) {
+		return apicmd.Main(ctx, args, environ, stdout, stderr)
 	}
 	var roles node.Roles
 	switch cmd {

@@ -8,7 +8,7 @@ import (
 )
 
 // TestClientCommandsAreDispatched checks that the client command words
-// reach package clicmd and that the usage lists them.
+// reach package apicmd and that the usage lists them.
 func TestClientCommandsAreDispatched(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -18,7 +18,7 @@ func TestClientCommandsAreDispatched(t *testing.T) {
 		stderr string
 	}{
 		{name: "usage lists the client commands", args: []string{"help"}, code: 0, stdout: "run <site> preflight|backup|retention [--wait]"},
-		{name: "sites reaches clicmd", args: []string{"sites"}, code: 2, stderr: "satoru sites: missing subcommand"},
+		{name: "sites reaches apicmd", args: []string{"sites"}, code: 2, stderr: "satoru sites: missing subcommand"},
 		{name: "health without a token", args: []string{"health"}, code: 1, stderr: "satoru health: no API token"},
 		{name: "unknown command", args: []string{"frob"}, code: 2, stderr: `unknown command "frob"`},
 		{name: "sync is not syncer", args: []string{"sync", "frob"}, code: 2, stderr: `satoru sync: unknown subcommand "frob"`},

@@ -24,7 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
+	"github.com/satoru/satoru/services/snapshotter/snapshotter"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/remote"
@@ -922,8 +922,8 @@ func (h *handRun) backup(b *testing.B, meter *cpuMeter, files int, rerun bool) s
 	// Satoru's restic argv: Repo.RetryLock (5m) and BackupArgs, with the
 	// --host and tags the snapshotter gives a site's snapshot.
 	resticArgs := append([]string{"--retry-lock", "5m0s"}, restic.BackupArgs(restic.BackupOptions{
-		Paths: []string{h.siteDir}, Host: snapshotterapp.Host(h.site),
-		Tags: snapshotterapp.Tags(h.site, "job-"+randHex(b, 8))})...)
+		Paths: []string{h.siteDir}, Host: snapshotter.Host(h.site),
+		Tags: snapshotter.Tags(h.site, "job-"+randHex(b, 8))})...)
 	var stderr bytes.Buffer
 	rs := exec.Command("rsync", h.rsync...)
 	rs.Stdout, rs.Stderr = io.Discard, &stderr

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/satoru/satoru/cmd/satoru/internal/clicmd"
+	"github.com/satoru/satoru/cmd/satoru/internal/apicmd"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -37,7 +37,7 @@ func satoruCLI(t *testing.T, env []string, args ...string) cliRun {
 	var out, errb bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	code := clicmd.Main(ctx, args, env, &out, &errb)
+	code := apicmd.Main(ctx, args, env, &out, &errb)
 	r := cliRun{code, out.String(), errb.String()}
 	t.Logf("satoru %s -> %s", strings.Join(args, " "), r)
 	return r
@@ -181,7 +181,7 @@ func TestCLIAgainstNode(t *testing.T) {
 	expect(t, cli("targets", "add", "cli-edge", "--dir", missing), 0, "added directory target "+missing, missingHash)
 	expect(t, cli("targets", "list", "cli-edge"), 0, "TARGET_HASH", dirHash, missingHash, "success")
 	r = cli("run", "cli-edge", "backup", "--wait", "--timeout", "2m")
-	expect(t, r, clicmd.ExitWarning, missingHash)
+	expect(t, r, apicmd.ExitWarning, missingHash)
 	expectLine(t, r, "status:", "warning")
 	if !strings.Contains(r.stderr, "ended warning") {
 		t.Errorf("stderr does not say the job ended with a warning:\n%s", r)
@@ -228,7 +228,7 @@ func TestCLIAgainstNode(t *testing.T) {
 	expect(t, satoruCLI(t, proxied, "sites", "add", "cli-closed", "--host", edge.Host, "--port", strconv.Itoa(testkit.FreePort(t)),
 		"--user", edge.User, "--ssh-key", edge.KeyPath, "--host-key", edge.HostKeyLine, "--dir", src), 0, "added site cli-closed")
 	r = satoruCLI(t, proxied, "run", "cli-closed", "preflight", "--wait", "--timeout", "2m")
-	expect(t, r, clicmd.ExitFailed, "ssh_connect", "refused")
+	expect(t, r, apicmd.ExitFailed, "ssh_connect", "refused")
 	expectLine(t, r, "status:", "failed")
 	if !strings.Contains(r.stderr, "live events unavailable") || !strings.Contains(r.stderr, "polling every 1s") {
 		t.Errorf("no note about the polling fallback:\n%s", r)
@@ -286,7 +286,7 @@ func TestCLIAgainstNode(t *testing.T) {
 	if r.code != 1 || !strings.Contains(r.stderr, "cannot reach the Satoru API at "+closed) || !strings.Contains(r.stderr, "connection refused") {
 		t.Errorf("API not there: %s", r)
 	}
-	if r = cli("jobs", "list", "--bogus"); r.code != clicmd.ExitUsage || !strings.Contains(r.stderr, "-bogus") {
+	if r = cli("jobs", "list", "--bogus"); r.code != apicmd.ExitUsage || !strings.Contains(r.stderr, "-bogus") {
 		t.Errorf("unknown flag: %s", r)
 	}
 

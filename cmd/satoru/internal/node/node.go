@@ -23,11 +23,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	apiapp "github.com/satoru/satoru/services/api/app"
-	pullerapp "github.com/satoru/satoru/services/puller/app"
-	schedulerapp "github.com/satoru/satoru/services/scheduler/app"
-	snapshotterapp "github.com/satoru/satoru/services/snapshotter/app"
-	syncerapp "github.com/satoru/satoru/services/syncer/app"
+	"github.com/satoru/satoru/services/api/apiserver"
+	"github.com/satoru/satoru/services/puller/puller"
+	"github.com/satoru/satoru/services/scheduler/scheduler"
+	"github.com/satoru/satoru/services/snapshotter/snapshotter"
+	"github.com/satoru/satoru/services/syncer/syncer"
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
@@ -123,13 +123,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	}
 	if roles.Puller {
 		n.goService("puller", func(ctx context.Context) error {
-			return pullerapp.Run(ctx, pullerapp.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
+			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
 			n.goService("snapshotter", func(ctx context.Context) error {
-				return snapshotterapp.Run(ctx, snapshotterapp.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
+				return snapshotter.Run(ctx, snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 		if roles.Syncer {
@@ -138,13 +138,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 				return nil, err
 			}
 			n.goService("syncer", func(ctx context.Context) error {
-				return syncerapp.Run(ctx, syncerapp.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
+				return syncer.Run(ctx, syncer.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 	}
 	if roles.Scheduler {
 		n.goService("scheduler", func(ctx context.Context) error {
-			return schedulerapp.Run(ctx, schedulerapp.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+			return scheduler.Run(ctx, scheduler.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
 		}, ctx)
 	}
 	if roles.API {
@@ -158,8 +158,8 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 }
 
 // PullerSettings maps config to the puller's settings.
-func PullerSettings(cfg config.Config) pullerapp.Settings {
-	return pullerapp.Settings{
+func PullerSettings(cfg config.Config) puller.Settings {
+	return puller.Settings{
 		Worker:         cfg.InstanceName,
 		Concurrency:    cfg.JobWorkerConcurrency,
 		AckWait:        cfg.JobAckWait,
@@ -173,7 +173,7 @@ func PullerSettings(cfg config.Config) pullerapp.Settings {
 		RemoteTmpDir:   cfg.RemoteTmpDir,
 		ResticBin:      cfg.ResticBin,
 		Protected:      ProtectedAreas(cfg),
-		Backup: pullerapp.BackupSettings{
+		Backup: puller.BackupSettings{
 			StagingRoot:    cfg.StagingRoot,
 			RepoPath:       cfg.ResticRepoPath,
 			MinFreeBytes:   cfg.StagingMinFreeBytes,
@@ -204,8 +204,8 @@ func ProtectedAreas(cfg config.Config) []restore.Area {
 }
 
 // SnapshotterSettings maps config to the snapshotter's settings.
-func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Settings {
-	return snapshotterapp.Settings{
+func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settings {
+	return snapshotter.Settings{
 		Worker:         cfg.InstanceName,
 		Concurrency:    cfg.JobWorkerConcurrency,
 		AckWait:        cfg.JobAckWait,
@@ -222,8 +222,8 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotterapp.Set
 }
 
 // SchedulerSettings maps config to the scheduler's settings.
-func SchedulerSettings(cfg config.Config) schedulerapp.Settings {
-	return schedulerapp.Settings{
+func SchedulerSettings(cfg config.Config) scheduler.Settings {
+	return scheduler.Settings{
 		Instance:          cfg.InstanceName,
 		Tick:              cfg.SchedulerTick,
 		ScanInterval:      cfg.SiteScanInterval,
@@ -240,8 +240,8 @@ func SchedulerSettings(cfg config.Config) schedulerapp.Settings {
 // SyncerSettings maps config to the syncer's settings: the offsite
 // repository shares the local one's password; its credentials reach
 // restic only through its environment.
-func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, error) {
-	s := syncerapp.Settings{
+func SyncerSettings(cfg config.Config, local restic.Repo) (syncer.Settings, error) {
+	s := syncer.Settings{
 		Worker:      cfg.InstanceName,
 		Concurrency: 1,
 		AckWait:     cfg.JobAckWait,
@@ -254,7 +254,7 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, e
 	if cfg.ResticB2Repository == "" {
 		return s, nil
 	}
-	remote, err := syncerapp.RemoteRepo(local, cfg.ResticB2Repository, cfg.ResticB2AccountID.Value(), cfg.ResticB2AccountKey.Value())
+	remote, err := syncer.RemoteRepo(local, cfg.ResticB2Repository, cfg.ResticB2AccountID.Value(), cfg.ResticB2AccountKey.Value())
 	if err != nil {
 		return s, fmt.Errorf("config: restic_b2_repository: %w", err)
 	}
@@ -272,7 +272,7 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncerapp.Settings, e
 func ResticRepo(cfg config.Config) (restic.Repo, error) {
 	bin := cfg.ResticBin
 	if bin == "" {
-		bin = pullerapp.ResolveRestic()
+		bin = puller.ResolveRestic()
 	}
 	repo := restic.Repo{Bin: bin, Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
 		CacheDir: filepath.Join(cfg.DataDir, "restic-cache")}
@@ -376,13 +376,13 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		return fmt.Errorf("api_listen %s: %w", cfg.APIListen, err)
 	}
 	n.APIAddr = ln.Addr().String()
-	h := apiapp.New(apiapp.Deps{
+	h := apiserver.New(apiserver.Deps{
 		Context:    ctx,
 		Store:      n.Store,
 		Dispatcher: n.Infra,
 		Token:      token,
 		Registry:   n.Registry,
-		Ready:      []apiapp.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
+		Ready:      []apiserver.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
 		Log:        n.Log.With("service", "api"),
 		Repo:       repo,
 		Services:   n.Infra,
@@ -395,12 +395,12 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
-		Disks: []apiapp.DiskCheck{
+		Disks: []apiserver.DiskCheck{
 			{Name: "staging_root", Path: cfg.StagingRoot, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 			{Name: "restic_repo_path", Path: cfg.ResticRepoPath, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 		},
 	})
-	n.goService("api", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, h) }, ctx)
+	n.goService("api", func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
 	return nil
 }
 
@@ -418,7 +418,7 @@ func (n *Node) siteDeleted() func(context.Context, string) error {
 		return nil
 	}
 	dir := n.Config.SSHKnownHostsDir
-	return func(_ context.Context, uuid string) error { return pullerapp.RemoveKnownHosts(dir, uuid) }
+	return func(_ context.Context, uuid string) error { return puller.RemoveKnownHosts(dir, uuid) }
 }
 
 // startMetrics serves /metrics and /healthz on api_listen for a process
@@ -435,7 +435,7 @@ func (n *Node) startMetrics(ctx context.Context) error {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
-	n.goRun("metrics", func(ctx context.Context) error { return apiapp.Serve(ctx, ln, mux) }, ctx)
+	n.goRun("metrics", func(ctx context.Context) error { return apiserver.Serve(ctx, ln, mux) }, ctx)
 	return nil
 }
 

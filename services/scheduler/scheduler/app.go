@@ -1,0 +1,654 @@
+// Package app is Satoru's scheduler: timers -> job requests. Every Tick it
+// reads the sites, the stored schedules (collection "schedules") and, when
+// something is due, the active jobs, lets internal/plan decide, then
+// writes the jobs, publishes their requests and moves the schedules on.
+// The leader also runs the history pass (history.go): it deletes the jobs
+// that finished more than history_retention_days ago, a bounded batch per
+// tick.
+//
+// Only the leader fires: the instance holding the lease "scheduler.leader"
+// in the NATS KV bucket SATORU_LEASES. Two more guards stand behind it:
+// a schedule moves on only if it still holds the value the tick read
+// (store.SwapSchedules), and a run's job id is derived from the run
+// (plan.JobID), so the store refuses a second job for the same run and
+// NATS drops a second publish of it.
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/services/scheduler/internal/plan"
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// LeaderKey is the scheduler's leader lease in the leases bucket.
+const LeaderKey = "scheduler.leader"
+
+// Defaults for zero Settings fields.
+const (
+	DefaultTick         = 30 * time.Second
+	DefaultScanInterval = 24 * time.Hour
+	DefaultSyncInterval = 24 * time.Hour
+)
+
+// Settings are the scheduler's knobs, taken from config by the caller.
+type Settings struct {
+	// Instance names this scheduler in the leader lease and the logs
+	// (config instance_name).
+	Instance string
+	// Tick is how often Run ticks (scheduler_tick_seconds; default 30 s).
+	Tick time.Duration
+	// ScanInterval is how often each site is backed up
+	// (site_scan_interval_hours; default 24 h).
+	ScanInterval time.Duration
+	// RetentionInterval is the least time between two retention runs of a
+	// site (retention_interval_hours); 0 = the scheduler queues none.
+	RetentionInterval time.Duration
+	// SyncInterval is how often the offsite copy runs
+	// (restic_sync_interval_hours; default 24 h), when SyncEnabled (an
+	// offsite repository is configured).
+	SyncInterval time.Duration
+	SyncEnabled  bool
+	// LeaderTTL is how long the leader lease lives unrenewed. It is the
+	// TTL of the leases bucket (bus.Settings.LeaseTTL, i.e.
+	// site_lease_seconds), which NATS enforces; 0 reads it from the
+	// bucket. Run renews the lease every LeaderTTL/3.
+	LeaderTTL time.Duration
+	// StaleAfter is how old a running job's heartbeat_at may grow before
+	// the leader recovers the job (job_stale_after_seconds; see
+	// recoverStale); 0 turns the recovery off.
+	StaleAfter time.Duration
+	// MaxAttempts is job_max_attempts: a stale job that used them all is
+	// failed, one with attempts left is published again if its request is
+	// gone (default 5).
+	MaxAttempts int
+	// RecoverEvery is the least time between two recovery passes, each of
+	// which reads the active jobs (default 1 minute).
+	RecoverEvery time.Duration
+	// HistoryRetention is history_retention_days: the history pass
+	// deletes the jobs (and their events) that finished longer ago; 0
+	// turns the pass off.
+	HistoryRetention time.Duration
+	// HistoryEvery is the least time from the end of one history pass to
+	// the start of the next (default 1 h); the first starts HistoryDelay
+	// (default 1 minute) after this instance became leader.
+	HistoryEvery, HistoryDelay time.Duration
+	// HistoryPerTick bounds the jobs one tick's share of a pass looks at
+	// (default 500), HistoryTimePerTick its time (default 1 s, checked
+	// between steps of at most 100 jobs); a pass with more to do goes on
+	// at the next tick.
+	HistoryPerTick     int
+	HistoryTimePerTick time.Duration
+}
+
+// Deps are the scheduler's collaborators. Store, Infra and
+// Settings.Instance are required; Registry gets the metrics (none if
+// nil); Log defaults to discarding, Now to time.Now.
+type Deps struct {
+	Settings Settings
+	Store    *store.Store
+	Infra    *bus.Infra
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+	Now      func() time.Time
+}
+
+// TickResult is what one tick did.
+type TickResult struct {
+	// Leader: this instance held the leader lease and did the tick. A
+	// follower's result is otherwise empty.
+	Leader bool
+	// Queued are the jobs this tick wrote and published, by type.
+	Queued map[domain.JobType]int
+	// JobIDs are their ids.
+	JobIDs []string
+	// Resumed are due runs whose job existed still queued (a tick that
+	// stopped half-way); Republished how many of them were published
+	// again because the stream did not hold them. Adopted are due runs
+	// whose job was already running.
+	Resumed, Republished, Adopted int
+	// Waiting are due runs held back because their site (or the
+	// repository) has a job queued or running.
+	Waiting int
+	// Lost are due runs found handled already: their job was stored (by
+	// another scheduler, or by an earlier tick that stopped before moving
+	// the schedule on), or their schedule moved on meanwhile.
+	Lost int
+	// Failed are runs that could not be queued (store or publish
+	// error); they are due again on the next tick.
+	Failed int
+	// Schedules made, removed and rescheduled.
+	Created, Deleted, Rescheduled int
+	// ReadActive: the tick read the active jobs (something was due).
+	ReadActive bool
+	// Recovery is what the stale-job recovery pass did, if it ran.
+	Recovery Recovery
+	// History is what the history pass did at this tick, if it ran.
+	History History
+	// QueuedIn is the wall time from the tick's start until its jobs were
+	// written and published; Took the whole tick.
+	QueuedIn, Took time.Duration
+}
+
+// Total is the number of jobs queued.
+func (r TickResult) Total() int {
+	n := 0
+	for _, v := range r.Queued {
+		n += v
+	}
+	return n
+}
+
+// Scheduler is one scheduler instance. Its methods are not safe for
+// concurrent use: Run (or a test) calls them from one goroutine.
+type Scheduler struct {
+	set   Settings
+	store *store.Store
+	infra *bus.Infra
+	log   *slog.Logger
+	now   func() time.Time
+	m     *metrics
+
+	lease *bus.Lease
+	// cache holds the schedules while this instance leads: it is then
+	// their only writer, so it reads them from the store when it becomes
+	// leader, or after a write that did not go as planned (cacheOK
+	// false), not every tick. Writes go to the store and then here.
+	cache   map[string]store.Schedule
+	cacheOK bool
+
+	// recoveredAt is when the last recovery pass ran (scheduler clock).
+	recoveredAt time.Time
+	// active are the active jobs the tick in progress read, if it did.
+	active      []domain.Job
+	activeKnown bool
+
+	// historyNext is when the next history pass may start (scheduler
+	// clock; zero until this instance leads); historyOn: a pass is under
+	// way and goes on at the next tick.
+	historyNext time.Time
+	historyOn   bool
+}
+
+// New builds a scheduler from d, filling defaults.
+func New(d Deps) (*Scheduler, error) {
+	if d.Store == nil || d.Infra == nil {
+		return nil, errors.New("scheduler: Store and Infra are required")
+	}
+	s := d.Settings
+	if s.Instance == "" {
+		return nil, errors.New("scheduler: Settings.Instance is required")
+	}
+	if s.Tick <= 0 {
+		s.Tick = DefaultTick
+	}
+	if s.ScanInterval <= 0 {
+		s.ScanInterval = DefaultScanInterval
+	}
+	if s.SyncInterval <= 0 {
+		s.SyncInterval = DefaultSyncInterval
+	}
+	if s.RetentionInterval < 0 {
+		s.RetentionInterval = 0
+	}
+	if s.RecoverEvery <= 0 {
+		s.RecoverEvery = DefaultRecoverEvery
+	}
+	if s.MaxAttempts <= 0 {
+		s.MaxAttempts = DefaultMaxAttempts
+	}
+	if s.HistoryRetention < 0 {
+		s.HistoryRetention = 0
+	}
+	if s.HistoryEvery <= 0 {
+		s.HistoryEvery = DefaultHistoryEvery
+	}
+	if s.HistoryDelay <= 0 {
+		s.HistoryDelay = DefaultHistoryDelay
+	}
+	if s.HistoryPerTick <= 0 {
+		s.HistoryPerTick = DefaultHistoryPerTick
+	}
+	if s.HistoryTimePerTick <= 0 {
+		s.HistoryTimePerTick = DefaultHistoryTimePerTick
+	}
+	log := d.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Scheduler{
+		set:   s,
+		store: d.Store,
+		infra: d.Infra,
+		log:   log.With("service", "scheduler", "instance", s.Instance),
+		now:   now,
+		m:     newMetrics(d.Registry),
+	}, nil
+}
+
+// Run ticks every Settings.Tick (the first tick at once) until ctx ends,
+// renewing or seeking the leader lease every LeaderTTL/3 in between. A
+// failed tick is logged and retried on the next one. On return it gives
+// the lease up so another instance takes over at once.
+func Run(ctx context.Context, d Deps) error {
+	s, err := New(d)
+	if err != nil {
+		return err
+	}
+	if err := s.store.EnsureSchedules(ctx); err != nil {
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	ttl := s.set.LeaderTTL
+	if ttl <= 0 {
+		st, err := s.infra.Leases.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("scheduler: read the leases bucket: %w", err)
+		}
+		ttl = st.TTL()
+	}
+	renewEvery := max(ttl/3, 100*time.Millisecond)
+	s.log.Info("scheduler started", "tick", s.set.Tick, "scan_interval", s.set.ScanInterval,
+		"retention_interval", s.set.RetentionInterval, "sync_enabled", s.set.SyncEnabled,
+		"sync_interval", s.set.SyncInterval, "leader_ttl", ttl, "history_retention", s.set.HistoryRetention)
+	defer s.Resign()
+
+	tick := time.NewTicker(s.set.Tick)
+	defer tick.Stop()
+	renew := time.NewTicker(renewEvery)
+	defer renew.Stop()
+	s.tickLogged(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			s.tickLogged(ctx)
+		case <-renew.C:
+			if _, err := s.lead(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("scheduler: leader lease", "err", err)
+			}
+		}
+	}
+}
+
+func (s *Scheduler) tickLogged(ctx context.Context) {
+	res, err := s.Tick(ctx, s.now())
+	switch {
+	case err != nil && ctx.Err() == nil:
+		s.log.Error("scheduler: tick failed", "err", err)
+	case res.Total() > 0 || res.Failed > 0 || res.Lost > 0 || res.Recovery.Failed > 0 || res.Recovery.Republished > 0:
+		s.log.Info("scheduler: tick", "queued", res.Total(), "waiting", res.Waiting, "lost", res.Lost,
+			"failed", res.Failed, "stale_failed", res.Recovery.Failed, "stale_republished", res.Recovery.Republished, "took", res.Took)
+	}
+}
+
+// Resign gives the leader lease up, if held.
+func (s *Scheduler) Resign() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if s.lease == nil {
+		// A take-over cut short by shutdown may have written the lease
+		// without our learning it: remove it if it names this instance.
+		if h, ok, err := s.infra.LeaseHolderOf(ctx, LeaderKey); err == nil && ok && h.Worker == s.set.Instance {
+			_ = s.infra.Leases.Delete(ctx, LeaderKey)
+		}
+		return
+	}
+	if err := s.lease.Release(ctx); err != nil {
+		s.log.Warn("scheduler: release leader lease", "err", err)
+	}
+	s.lease = nil
+	s.cacheOK = false
+	s.historyNext, s.historyOn = time.Time{}, false
+	s.m.leader.Set(0)
+}
+
+// lead renews the leader lease, or tries to take it, and reports whether
+// this instance leads.
+func (s *Scheduler) lead(ctx context.Context) (bool, error) {
+	if s.lease != nil {
+		err := s.lease.Renew(ctx)
+		if err == nil {
+			return true, nil
+		}
+		if ctx.Err() != nil {
+			// Stopping, not lost: keep the lease so Resign releases it.
+			return false, ctx.Err()
+		}
+		s.log.Warn("scheduler: lost the leader lease", "err", err)
+		s.lease = nil
+		s.cacheOK = false
+		s.historyNext, s.historyOn = time.Time{}, false
+		s.m.leader.Set(0)
+	}
+	l, err := s.infra.AcquireKey(ctx, LeaderKey, bus.LeaseHolder{Worker: s.set.Instance})
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	s.lease = l
+	s.cacheOK = false // read the schedules afresh: another leader may have written them
+	s.m.leader.Set(1)
+	s.log.Info("scheduler: leading")
+	return true, nil
+}
+
+// Tick does one round at now if this instance leads (taking the lease if
+// it is free): see the package comment and plan.Plan for the rules.
+func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickResult, error) {
+	start := time.Now()
+	// Times are kept as the store keeps them (UTC, milliseconds), so the
+	// schedules in memory equal the ones read back after a restart.
+	now = now.UTC().Truncate(time.Millisecond)
+	leader, err := s.lead(ctx)
+	if err != nil || !leader {
+		return TickResult{}, err
+	}
+	if s.historyNext.IsZero() {
+		s.historyNext = now.Add(s.set.HistoryDelay)
+	}
+	s.active, s.activeKnown = nil, false
+	res, err := s.work(ctx, now)
+	if ctx.Err() == nil {
+		rec, rerr := s.recoverStale(ctx, now, s.active, s.activeKnown)
+		res.Recovery = rec
+		if rerr != nil {
+			s.log.Error("scheduler: recovery pass", "err", rerr)
+		}
+	}
+	if ctx.Err() == nil {
+		res.History = s.purgeHistory(ctx, now)
+	}
+	s.active, s.activeKnown = nil, false
+	res.Leader = true
+	res.Took = time.Since(start)
+	s.m.observe(res, err)
+	return res, err
+}
+
+// work is the tick of a leader.
+func (s *Scheduler) work(ctx context.Context, now time.Time) (TickResult, error) {
+	start := time.Now()
+	res := TickResult{Queued: map[domain.JobType]int{}}
+	sites, err := s.store.ListSites(ctx)
+	if err != nil {
+		return res, fmt.Errorf("scheduler: %w", err)
+	}
+	if err := s.loadSchedules(ctx); err != nil {
+		return res, fmt.Errorf("scheduler: %w", err)
+	}
+	in := plan.Input{
+		Now: now,
+		Settings: plan.Settings{ScanInterval: s.set.ScanInterval, RetentionInterval: s.set.RetentionInterval,
+			SyncInterval: s.set.SyncInterval, SyncEnabled: s.set.SyncEnabled},
+		Sites:     make([]string, len(sites)),
+		Schedules: make([]store.Schedule, 0, len(s.cache)),
+	}
+	for i, site := range sites {
+		in.Sites[i] = site.UUID
+	}
+	for _, sc := range s.cache {
+		in.Schedules = append(in.Schedules, sc)
+	}
+	out := plan.Plan(in)
+	if out.NeedActive {
+		// One read of the active jobs per tick, and only when a run is
+		// due: it reads the whole jobs collection on the embedded store.
+		if in.Active, err = s.store.ActiveJobs(ctx, ""); err != nil {
+			return res, fmt.Errorf("scheduler: %w", err)
+		}
+		in.ActiveKnown = true
+		res.ReadActive = true
+		s.active, s.activeKnown = in.Active, true
+		out = plan.Plan(in)
+	}
+
+	if err := s.applySchedules(ctx, out, &res); err != nil {
+		return res, err
+	}
+	for _, w := range out.Waiting {
+		s.log.Debug("scheduler: run waits", "kind", w.Kind, "site_uuid", w.SiteUUID, "due", w.Due, "reason", w.Reason())
+	}
+	res.Waiting = len(out.Waiting)
+
+	var swaps []store.ScheduleSwap
+	var swapRuns []plan.Run
+	lost := map[string]bool{} // runs counted in res.Lost already
+
+	// New jobs: one insert for all, then their requests.
+	if len(out.Fire) > 0 {
+		jobs := make([]domain.Job, len(out.Fire))
+		for i, r := range out.Fire {
+			jobs[i] = r.Job
+		}
+		inserted, ierr := s.store.InsertJobs(ctx, jobs)
+		if ierr != nil {
+			s.log.Error("scheduler: write jobs", "err", ierr)
+		}
+		var pub []plan.Run
+		for i, r := range out.Fire {
+			switch {
+			case inserted[i]:
+				pub = append(pub, r)
+			case ierr == nil:
+				// Its id exists: the same run was queued already, by
+				// another scheduler or before a restart. Move the
+				// schedule on (if nobody did).
+				res.Lost++
+				lost[r.Job.ID] = true
+				swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+			default:
+				res.Failed++
+			}
+		}
+		perr := s.publish(ctx, pub)
+		for i, r := range pub {
+			if perr[i] != nil {
+				// Written, not published: the next tick finds it queued
+				// and publishes it again (Resume).
+				s.log.Error("scheduler: publish job request", "job_id", r.Job.ID, "site_uuid", r.SiteUUID, "type", r.Job.Type, "err", perr[i])
+				res.Failed++
+				continue
+			}
+			res.Queued[r.Job.Type]++
+			res.JobIDs = append(res.JobIDs, r.Job.ID)
+			swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+		}
+	}
+
+	// Jobs written by an earlier tick that stopped before moving the
+	// schedule on.
+	for _, r := range out.Resume {
+		res.Resumed++
+		sent, err := s.republish(ctx, r)
+		if err != nil {
+			s.log.Error("scheduler: publish resumed job request", "job_id", r.Job.ID, "err", err)
+			res.Failed++
+			continue
+		}
+		if sent {
+			res.Republished++
+		}
+		swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+	}
+	for _, r := range out.Adopt {
+		res.Adopted++
+		swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+	}
+	res.QueuedIn = time.Since(start)
+
+	// Move the schedules on, each only if it still holds what was read.
+	if len(swaps) > 0 {
+		swapped, err := s.store.SwapSchedules(ctx, swaps)
+		for i, ok := range swapped {
+			if ok {
+				s.cache[swaps[i].Schedule.ID] = swaps[i].Schedule
+				continue
+			}
+			s.cacheOK = false // read afresh next tick
+			if err == nil && !lost[swapRuns[i].Job.ID] {
+				s.log.Warn("scheduler: schedule moved on meanwhile; another scheduler ran it",
+					"schedule", swaps[i].Schedule.ID, "job_id", swapRuns[i].Job.ID)
+				res.Lost++
+			}
+		}
+		if err != nil {
+			s.cacheOK = false
+			return res, fmt.Errorf("scheduler: %w", err)
+		}
+	}
+	return res, nil
+}
+
+// loadSchedules reads the schedules into the cache unless it is valid.
+func (s *Scheduler) loadSchedules(ctx context.Context) error {
+	if s.cacheOK {
+		return nil
+	}
+	all, err := s.store.ListSchedules(ctx)
+	if err != nil {
+		return err
+	}
+	s.cache = make(map[string]store.Schedule, len(all))
+	for _, sc := range all {
+		s.cache[sc.ID] = sc
+	}
+	s.cacheOK = true
+	return nil
+}
+
+// applySchedules writes the plan's schedule changes, then the cache. A
+// change that did not apply (another scheduler wrote first) marks the
+// cache for a reload; the runs planned on it are guarded by their swaps
+// and job ids.
+func (s *Scheduler) applySchedules(ctx context.Context, out plan.Output, res *TickResult) error {
+	if len(out.Create) > 0 {
+		n, err := s.store.InsertSchedules(ctx, out.Create)
+		res.Created = n
+		if err != nil {
+			s.cacheOK = false
+			return fmt.Errorf("scheduler: %w", err)
+		}
+		if n < len(out.Create) {
+			s.cacheOK = false
+		}
+		for _, sc := range out.Create {
+			s.cache[sc.ID] = sc
+		}
+	}
+	if len(out.Delete) > 0 {
+		n, err := s.store.DeleteSchedules(ctx, out.Delete...)
+		res.Deleted = n
+		if err != nil {
+			s.cacheOK = false
+			return fmt.Errorf("scheduler: %w", err)
+		}
+		for _, id := range out.Delete {
+			delete(s.cache, id)
+		}
+	}
+	if len(out.Reschedule) > 0 {
+		swapped, err := s.store.SwapSchedules(ctx, out.Reschedule)
+		for i, ok := range swapped {
+			if !ok {
+				s.cacheOK = false
+				continue
+			}
+			res.Rescheduled++
+			s.cache[out.Reschedule[i].Schedule.ID] = out.Reschedule[i].Schedule
+		}
+		if err != nil {
+			s.cacheOK = false
+			return fmt.Errorf("scheduler: %w", err)
+		}
+	}
+	return nil
+}
+
+// publish sends the job requests of runs asynchronously, in windows, and
+// waits for every ack; errs[i] is the outcome of runs[i]. The requests
+// are those the API sends (bus.Infra.Publish): JSON events.JobRequest on
+// its subject with Nats-Msg-Id = job_id.
+func (s *Scheduler) publish(ctx context.Context, runs []plan.Run) []error {
+	errs := make([]error, len(runs))
+	const window = 256
+	for start := 0; start < len(runs); start += window {
+		end := min(start+window, len(runs))
+		futs := make([]jetstream.PubAckFuture, end-start)
+		for i := start; i < end; i++ {
+			futs[i-start], errs[i] = s.publishAsync(request(runs[i]))
+		}
+		for i, f := range futs {
+			if f == nil {
+				continue
+			}
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				errs[start+i] = fmt.Errorf("bus: publish job %s: %w", runs[start+i].Job.ID, err)
+			case <-ctx.Done():
+				errs[start+i] = ctx.Err()
+			}
+		}
+	}
+	return errs
+}
+
+func (s *Scheduler) publishAsync(r events.JobRequest) (jetstream.PubAckFuture, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(r)
+	if err != nil {
+		return nil, fmt.Errorf("bus: encode job request %s: %w", r.JobID, err)
+	}
+	f, err := s.infra.JS.PublishAsync(r.Subject(), data, jetstream.WithMsgID(r.JobID))
+	if err != nil {
+		return nil, fmt.Errorf("bus: publish job %s on %s: %w", r.JobID, r.Subject(), err)
+	}
+	return f, nil
+}
+
+// republish publishes a resumed run's request again unless the stream
+// holds it as the last message of its subject, and reports whether it
+// published. A request published within the stream's duplicate window
+// (10 minutes) is dropped by NATS anyway.
+func (s *Scheduler) republish(ctx context.Context, r plan.Run) (bool, error) {
+	req := request(r)
+	str, err := s.infra.JS.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		return false, fmt.Errorf("bus: stream %s: %w", events.StreamJobs, err)
+	}
+	msg, err := str.GetLastMsgForSubject(ctx, req.Subject())
+	switch {
+	case err == nil && msg.Header.Get(jetstream.MsgIDHeader) == req.JobID:
+		return false, nil
+	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, fmt.Errorf("bus: read %s: %w", req.Subject(), err)
+	}
+	if err := s.infra.Publish(ctx, req); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func request(r plan.Run) events.JobRequest {
+	return events.JobRequest{V: events.JobRequestV1, JobID: r.Job.ID, SiteUUID: r.SiteUUID, Type: string(r.Job.Type)}
+}

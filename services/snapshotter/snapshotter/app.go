@@ -1,0 +1,354 @@
+// Package app wires the snapshotter service: it takes backup jobs handed
+// over by the puller and snapshots the site's staging into the local
+// restic repository, and runs retention jobs (restic forget --prune with
+// the configured policy, scoped to one site's snapshots).
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/config"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/repoguard"
+	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/store"
+)
+
+// Settings are the snapshotter's knobs, taken from config by the caller.
+type Settings struct {
+	Worker        string
+	Concurrency   int
+	AckWait       time.Duration
+	Heartbeat     time.Duration
+	LeaseRetry    time.Duration
+	MaxAttempts   int
+	StagingRoot   string
+	Repo          restic.Repo
+	SnapshotLimit time.Duration
+	ProgressEvery time.Duration
+	// Retention is restic_retention_policy; a retention job fails while
+	// it is unset (zero keeps nothing).
+	Retention config.RetentionPolicy
+	// RetentionLimit bounds one retention job's restic runs; zero means
+	// no limit beyond the job's own.
+	RetentionLimit time.Duration
+}
+
+// Deps are the snapshotter's collaborators.
+type Deps struct {
+	Settings Settings
+	Store    *store.Store
+	Infra    *bus.Infra
+	Registry prometheus.Registerer
+	Log      *slog.Logger
+	// Notify is told every job's final outcome (webhook); nil for none.
+	Notify func(ctx context.Context, job domain.Job, out jobrun.Outcome)
+}
+
+// Run consumes snapshot and retention requests until ctx ends.
+func Run(ctx context.Context, d Deps) error {
+	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	if err != nil {
+		return err
+	}
+	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
+		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
+	return serve(ctx, d, s)
+}
+
+// serve runs s as the service: tests hand in their own Snapshotter.
+func serve(ctx context.Context, d Deps, s *Snapshotter) error {
+	if d.Registry != nil {
+		if s.Metrics == nil {
+			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
+		}
+		seedLastSuccess(ctx, d)
+	}
+	// Before the first job: open (or initialise, once across every
+	// process) the repository and clear what a crash left; then keep
+	// clearing dead processes' locks every heartbeat.
+	s.prepareRepo(ctx)
+	lctx, stop := context.WithCancel(ctx)
+	locksDone := make(chan struct{})
+	go func() {
+		defer close(locksDone)
+		s.watchLocks(lctx, d.Settings.Heartbeat)
+	}()
+	defer func() { stop(); <-locksDone }()
+	return jobrun.Service{
+		Name:        "snapshotter",
+		Consumer:    events.ConsumerSnapshotter,
+		Infra:       d.Infra,
+		Store:       d.Store,
+		IsNotFound:  func(err error) bool { return errors.Is(err, store.ErrNotFound) },
+		Worker:      d.Settings.Worker,
+		Concurrency: d.Settings.Concurrency,
+		AckWait:     d.Settings.AckWait,
+		Heartbeat:   d.Settings.Heartbeat,
+		LeaseRetry:  d.Settings.LeaseRetry,
+		MaxAttempts: d.Settings.MaxAttempts,
+		Registry:    d.Registry,
+		Log:         d.Log,
+		Pick:        s.Pick,
+		Notify:      d.Notify,
+	}.Run(ctx)
+}
+
+// Store is what the snapshotter reads and writes besides the job.
+type Store interface {
+	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
+	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
+}
+
+// Snapshotter snapshots staging into the restic repository and applies
+// the retention policy to it.
+type Snapshotter struct {
+	Store         Store
+	Repo          restic.Repo
+	StagingRoot   string
+	Limit         time.Duration
+	ProgressEvery time.Duration
+	// Retention and RetentionLimit: see Settings.
+	Retention      config.RetentionPolicy
+	RetentionLimit time.Duration
+	Now            func() time.Time
+	// Metrics count the data added; nil records nothing.
+	Metrics *observe.SnapshotMetrics
+
+	// Guard guards the repository across processes (one init, dead
+	// processes' locks cleared); nil only in tests of one snapshotter.
+	Guard *repoguard.Guard
+	Log   *slog.Logger
+
+	// initialised remembers a repository known to exist: checking costs a
+	// restic run with key derivation (~0.5 s) per backup otherwise.
+	initialised atomic.Bool
+	// repoLock: backups share it, retention (prune) holds it alone.
+	repoLock repoLock
+}
+
+func (s *Snapshotter) now() time.Time {
+	if s.Now != nil {
+		return s.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+// Pick returns the work for a job this service continues or runs.
+func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
+	switch job.Type {
+	case domain.JobBackup:
+		return s.snapshot, nil
+	case domain.JobRetention:
+		return s.applyRetention, nil
+	}
+	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
+}
+
+// Host is the stable restic --host of a site's snapshots.
+func Host(siteUUID string) string { return "satoru-" + siteUUID }
+
+// SiteTag is the restic tag every snapshot of a site carries.
+func SiteTag(siteUUID string) string { return "site:" + siteUUID }
+
+// Tags are the restic tags of a backup job's snapshot.
+func Tags(siteUUID, jobID string) []string { return []string{SiteTag(siteUUID), "job:" + jobID} }
+
+func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	summary := job.Summary
+	if summary == nil {
+		summary = map[string]any{}
+	}
+	targets := job.Targets
+	siteDir := filepath.Join(s.StagingRoot, job.SiteUUID)
+	// Partial folders a pull failed to remove are never site data.
+	excludes := []string{remote.RsyncPartialDir}
+	pulled, failed, warned := 0, 0, 0
+	for i, t := range targets {
+		switch t.Status {
+		case domain.HealthFailed:
+			failed++
+			// A failed target's older staging copy is left out, so the
+			// snapshot never presents stale data as this run's.
+			excludes = append(excludes, filepath.Join(siteDir, t.TargetHash))
+			rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelWarn, TargetHash: t.TargetHash,
+				Message: fmt.Sprintf("target %s %s left out of the snapshot: its pull failed (%s)", t.TargetHash, t.Path, t.Error)})
+		case domain.HealthWarning:
+			warned++
+			targets[i].InSnapshot = true
+		default:
+			pulled++
+			targets[i].InSnapshot = true
+		}
+	}
+	fail := func(msg string) jobrun.Outcome {
+		s.putHealth(ctx, job, domain.HealthFailed, msg, false)
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	}
+	if pulled+warned == 0 {
+		return fail("no target was pulled; nothing to snapshot")
+	}
+	s.recoverRepo(ctx, rec, "snapshot")
+
+	// The shared side of the repository lock: backups run side by side,
+	// but not while this process prunes.
+	release, err := s.repoLock.Shared(ctx, func() {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "waiting for retention (restic prune) in this process to finish"})
+	})
+	if err != nil {
+		return fail("snapshot: waiting for the repository: " + err.Error())
+	}
+	defer release()
+
+	sctx := ctx
+	if s.Limit > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(ctx, s.Limit)
+		defer cancel()
+	}
+	if created, err := s.ensureRepo(sctx); err != nil {
+		return fail(err.Error())
+	} else if created {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "initialised restic repository " + restic.RedactLocation(s.Repo.Repository)})
+	}
+	every := s.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	var last time.Time
+	progress := func(p restic.Progress) {
+		if time.Since(last) < every {
+			return
+		}
+		last = time.Now()
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot_progress", Message: fmt.Sprintf("restic backup %.0f%%: %d of %d bytes",
+			p.PercentDone*100, p.BytesDone, p.TotalBytes), Data: map[string]any{"bytes_done": p.BytesDone, "total_bytes": p.TotalBytes}})
+	}
+	sum, err := s.Repo.Backup(sctx, restic.BackupOptions{
+		Paths:    []string{siteDir},
+		Host:     Host(job.SiteUUID),
+		Tags:     Tags(job.SiteUUID, job.ID),
+		Excludes: excludes,
+	}, progress)
+	incomplete := errors.Is(err, restic.ErrIncomplete)
+	if errors.Is(err, restic.ErrNoRepository) {
+		s.initialised.Store(false) // removed under us: check (and init) again next time
+	}
+	if err != nil && !incomplete {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelError, Message: "restic backup failed: " + err.Error()})
+		if leftData(ctx, err) {
+			release() // the clean-up holds the repository alone
+			s.cleanup(ctx, rec, "snapshot", "a failed backup")
+		}
+		return fail("snapshot: " + err.Error())
+	}
+	data := map[string]any{
+		"snapshot_id":           sum.SnapshotID,
+		"files_new":             sum.FilesNew,
+		"files_changed":         sum.FilesChanged,
+		"files_unmodified":      sum.FilesUnmodified,
+		"data_added":            sum.DataAdded,
+		"total_files_processed": sum.TotalFilesProcessed,
+		"total_bytes_processed": sum.TotalBytesProcessed,
+	}
+	for k, v := range data {
+		summary[k] = v
+	}
+	s.Metrics.Snapshot(job.SiteUUID, sum.DataAdded)
+	rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelInfo, Data: data, Message: fmt.Sprintf(
+		"snapshot %s: %d new, %d changed, %d unmodified files; %d bytes added of %d processed",
+		short(sum.SnapshotID), sum.FilesNew, sum.FilesChanged, sum.FilesUnmodified, sum.DataAdded, sum.TotalBytesProcessed)})
+
+	status, msg := domain.StatusSuccess, ""
+	switch {
+	case failed > 0:
+		status, msg = domain.StatusWarning, fmt.Sprintf("%d of %d targets failed and are not in snapshot %s", failed, len(targets), short(sum.SnapshotID))
+	case warned > 0 || incomplete:
+		status, msg = domain.StatusWarning, fmt.Sprintf("snapshot %s made, but some files could not be read", short(sum.SnapshotID))
+	}
+	health := domain.HealthSuccess
+	if status == domain.StatusWarning {
+		health = domain.HealthWarning
+	}
+	s.putHealth(ctx, job, health, msg, true)
+	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: targets}
+}
+
+// leftData reports whether a failed restic backup may have written packs
+// no index references: it ran and failed (a full disk, a timeout, a
+// cancel by request). Not when it never got the repository (locked, wrong
+// password, none there) or when the process is shutting down.
+func leftData(ctx context.Context, err error) bool {
+	switch {
+	case errors.Is(err, restic.ErrLocked), errors.Is(err, restic.ErrWrongPassword), errors.Is(err, restic.ErrNoRepository):
+		return false
+	case ctx.Err() != nil && !errors.Is(context.Cause(ctx), jobrun.ErrCanceled):
+		return false
+	}
+	return true
+}
+
+// putHealth records the backup's outcome on the site. Failures to write
+// are logged through the job's events by the caller's finish.
+func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.Health, msg string, snapshotted bool) {
+	st, err := s.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err != nil {
+		return
+	}
+	at := s.now()
+	st.SiteUUID = job.SiteUUID
+	if msg == "" {
+		msg = "backup succeeded"
+	}
+	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.LastScanAt = &at
+	st.LastJobID = job.ID
+	if snapshotted && h == domain.HealthSuccess {
+		st.LastSuccessAt = &at
+	}
+	_ = s.Store.PutSiteStatus(ctx, st)
+}
+
+// seedLastSuccess starts each site's last-success gauge at the stored
+// value, so a restart does not hide a stale site until its next backup.
+// The site's outcome gauges wait for the next backup: the stored health
+// is also written by preflight jobs.
+func seedLastSuccess(ctx context.Context, d Deps) {
+	if d.Store == nil {
+		return
+	}
+	all, err := d.Store.ListSiteStatuses(ctx)
+	if err != nil {
+		if d.Log != nil {
+			d.Log.Warn("cannot seed the sites' last-success metrics", "err", err)
+		}
+		return
+	}
+	sites := observe.NewSiteMetrics(d.Registry)
+	for uuid, st := range all {
+		if st.LastSuccessAt != nil {
+			sites.SeedLastSuccess(uuid, *st.LastSuccessAt)
+		}
+	}
+}
+
+func short(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}

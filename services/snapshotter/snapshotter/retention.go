@@ -1,0 +1,205 @@
+package snapshotter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/units"
+)
+
+// maxEventIDs bounds the snapshot ids a retention job records.
+const maxEventIDs = 100
+
+// RetentionOptions is the forget of one site: its snapshots only (its host
+// and its site tag, both, so a snapshot of another site can never match),
+// grouped by host, so the site's snapshots form one group. The default
+// grouping (host,paths) would split them when the staging root moves, and
+// grouping by tags would give every snapshot its own group, since each
+// carries its job's tag. Prune is a step of its own (see applyRetention).
+func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
+	return restic.ForgetOptions{
+		Tags:    []string{SiteTag(siteUUID)},
+		Host:    Host(siteUUID),
+		GroupBy: "host",
+		Policy:  policy,
+	}
+}
+
+// applyRetention is a retention job: restic forget with the configured
+// policy over the site's snapshots, then restic prune, as two steps, so
+// that a prune cut short (a crash, kill -9) is finished by the job's next
+// attempt: forget finds nothing more to remove then, and prune runs
+// because the attempt is not the first. It holds the exclusive side of the
+// repository lock, so none of this process's backups runs while prune
+// does; other processes are waited for by restic's --retry-lock. Locks of
+// restic processes that died are cleared first (repoguard); a lock still
+// there after the wait is cleared when restic judges it stale (older than
+// 30 minutes), then the step runs once more. The site's health is not
+// touched: only last_retention_at.
+func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+	const step = "retention"
+	policy := s.Retention.String()
+	summary := map[string]any{"policy": policy}
+	fail := func(msg string) jobrun.Outcome {
+		rec.Add(ctx, domain.JobEvent{Step: step, Level: domain.LevelError, Message: msg})
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	}
+	if job.SiteUUID == "" {
+		return fail("retention job without a site")
+	}
+	if err := s.Retention.Validate(); err != nil {
+		// Config rejects a bad policy at start; this catches a process
+		// wired without one.
+		return fail("restic_retention_policy: " + err.Error())
+	}
+
+	release, err := s.repoLock.Exclusive(ctx, func(n int) {
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+			"waiting for %d backup(s) in this process to finish before pruning", n)})
+	})
+	if err != nil {
+		return fail("waiting for the repository: " + err.Error())
+	}
+	defer release()
+	s.recoverRepo(ctx, rec, step)
+
+	rctx := ctx
+	if s.RetentionLimit > 0 {
+		var cancel context.CancelFunc
+		rctx, cancel = context.WithTimeout(ctx, s.RetentionLimit)
+		defer cancel()
+	}
+	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
+	rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+		"restic forget, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})
+
+	var res restic.ForgetResult
+	err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
+		var ferr error
+		res, ferr = s.Repo.Forget(rctx, opts)
+		return ferr
+	})
+	if errors.Is(err, restic.ErrLocked) {
+		return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
+	}
+	if errors.Is(err, restic.ErrNoRepository) {
+		s.initialised.Store(false)
+		msg := fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: msg})
+		s.putRetentionAt(ctx, job, rec)
+		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+	}
+	for k, v := range retentionData(res) {
+		summary[k] = v
+	}
+	if err != nil {
+		if res.Removed > 0 {
+			return fail(fmt.Sprintf("forget removed %d snapshot(s), then failed: %v", res.Removed, err))
+		}
+		return fail("restic forget: " + err.Error())
+	}
+
+	// Prune when forget removed something, and on every later attempt: an
+	// earlier attempt may have forgotten snapshots and died before its
+	// prune finished, leaving their data in the repository.
+	resumed := job.Attempts > 1
+	if res.Removed > 0 || resumed {
+		why := fmt.Sprintf("%d snapshot(s) forgotten", res.Removed)
+		if res.Removed == 0 {
+			why = fmt.Sprintf("attempt %d finishes what an earlier attempt may have left", job.Attempts)
+		}
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: "restic prune: " + why})
+		var pr restic.PruneResult
+		err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
+			var perr error
+			pr, perr = s.Repo.Prune(rctx, restic.PruneOptions{})
+			return perr
+		})
+		res.Pruned, res.BlobsFreed, res.BytesFreed, res.BytesRemaining = pr.Pruned, pr.BlobsFreed, pr.BytesFreed, pr.BytesRemaining
+		for k, v := range retentionData(res) {
+			summary[k] = v
+		}
+		if err != nil {
+			if res.Removed > 0 {
+				return fail(fmt.Sprintf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %v", res.Removed, err))
+			}
+			return fail("restic prune: " + err.Error())
+		}
+	}
+
+	level, msg := domain.LevelInfo, fmt.Sprintf("kept %d, removed %d snapshot(s)", res.Kept, res.Removed)
+	switch {
+	case res.Groups == 0:
+		msg = "no snapshots of this site: nothing to forget"
+	case res.Removed == 0 && !res.Pruned:
+		msg += "; nothing to prune"
+	case res.Pruned:
+		msg += fmt.Sprintf("; prune freed %s (%d blobs), %s remain in the repository",
+			units.Bytes(res.BytesFreed), res.BlobsFreed, units.Bytes(res.BytesRemaining))
+	default:
+		level, msg = domain.LevelWarn, msg+"; prune ran but printed no statistics, so the space freed is unknown"
+	}
+	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})
+	s.putRetentionAt(ctx, job, rec)
+	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+}
+
+// unlockedRetry runs a locking restic step; when it fails on a lock that
+// outlasted --retry-lock, locks restic judges stale (older than 30
+// minutes: left on another host by a process that died) are cleared and
+// the step runs once more. Live locks stay. jctx is the job's context for
+// events, rctx the step's.
+func (s *Snapshotter) unlockedRetry(rctx, jctx context.Context, rec *jobrun.Recorder, step string, summary map[string]any, run func() error) error {
+	err := run()
+	if !errors.Is(err, restic.ErrLocked) {
+		return err
+	}
+	n, uerr := s.Repo.UnlockStale(rctx)
+	if uerr != nil {
+		return fmt.Errorf("%w; looking for stale locks failed: %v", err, uerr)
+	}
+	if n == 0 {
+		return err
+	}
+	summary["stale_locks_cleared"] = n
+	rec.Add(jctx, domain.JobEvent{Step: step, Level: domain.LevelWarn, Data: map[string]any{"stale_locks_cleared": n},
+		Message: fmt.Sprintf("cleared %d stale restic lock(s) left by a process that is gone; running again", n)})
+	return run()
+}
+
+// retentionData is what a retention job reports, in its event and summary.
+func retentionData(res restic.ForgetResult) map[string]any {
+	removed := res.RemovedIDs
+	if len(removed) > maxEventIDs {
+		removed = removed[:maxEventIDs]
+	}
+	return map[string]any{
+		"kept":                 res.Kept,
+		"removed":              res.Removed,
+		"removed_ids":          removed,
+		"pruned":               res.Pruned,
+		"bytes_freed":          res.BytesFreed,
+		"blobs_freed":          res.BlobsFreed,
+		"repo_bytes_remaining": res.BytesRemaining,
+	}
+}
+
+// putRetentionAt records when retention last ran on the site, leaving
+// its health as the backups set it.
+func (s *Snapshotter) putRetentionAt(ctx context.Context, job domain.Job, rec *jobrun.Recorder) {
+	st, err := s.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err == nil {
+		at := s.now().Truncate(time.Millisecond)
+		st.SiteUUID = job.SiteUUID
+		st.LastRetentionAt = &at
+		err = s.Store.PutSiteStatus(ctx, st)
+	}
+	if err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "retention", Level: domain.LevelWarn, Message: "last_retention_at not recorded: " + err.Error()})
+	}
+}
