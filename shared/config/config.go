@@ -70,6 +70,7 @@ type Config struct {
 	JobRetryBase           time.Duration   // job_retry_base_seconds: first backoff after a transient failure
 	JobStaleAfter          time.Duration   // job_stale_after_seconds
 	JobTimeoutPreflight    time.Duration   // job_timeout_preflight_seconds
+	PreflightReuse         time.Duration   // preflight_reuse_seconds: a backup skips the remote checks of a site that passed them this recently with the same settings; 0 = never
 	JobTimeoutTarget       time.Duration   // job_timeout_target_seconds: one target's pull
 	JobTimeoutSnapshot     time.Duration   // job_timeout_snapshot_seconds: one restic backup
 	JobTimeoutRetention    time.Duration   // job_timeout_retention_seconds: one forget --prune
@@ -107,6 +108,7 @@ func Default() Config {
 		JobMaxAttempts:        5,
 		JobStaleAfter:         300 * time.Second, // StaleAckWaits ack waits
 		JobTimeoutPreflight:   120 * time.Second,
+		PreflightReuse:        600 * time.Second,
 		JobRetryBase:          10 * time.Second,
 		JobTimeoutTarget:      4 * time.Hour,
 		JobTimeoutSnapshot:    6 * time.Hour,
@@ -765,6 +767,7 @@ var specs = []spec{
 	durSpec("job_retry_base_seconds", time.Second, 1, 3600, func(c *Config) *time.Duration { return &c.JobRetryBase }),
 	durSpec("job_stale_after_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobStaleAfter }),
 	durSpec("job_timeout_preflight_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutPreflight }),
+	durSpec("preflight_reuse_seconds", time.Second, 0, maxSeconds, func(c *Config) *time.Duration { return &c.PreflightReuse }),
 	durSpec("job_timeout_target_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutTarget }),
 	durSpec("job_timeout_snapshot_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSnapshot }),
 	durSpec("job_timeout_retention_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutRetention }),

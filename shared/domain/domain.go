@@ -164,6 +164,9 @@ type Job struct {
 	// first step runs. A step delivered again that finds itself here was
 	// started before, by a worker that died: it counts as a new attempt.
 	Step string `bson:"step,omitempty" json:"step,omitempty"`
+	// HandedOffAt is when the job's first step ended and handed it on
+	// (puller -> snapshotter), for the hand-off's share of step_seconds.
+	HandedOffAt *time.Time `bson:"handed_off_at,omitempty" json:"handed_off_at,omitempty"`
 }
 
 // RestoreRequest is what a restore job restores and where.

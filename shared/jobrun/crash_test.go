@@ -156,11 +156,11 @@ func (m *mortalStore) RetryJob(ctx context.Context, id, errMsg string, next, at 
 	return m.st.RetryJob(ctx, id, errMsg, next, at)
 }
 
-func (m *mortalStore) FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error {
+func (m *mortalStore) FinishJobTargets(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	return m.st.FinishJob(ctx, id, status, errMsg, summary, at)
+	return m.st.FinishJobTargets(ctx, id, status, errMsg, summary, targets, at)
 }
 
 func (m *mortalStore) AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -29,7 +30,9 @@ type Store interface {
 	StartJob(ctx context.Context, id, worker string, attempts int, at time.Time) error
 	HeartbeatJob(ctx context.Context, id string, at time.Time) error
 	RetryJob(ctx context.Context, id, errMsg string, next, at time.Time) error
-	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
+	// FinishJobTargets writes the final outcome, with the per-target
+	// results when not nil, in one write.
+	FinishJobTargets(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
 	HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
@@ -165,18 +168,18 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		x.release(lease, log)
 		return bus.RetryAfter(2*time.Second, err)
 	} else if canceled {
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{}, time.Time{})
 	}
 	newAttempt := !continuation || again
 	if newAttempt && x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
 		msg := fmt.Sprintf("worker lost: %d attempts did not finish", job.Attempts)
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{}, time.Time{})
 	}
 	work, err := pick(job)
 	if err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: err.Error()})
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{}, time.Time{})
 	}
 	if !held {
 		if lease, err = x.acquire(ctx, job, req.Type, log); err != nil {
@@ -194,6 +197,9 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 			x.release(lease, log)
 			return bus.RetryAfter(2*time.Second, err)
 		}
+		if job.HandedOffAt != nil && !again {
+			rec.Time("handoff", started.Sub(*job.HandedOffAt))
+		}
 		if job.StartedAt != nil {
 			started = *job.StartedAt
 		}
@@ -208,6 +214,10 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
 			x.release(lease, log)
 			return bus.RetryAfter(2*time.Second, err)
+		}
+		if attempts == 1 && !job.CreatedAt.IsZero() {
+			// Later attempts waited for a backoff, not for a worker.
+			rec.Time("queue", started.Sub(job.CreatedAt))
 		}
 		job.Status, job.Attempts, job.StartedAt, job.Step = domain.StatusRunning, attempts, &started, ""
 		rec.status = domain.StatusRunning
@@ -239,7 +249,13 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		defer wg.Done()
 		x.heartbeat(jctx, job.ID, rec, log)
 	}()
+	workStart, timedBefore := x.now(), rec.timedCount()
 	out := work(jctx, job, rec)
+	workEnd := x.now()
+	if rec.timedCount() == timedBefore {
+		// The work timed none of its parts: the step is one part.
+		rec.Time(req.Type, workEnd.Sub(workStart))
+	}
 	cause := context.Cause(jctx)
 	cancel(nil)
 	wg.Wait()
@@ -251,7 +267,7 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		return ctx.Err()
 	}
 	if out.Next != "" && cause == nil && !out.Status.Terminal() {
-		return x.handOff(ctx, job, rec, lease, out)
+		return x.handOff(ctx, job, rec, lease, out, workEnd)
 	}
 	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && job.Attempts < x.MaxAttempts {
 		return x.retry(ctx, job, rec, lease, out)
@@ -262,10 +278,12 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	case errors.Is(cause, bus.ErrLeaseLost):
 		out = Outcome{Status: domain.StatusFailed, Error: "site lease lost while running: " + cause.Error(), Summary: out.Summary}
 	}
-	return x.finish(ctx, job, rec, lease, out, started)
+	return x.finish(ctx, job, rec, lease, out, started, workEnd)
 }
 
-func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, started time.Time) error {
+// finish writes a job's final outcome. started and workEnd are when the
+// job started and its last step's work ended (zero when no work ran).
+func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, started, workEnd time.Time) error {
 	defer x.release(lease, rec.log)
 	at := x.now()
 	if !out.Status.Terminal() {
@@ -287,12 +305,11 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 	if err := rec.Flush(ctx); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
-	if out.Targets != nil {
-		if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, at); err != nil {
-			return bus.RetryAfter(2*time.Second, err)
-		}
+	if !workEnd.IsZero() {
+		rec.Time("finish", x.now().Sub(workEnd))
 	}
-	if err := x.Store.FinishJob(ctx, job.ID, out.Status, out.Error, out.Summary, at); err != nil {
+	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
+	if err := x.Store.FinishJobTargets(ctx, job.ID, out.Status, out.Error, out.Summary, out.Targets, at); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	if x.Metrics != nil {
@@ -309,6 +326,33 @@ func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, le
 		x.Notify(context.WithoutCancel(ctx), job, out)
 	}
 	return nil
+}
+
+// stepSummary adds the parts rec timed to summary as <step>_seconds
+// fields (a part timed twice adds up) and to the step histogram.
+func (x *Executor) stepSummary(jobType domain.JobType, rec *Recorder, summary map[string]any) map[string]any {
+	times := rec.stepTimes()
+	if len(times) == 0 {
+		return summary
+	}
+	if summary == nil {
+		summary = map[string]any{}
+	}
+	sums := map[string]time.Duration{}
+	var order []string
+	for _, st := range times {
+		if _, seen := sums[st.name]; !seen {
+			order = append(order, st.name)
+		}
+		sums[st.name] += st.d
+	}
+	for _, name := range order {
+		summary[StepSummaryKey(name)] = math.Round(sums[name].Seconds()*1000) / 1000
+		if x.Metrics != nil && x.Metrics.Steps != nil {
+			x.Metrics.Steps.WithLabelValues(string(jobType), name).Observe(sums[name].Seconds())
+		}
+	}
+	return summary
 }
 
 // MaxBackoff caps the wait between attempts.
@@ -350,11 +394,13 @@ func (x *Executor) retry(ctx context.Context, job domain.Job, rec *Recorder, lea
 
 // handOff saves the step's summary and passes the job on, keeping the
 // site lease for the next step, which takes it over under the same job id.
-func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome) error {
+// workEnd, when the step's work ended, is the hand-off's start.
+func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, workEnd time.Time) error {
 	if err := rec.Flush(ctx); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
-	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, x.now()); err != nil {
+	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
+	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, workEnd); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	if lease != nil {
@@ -368,7 +414,7 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 	if err := x.Bus.Publish(ctx, next); err != nil {
 		// Nothing will continue the job: end it rather than leave it running.
 		msg := fmt.Sprintf("hand-off to %s failed: %v", out.Next, err)
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg, Summary: out.Summary}, time.Time{})
+		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg, Summary: out.Summary}, time.Time{}, time.Time{})
 	}
 	rec.log.Info("job handed off", "next", out.Next)
 	return nil

@@ -32,6 +32,44 @@ type Recorder struct {
 	// flushMu keeps flushes (step ends, heartbeats) one at a time, so
 	// batches reach the store in order.
 	flushMu sync.Mutex
+
+	// steps are the timed parts of this step's run (Time), in order.
+	steps []stepTime
+}
+
+type stepTime struct {
+	name string
+	d    time.Duration
+}
+
+// Time records how long a named part of the job took (e.g. "preflight",
+// "pull"). The executor adds the parts it sees itself (queue, handoff,
+// the step's work when the work timed nothing, finish); all of them
+// become the job's <name>_seconds summary fields and observations of
+// satoru_job_step_seconds.
+func (r *Recorder) Time(name string, d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.steps = append(r.steps, stepTime{name: name, d: max(d, 0)})
+}
+
+// timedCount is how many parts were timed so far.
+func (r *Recorder) timedCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.steps)
+}
+
+// StepSummaryKey is the summary field that holds a step's seconds.
+func StepSummaryKey(step string) string { return step + "_seconds" }
+
+// stepTimes returns the timed parts, and forgets them (each is reported once).
+func (r *Recorder) stepTimes() []stepTime {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.steps
+	r.steps = nil
+	return s
 }
 
 // Resume continues the numbering of a job an earlier attempt worked on

@@ -62,6 +62,10 @@ type JobMetrics struct {
 	// Retries counts job attempts after the first (a redelivered job
 	// whose worker died), by type.
 	Retries *prometheus.CounterVec
+	// Steps times each step of a job (queue, preflight, pull, handoff,
+	// snapshot, finish, ...), by job type and step, so a slow step shows
+	// in Grafana on its own.
+	Steps *prometheus.HistogramVec
 	// Sites hold each site's last backup outcome.
 	Sites *SiteMetrics
 }
@@ -88,12 +92,18 @@ func NewJobMetrics(reg prometheus.Registerer) *JobMetrics {
 			Name: "satoru_jobs_retries_total",
 			Help: "Job attempts after the first (the previous worker stopped or died), by type.",
 		}, []string{"type"}),
+		Steps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "satoru_job_step_seconds",
+			Help:    "Wall time of each step of a job (queue, preflight, pull, handoff, snapshot, finish, ...), by job type and step.",
+			Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600},
+		}, []string{"type", "step"}),
 		Sites: NewSiteMetrics(reg),
 	}
 	m.Finished = register(reg, m.Finished)
 	m.Duration = register(reg, m.Duration)
 	m.Running = register(reg, m.Running)
 	m.Retries = register(reg, m.Retries)
+	m.Steps = register(reg, m.Steps)
 	return m
 }
 

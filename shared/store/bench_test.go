@@ -237,7 +237,7 @@ func benchJobPath(b *testing.B, history int, idIndex bool) {
 		}
 	}, nil)
 	run("SetTargetScan", func(b *testing.B, i int) {
-		check(b, st.SetTargetScan(ctx, siteID(i), targetHash(0), domain.Scan{At: env.now, Status: domain.HealthSuccess, Bytes: 1 << 30, Files: 5000}))
+		check(b, st.SetTargetScans(ctx, siteID(i), map[string]domain.Scan{targetHash(0): {At: env.now, Status: domain.HealthSuccess, Bytes: 1 << 30, Files: 5000}}))
 	}, nil)
 	run("PutSiteStatus", func(b *testing.B, i int) {
 		check(b, st.PutSiteStatus(ctx, domain.SiteStatus{SiteUUID: siteID(i), Health: domain.HealthState{Status: domain.HealthSuccess, UpdatedAt: env.now}, LastJobID: "x"}))
@@ -331,7 +331,7 @@ func (e *benchEnv) oneJob(b *testing.B, ctx context.Context, id, site string) {
 	}
 	for t := range benchTargets {
 		steps = append(steps, func() error {
-			return st.SetTargetScan(ctx, site, targetHash(t), domain.Scan{At: e.now, Status: domain.HealthSuccess, Bytes: 1 << 30, Files: 5000})
+			return st.SetTargetScans(ctx, site, map[string]domain.Scan{targetHash(t): {At: e.now, Status: domain.HealthSuccess, Bytes: 1 << 30, Files: 5000}})
 		})
 	}
 	steps = append(steps,

@@ -171,6 +171,7 @@ func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, a
 			{Key: "finished_at", Value: ""},
 			{Key: "next_attempt_at", Value: ""},
 			{Key: "step", Value: ""},
+			{Key: "handed_off_at", Value: ""},
 		}},
 	})
 }
@@ -188,6 +189,12 @@ func (s *Store) HeartbeatJob(ctx context.Context, id string, at time.Time) error
 // was written leaves the finished job in "jobs", where readers see it
 // and the history pass archives it.
 func (s *Store) FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error {
+	return s.FinishJobTargets(ctx, id, status, errMsg, summary, nil, at)
+}
+
+// FinishJobTargets is FinishJob that also records the job's per-target
+// results (when not nil) in the same write.
+func (s *Store) FinishJobTargets(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
 	if !status.Terminal() {
 		return fmt.Errorf("store: finish job %s: status %q is not terminal", id, status)
 	}
@@ -207,6 +214,9 @@ func (s *Store) FinishJob(ctx context.Context, id string, status domain.JobStatu
 		set = append(set, bson.E{Key: "summary", Value: summary})
 	} else {
 		unset = append(unset, bson.E{Key: "summary", Value: ""})
+	}
+	if targets != nil {
+		set = append(set, bson.E{Key: "targets", Value: targets})
 	}
 	update := bson.D{{Key: "$set", Value: set}, {Key: "$unset", Value: unset}}
 	after := options.FindOneAndUpdate().SetReturnDocument(options.After)

@@ -313,17 +313,23 @@ func TestTargets(t *testing.T) {
 	})
 	t.Run("scan", func(t *testing.T) {
 		h := domain.TargetHash(domain.ModeDirectory, "/srv/data")
+		h2 := domain.TargetHash(domain.ModeDirectory, "/etc")
 		scan := domain.Scan{At: base, Status: domain.HealthFailed, Bytes: 1 << 40, Files: 12, Error: "rsync: exit 23"}
-		if err := st.SetTargetScan(ctx, "s", h, scan); err != nil {
+		scan2 := domain.Scan{At: base, Status: domain.HealthSuccess, Bytes: 7, Files: 1}
+		// One write for both, and a target deleted meanwhile ("beef") is skipped.
+		if err := st.SetTargetScans(ctx, "s", map[string]domain.Scan{h: scan, h2: scan2, "beef": scan}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := st.ListTargets(ctx, "s")
 		if err != nil {
 			t.Fatal(err)
 		}
-		scan.At = norm(base)
+		scan.At, scan2.At = norm(base), norm(base)
 		mustEqual(t, "scan", got[1].LastScan, &scan)
-		wantErr(t, "scan missing", st.SetTargetScan(ctx, "s", "beef", scan), store.ErrNotFound, "beef")
+		mustEqual(t, "scan of /etc", got[0].LastScan, &scan2)
+		if len(got) != 3 {
+			t.Fatalf("targets after scans = %d, want 3 (a scan of a missing target must not create one)", len(got))
+		}
 	})
 	t.Run("delete", func(t *testing.T) {
 		h := domain.TargetHash(domain.ModeDirectory, "/etc")

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
 
 	"go.mongodb.org/mongo-driver/v2/bson"
+	"go.mongodb.org/mongo-driver/v2/mongo"
 	"go.mongodb.org/mongo-driver/v2/mongo/options"
 
 	"github.com/satoru/satoru/shared/domain"
@@ -64,14 +66,23 @@ func (s *Store) DeleteTarget(ctx context.Context, siteUUID, hash string) error {
 
 // SetTargetScan records the outcome of a target's last pull; ErrNotFound
 // if the target is gone.
-func (s *Store) SetTargetScan(ctx context.Context, siteUUID, hash string, scan domain.Scan) error {
-	id := domain.TargetID(siteUUID, hash)
-	res, err := s.targets.UpdateOne(ctx, byID(id), bson.D{{Key: "$set", Value: bson.D{{Key: "last_scan", Value: normScan(scan)}}}})
-	if err != nil {
-		return wrap("set scan of target "+id, err)
+// SetTargetScans records the last scan of several targets of a site
+// (by target hash) in one write. A target deleted meanwhile is skipped.
+func (s *Store) SetTargetScans(ctx context.Context, siteUUID string, scans map[string]domain.Scan) error {
+	if len(scans) == 0 {
+		return nil
 	}
-	if res.MatchedCount == 0 {
-		return fmt.Errorf("store: set scan of target %s: %w", id, ErrNotFound)
+	hashes := make([]string, 0, len(scans))
+	for h := range scans {
+		hashes = append(hashes, h)
 	}
-	return nil
+	sort.Strings(hashes) // one order, so a retried write is the same write
+	models := make([]mongo.WriteModel, 0, len(hashes))
+	for _, h := range hashes {
+		models = append(models, mongo.NewUpdateOneModel().
+			SetFilter(byID(domain.TargetID(siteUUID, h))).
+			SetUpdate(bson.D{{Key: "$set", Value: bson.D{{Key: "last_scan", Value: normScan(scans[h])}}}}))
+	}
+	_, err := s.targets.BulkWrite(ctx, models, options.BulkWrite().SetOrdered(false))
+	return wrap("set scans of the targets of site "+siteUUID, err)
 }

@@ -38,6 +38,9 @@ type Settings struct {
 	MaxAttempts    int
 	ConnectTimeout time.Duration
 	PreflightLimit time.Duration
+	// PreflightReuse is how long a site's passed checks stand for its
+	// next backups on this worker (0 = never).
+	PreflightReuse time.Duration
 	KnownHostsDir  string
 	RemoteTmpDir   string
 	ResticBin      string
@@ -132,6 +135,7 @@ func NewChecker(s Settings) *preflight.Checker {
 		KnownHostsDir:  s.KnownHostsDir,
 		ConnectTimeout: s.ConnectTimeout,
 		RemoteTmpDir:   s.RemoteTmpDir,
+		Reuse:          s.PreflightReuse,
 	}
 }
 
@@ -167,7 +171,7 @@ type Store interface {
 	GetSiteStatus(ctx context.Context, uuid string) (domain.SiteStatus, error)
 	PutSiteStatus(ctx context.Context, st domain.SiteStatus) error
 	ListTargets(ctx context.Context, siteUUID string) ([]domain.Target, error)
-	SetTargetScan(ctx context.Context, siteUUID, hash string, scan domain.Scan) error
+	SetTargetScans(ctx context.Context, siteUUID string, scans map[string]domain.Scan) error
 }
 
 // Puller picks the work for a job.
@@ -237,9 +241,18 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 		pctx, cancel = context.WithTimeout(ctx, p.PreflightLimit)
 		defer cancel()
 	}
-	res := p.Checker.Run(pctx, preflight.Input{Site: site, Status: status, Targets: targets})
+	in := preflight.Input{Site: site, Status: status, Targets: targets}
+	res := p.Checker.Run(pctx, in)
 	for _, ev := range res.Events {
 		rec.Add(ctx, ev)
+	}
+	if res.OK() {
+		if res.LearnedHostKey != "" {
+			in.Status.LearnedHostKey = res.LearnedHostKey
+		}
+		p.Checker.Passed(in)
+	} else {
+		p.Checker.Forget(site.UUID)
 	}
 	if ctx.Err() != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}

@@ -31,6 +31,7 @@ type BackupSettings struct {
 // When every target failed and one of them because its connection was
 // refused, lost or stalled, the attempt is marked for retry.
 func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
+	began := time.Now()
 	site, status, targets, err := p.load(ctx, job)
 	if err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
@@ -56,7 +57,10 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	if err != nil {
 		return fail(err.Error(), nil)
 	}
-	res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, Targets: targets, ControlPath: controlPath})
+	// A site that passed every check moments ago, unchanged since, goes
+	// straight to the pull (preflight_reuse_seconds).
+	in := preflight.Input{Site: site, Status: status, Targets: targets, ControlPath: controlPath, Reuse: true}
+	res := p.Checker.Run(ctx, in)
 	// The master outlives a job that went well, so the site's next job
 	// within ControlPersist skips the handshake; a failed one may have
 	// left it broken, so it goes.
@@ -66,13 +70,17 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	}
 	if res.LearnedHostKey != "" {
 		status.LearnedHostKey = res.LearnedHostKey
+		in.Status = status
 	}
-	at := p.now()
-	status.LastPreflightAt = &at
+	if !res.Reused {
+		at := p.now()
+		status.LastPreflightAt = &at
+	}
 	if ctx.Err() != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
 	}
 	if !res.SiteOK() {
+		p.Checker.Forget(site.UUID)
 		out := fail("preflight failed, nothing pulled: "+res.Error(), nil)
 		out.Retry = res.Transient
 		return out
@@ -86,6 +94,8 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 	if err := rec.Flush(ctx); err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
+	rec.Time("preflight", time.Since(began))
+	pullStart := time.Now()
 
 	cfg := pull.Config{
 		SSH:                res.SSH,
@@ -99,6 +109,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		ProgressEvery:      b.ProgressEvery,
 	}
 	runs := make([]domain.TargetRun, 0, len(targets))
+	scans := make(map[string]domain.Scan, len(targets))
 	var ok, failed int
 	transient := false
 	var transferred, bytes, files int64
@@ -129,18 +140,42 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		transferred += r.Transferred
 		bytes += r.Bytes
 		files += r.Files
-		scan := domain.Scan{At: p.now(), Status: r.Status, Bytes: r.Bytes, Files: r.Files, Error: r.Error}
-		if err := p.Store.SetTargetScan(ctx, site.UUID, t.TargetHash, scan); err != nil {
-			rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelWarn, TargetHash: t.TargetHash,
-				Message: "could not record the target's last scan: " + err.Error()})
-		}
+		scans[t.TargetHash] = domain.Scan{At: p.now(), Status: r.Status, Bytes: r.Bytes, Files: r.Files, Error: r.Error}
 		if err := rec.Flush(ctx); err != nil {
 			return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 		}
 	}
+	// Every target's last scan in one write.
+	if err := p.Store.SetTargetScans(ctx, site.UUID, scans); err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelWarn,
+			Message: "could not record the targets' last scans: " + err.Error()})
+	}
+	rec.Time("pull", time.Since(pullStart))
 	summary := map[string]any{
 		"targets": len(targets), "targets_pulled": ok, "targets_failed": failed,
 		"bytes_transferred": transferred, "bytes": bytes, "files": files,
+	}
+	switch {
+	case failed == 0 && res.OK() && !res.Reused:
+		// Only a full check starts the reuse window: every
+		// preflight_reuse_seconds a backup checks everything again.
+		p.Checker.Passed(in)
+	case failed == 0:
+		// A pass on reused checks keeps the window the full check opened.
+	case res.Reused:
+		// The checks were skipped and a pull failed: run them now, so the
+		// job says what is wrong with the site in the checks' own words.
+		p.Checker.Forget(site.UUID)
+		if ctx.Err() == nil && !transient {
+			rec.Add(ctx, domain.JobEvent{Step: preflight.StepReused, Level: domain.LevelWarn,
+				Message: "a pull failed after the remote checks were skipped; running them again"})
+			in.Reuse = false
+			for _, ev := range p.Checker.Run(ctx, in).Events {
+				rec.Add(ctx, ev)
+			}
+		}
+	default:
+		p.Checker.Forget(site.UUID)
 	}
 	if ok == 0 {
 		out := fail(fmt.Sprintf("every target failed (%d of %d); no snapshot made", failed, len(targets)), summary)
@@ -150,9 +185,12 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		out.Retry = transient
 		return out
 	}
-	// The snapshotter writes the final health; keep what preflight learned.
-	if err := p.Store.PutSiteStatus(ctx, status); err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: "record site status: " + err.Error(), Summary: summary}
+	// The snapshotter writes the final health; keep what preflight
+	// learned (a host key, when it ran). Reused checks learned nothing.
+	if !res.Reused {
+		if err := p.Store.PutSiteStatus(ctx, status); err != nil {
+			return jobrun.Outcome{Status: domain.StatusFailed, Error: "record site status: " + err.Error(), Summary: summary}
+		}
 	}
 	return jobrun.Outcome{Status: domain.StatusRunning, Summary: summary, Targets: runs, Next: events.StepSnapshot}
 }

@@ -67,7 +67,7 @@ func (m *memStore) RetryJob(_ context.Context, _ string, errMsg string, next, _ 
 	return nil
 }
 
-func (m *memStore) FinishJob(_ context.Context, _ string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error {
+func (m *memStore) FinishJobTargets(_ context.Context, _ string, status domain.JobStatus, errMsg string, summary map[string]any, _ []domain.TargetRun, at time.Time) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.job.Status, m.job.Error, m.job.Summary, m.job.FinishedAt = status, errMsg, summary, &at

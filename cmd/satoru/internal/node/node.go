@@ -169,6 +169,7 @@ func PullerSettings(cfg config.Config) puller.Settings {
 		MaxAttempts:    cfg.JobMaxAttempts,
 		ConnectTimeout: cfg.SSHConnectTimeout,
 		PreflightLimit: cfg.JobTimeoutPreflight,
+		PreflightReuse: cfg.PreflightReuse,
 		KnownHostsDir:  cfg.SSHKnownHostsDir,
 		RemoteTmpDir:   cfg.RemoteTmpDir,
 		ResticBin:      cfg.ResticBin,

@@ -5,10 +5,13 @@ package preflight
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -29,6 +32,7 @@ const (
 	StepTmpDir     = "remote_tmp_dir"
 	StepSite       = "site"
 	StepSSHKey     = "ssh_key"
+	StepReused     = "preflight_reused"
 )
 
 // LocalTool is a tool Satoru runs on its own host.
@@ -45,10 +49,93 @@ type Checker struct {
 	ConnectTimeout time.Duration
 	RemoteTmpDir   string
 
+	// Reuse is how long a site's passed remote checks stand for a backup
+	// that asks for them (Input.Reuse) with the same settings; 0 = never.
+	Reuse time.Duration
+	// Now is the clock; nil is time.Now.
+	Now func() time.Time
+
 	// Local tool versions are cached briefly: asking four tools for their
 	// version on every job costs more than the check is worth.
 	mu       sync.Mutex
 	versions map[string]toolVersion
+	// passed is when each site last passed every check, and under which
+	// settings (Digest).
+	passed map[string]passMark
+}
+
+type passMark struct {
+	digest string
+	at     time.Time
+}
+
+func (c *Checker) now() time.Time {
+	if c.Now != nil {
+		return c.Now()
+	}
+	return time.Now()
+}
+
+// Digest names everything a passed preflight vouches for: where and how
+// ssh connects, the pinned key, the remote temp folder and every target.
+// Any change makes the next backup check everything again.
+func (c *Checker) Digest(in Input) string {
+	h := sha256.New()
+	put := func(v string) { h.Write([]byte(v)); h.Write([]byte{0}) }
+	hostKey := in.Site.HostKey
+	if hostKey == "" {
+		hostKey = in.Status.LearnedHostKey
+	}
+	for _, v := range []string{in.Site.UUID, in.Site.Host, strconv.Itoa(in.Site.Port), in.Site.User, in.Site.SSHKeyPath, hostKey, c.RemoteTmpDir} {
+		put(v)
+	}
+	for _, t := range in.Targets {
+		put(t.TargetHash)
+		put(string(t.Mode))
+		put(t.Path)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Passed records that in's site passed every check just now, so backups
+// within Reuse may skip the remote round trip.
+func (c *Checker) Passed(in Input) {
+	if c.Reuse <= 0 {
+		return
+	}
+	mark := passMark{digest: c.Digest(in), at: c.now()}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.passed == nil {
+		c.passed = map[string]passMark{}
+	}
+	c.passed[in.Site.UUID] = mark
+}
+
+// Forget drops a site's passed checks: something failed since.
+func (c *Checker) Forget(siteUUID string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.passed, siteUUID)
+}
+
+// passedAgo is how long ago in's site passed every check under the same
+// settings, when that is within Reuse.
+func (c *Checker) passedAgo(in Input) (time.Duration, bool) {
+	if !in.Reuse || c.Reuse <= 0 {
+		return 0, false
+	}
+	c.mu.Lock()
+	mark, ok := c.passed[in.Site.UUID]
+	c.mu.Unlock()
+	if !ok {
+		return 0, false
+	}
+	ago := c.now().Sub(mark.at)
+	if ago < 0 || ago >= c.Reuse || mark.digest != c.Digest(in) {
+		return 0, false
+	}
+	return ago, true
 }
 
 type toolVersion struct {
@@ -87,6 +174,11 @@ type Input struct {
 	// ControlPath, when set, makes the preflight's ssh the job's master
 	// connection, which later pulls reuse.
 	ControlPath string
+	// Reuse lets a site that passed every check within Checker.Reuse,
+	// with the same settings, skip the remote checks: the pull that
+	// follows connects with the same pinned key and fails on the same
+	// problems, and a failed pull checks again (see Passed, Forget).
+	Reuse bool
 }
 
 // Result is a preflight's outcome: one event per check, in order.
@@ -105,6 +197,9 @@ type Result struct {
 	// pass (connection refused or timed out, network unreachable), so the
 	// job is worth another attempt; a host key or login refusal is not.
 	Transient bool
+	// Reused says the remote checks were skipped: the site passed them
+	// moments ago (Input.Reuse). No ssh ran; the pull opens the master.
+	Reused bool
 }
 
 // OK reports whether every check passed.
@@ -163,6 +258,12 @@ func (c *Checker) Run(ctx context.Context, in Input) Result {
 	}
 	res.SSH = c.SSHConfig(in.Site, knownHosts)
 	res.SSH.ControlPath = in.ControlPath
+	if ago, ok := c.passedAgo(in); ok {
+		res.Reused = true
+		res.ok(StepReused, "", fmt.Sprintf("remote checks skipped: the site passed every check %s ago with the same settings (preflight_reuse_seconds %d); the pull verifies the pinned host key",
+			ago.Round(time.Second), int(c.Reuse/time.Second)), map[string]any{"passed_seconds_ago": ago.Seconds()})
+		return res
+	}
 	c.checkRemote(ctx, in, res.SSH, &res)
 	return res
 }
