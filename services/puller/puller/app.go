@@ -231,12 +231,8 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 	if err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
-	pctx := ctx
-	if p.PreflightLimit > 0 {
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithTimeout(ctx, p.PreflightLimit)
-		defer cancel()
-	}
+	pctx, cancel := jobrun.WithLimit(ctx, p.PreflightLimit)
+	defer cancel()
 	res := p.Checker.Run(pctx, preflight.Input{Site: site, Status: status, Targets: targets})
 	for _, ev := range res.Events {
 		rec.Add(ctx, ev)

@@ -214,12 +214,8 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	defer release()
 
-	sctx := ctx
-	if s.Limit > 0 {
-		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(ctx, s.Limit)
-		defer cancel()
-	}
+	sctx, cancel := jobrun.WithLimit(ctx, s.Limit)
+	defer cancel()
 	if created, err := s.ensureRepo(sctx); err != nil {
 		return fail(err.Error())
 	} else if created {

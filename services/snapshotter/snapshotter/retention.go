@@ -68,12 +68,8 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	defer release()
 	s.recoverRepo(ctx, rec, step)
 
-	rctx := ctx
-	if s.RetentionLimit > 0 {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(ctx, s.RetentionLimit)
-		defer cancel()
-	}
+	rctx, cancel := jobrun.WithLimit(ctx, s.RetentionLimit)
+	defer cancel()
 	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
 	rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
 		"restic forget, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})

@@ -81,12 +81,8 @@ func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder)
 	st.ID, st.Repository, st.LastAttemptAt = StateID, repo, &started
 	st.SnapshotsCopied, st.Bytes = 0, 0
 
-	sctx := ctx
-	if s.Limit > 0 {
-		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(ctx, s.Limit)
-		defer cancel()
-	}
+	sctx, cancel := jobrun.WithLimit(ctx, s.Limit)
+	defer cancel()
 	fail := func(op string, err error) jobrun.Outcome {
 		msg := Describe(op, err, repo, s.Limit)
 		if ctx.Err() != nil {
