@@ -22,7 +22,9 @@ import (
 )
 
 // A restore job (domain.Job.Restore holds its options) runs in three
-// steps under the site lease:
+// steps under the site lease, each a function below (restoreCheck,
+// restoreDestination, restoreTempDir with restoreSnapshot,
+// restoreIntoPlace):
 //
 //  0. The request is checked again with the API's rules
 //     (restore.ValidateJob): the job was read from the store and the
