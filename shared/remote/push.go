@@ -80,6 +80,55 @@ func RsyncPushArgs(p RsyncPush) ([]string, error) {
 	return append(args, host+":"+dirSlash(p.RemoteDir)), nil
 }
 
+// RsyncLocal describes a restore into a folder on this host: restic
+// restored the snapshot's entries into a private folder, and rsync puts
+// each one into place.
+type RsyncLocal struct {
+	// Sources are copied as themselves (no trailing slash): each one
+	// lands at Dest/<its base name>. Absolute.
+	Sources []string
+	// Dest is the destination folder (absolute).
+	Dest string
+	// DryRun reports what would change (--dry-run) without writing.
+	DryRun bool
+}
+
+// RsyncLocalArgs returns the argv after "rsync" that copies each source
+// into Dest on this host:
+//
+//   - -rlt keeps times and symlinks but not owners or modes, and
+//     --chmod=D0700,F0600 makes the restored files private: they belong
+//     to Satoru's user, not to whoever owned them on the site;
+//   - --itemize-changes prints one line per changed entry, the list a dry
+//     run reports;
+//   - no --delete: a restore adds and replaces, it never removes what is
+//     already in the destination; no --keep-dirlinks, so a symlink in the
+//     way is replaced, not followed.
+func RsyncLocalArgs(p RsyncLocal) ([]string, error) {
+	if err := ValidatePath(p.Dest); err != nil {
+		return nil, fmt.Errorf("rsync restore destination: %w", err)
+	}
+	if len(p.Sources) == 0 {
+		return nil, fmt.Errorf("%w: nothing to restore", ErrInvalidConfig)
+	}
+	args := []string{"-rlt", "--chmod=D0700,F0600", "--itemize-changes"}
+	if p.DryRun {
+		args = append(args, "--dry-run")
+	}
+	args = append(args, "--")
+	for _, s := range p.Sources {
+		if err := ValidatePath(s); err != nil {
+			return nil, fmt.Errorf("rsync restore source: %w", err)
+		}
+		s = strings.TrimRight(s, "/")
+		if s == "" {
+			return nil, fmt.Errorf("%w: cannot restore the root folder as a source", ErrInvalidPath)
+		}
+		args = append(args, s)
+	}
+	return append(args, dirSlash(p.Dest)), nil
+}
+
 // Exit codes of RestoreDirCommand's script.
 const (
 	RestoreDirNotDir   = 3 // the destination exists and is not a folder

@@ -129,3 +129,51 @@ func TestRestoreDirCommand(t *testing.T) {
 		t.Error("relative folder accepted")
 	}
 }
+
+func TestRsyncLocalArgs(t *testing.T) {
+	head := []string{"-rlt", "--chmod=D0700,F0600", "--itemize-changes"}
+	tests := []struct {
+		name    string
+		p       RsyncLocal
+		want    []string
+		wantErr string
+	}{
+		{
+			name: "entries keep their names under dest",
+			p:    RsyncLocal{Sources: []string{"/s/.restore/j/a/t1/", "/s/.restore/j/a/db.sqlite"}, Dest: "/srv/r"},
+			want: append(slices.Clone(head), "--", "/s/.restore/j/a/t1", "/s/.restore/j/a/db.sqlite", "/srv/r/"),
+		},
+		{
+			name: "dry run",
+			p:    RsyncLocal{Sources: []string{"/x"}, Dest: "/srv/r/", DryRun: true},
+			want: append(slices.Clone(head), "--dry-run", "--", "/x", "/srv/r/"),
+		},
+		{
+			name: "odd names stay one argument each",
+			p:    RsyncLocal{Sources: []string{"/t/it's $(x) -v"}, Dest: "/srv/a b:c"},
+			want: append(slices.Clone(head), "--", "/t/it's $(x) -v", "/srv/a b:c/"),
+		},
+		{name: "relative dest", p: RsyncLocal{Sources: []string{"/x"}, Dest: "srv"}, wantErr: "not absolute"},
+		{name: "relative source read as a remote spec", p: RsyncLocal{Sources: []string{"host:x"}, Dest: "/d"}, wantErr: "not absolute"},
+		{name: "newline in source", p: RsyncLocal{Sources: []string{"/a\nb"}, Dest: "/d"}, wantErr: "line break"},
+		{name: "root source", p: RsyncLocal{Sources: []string{"/"}, Dest: "/d"}, wantErr: "root folder"},
+		{name: "nothing", p: RsyncLocal{Dest: "/d"}, wantErr: "nothing to restore"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := RsyncLocalArgs(tc.p)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(strings.ToLower(err.Error()), tc.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("args = %q\nwant   %q", got, tc.want)
+			}
+		})
+	}
+}

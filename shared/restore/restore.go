@@ -100,7 +100,7 @@ func Validate(r domain.RestoreRequest) error {
 	d := r.Destination
 	switch {
 	case d.LocalPath != "" && (d.ToSite || d.Path != ""):
-		return invalidf("destination: give either local_path, or to_site with path, not both")
+		return invalidf("%s", msgBoth)
 	case d.LocalPath != "":
 		if msg := checkPath(d.LocalPath); msg != "" {
 			return invalidf("destination.local_path: %s", msg)
@@ -110,7 +110,7 @@ func Validate(r domain.RestoreRequest) error {
 		}
 	case d.ToSite:
 		if d.Path == "" {
-			return invalidf("destination.path: required with to_site: the folder on the site to restore into")
+			return invalidf("%s", msgSiteNoPath)
 		}
 		if msg := checkPath(d.Path); msg != "" {
 			return invalidf("destination.path: %s", msg)
@@ -124,6 +124,63 @@ func Validate(r domain.RestoreRequest) error {
 		return invalidf(`destination: required: give {"local_path": "/folder"} or {"to_site": true, "path": "/folder"}`)
 	}
 	return nil
+}
+
+// Refusals that both Destination (the request's shape) and Validate
+// (the request's values) give.
+const (
+	msgBoth       = "destination: give either local_path, or to_site with path, not both"
+	msgSiteNoPath = "destination.path: required with to_site: the folder on the site to restore into"
+)
+
+// Destination builds a request's destination from the fields its JSON
+// gave, nil for a field left out: the shape of the request, which the
+// domain type cannot tell (a local_path given empty, an empty
+// destination object). Validate judges the values afterwards. Errors
+// wrap ErrInvalid and name the field.
+func Destination(localPath *string, toSite *bool, sitePath *string) (domain.RestoreDestination, error) {
+	var d domain.RestoreDestination
+	site := toSite != nil && *toSite
+	switch {
+	case localPath != nil && (site || sitePath != nil):
+		return d, invalidf("%s", msgBoth)
+	case localPath != nil:
+		if *localPath == "" {
+			return d, invalidf("destination.local_path: must not be empty: the folder on this host to restore into")
+		}
+		d.LocalPath = *localPath
+	case !site && sitePath == nil:
+		return d, invalidf(`destination: give {"local_path": "/folder"} or {"to_site": true, "path": "/folder"}`)
+	case sitePath != nil && *sitePath == "" && site:
+		return d, invalidf("%s", msgSiteNoPath)
+	case sitePath != nil:
+		d.ToSite, d.Path = site, *sitePath
+	default:
+		d.ToSite = site
+	}
+	return d, nil
+}
+
+// InSnapshot checks that each path lies inside the snapshot: at or below
+// one of its root paths (restic's paths of the snapshot). A path outside
+// would restore nothing. Errors wrap ErrInvalid and name the path.
+func InSnapshot(paths, roots []string) error {
+	for i, p := range paths {
+		if !insideAny(p, roots) {
+			return invalidf("paths[%d]: %q is not inside the snapshot, whose root is %s", i, clip(p), strings.Join(roots, ", "))
+		}
+	}
+	return nil
+}
+
+// insideAny reports whether p is one of roots or below one.
+func insideAny(p string, roots []string) bool {
+	for _, r := range roots {
+		if p == r || strings.HasPrefix(p, strings.TrimRight(r, "/")+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 // jobIDRe is the form of the job ids the API makes (UUIDs); a job id

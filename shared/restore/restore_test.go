@@ -300,3 +300,71 @@ func TestGuardNamesTheInnermostArea(t *testing.T) {
 		}
 	}
 }
+
+func TestDestination(t *testing.T) {
+	str := func(s string) *string { return &s }
+	yes, no := true, false
+	tests := []struct {
+		name      string
+		local     *string
+		toSite    *bool
+		path      *string
+		want      domain.RestoreDestination
+		wantField string
+	}{
+		{name: "local", local: str("/r"), want: domain.RestoreDestination{LocalPath: "/r"}},
+		{name: "site", toSite: &yes, path: str("/on/site"), want: domain.RestoreDestination{ToSite: true, Path: "/on/site"}},
+		{name: "local with to_site false", local: str("/r"), toSite: &no, want: domain.RestoreDestination{LocalPath: "/r"}},
+		{name: "path without to_site is left to Validate", path: str("/x"), want: domain.RestoreDestination{Path: "/x"}},
+		{name: "to_site without path is left to Validate", toSite: &yes, want: domain.RestoreDestination{ToSite: true}},
+		{name: "both kinds", local: str("/r"), toSite: &yes, path: str("/x"), wantField: "destination: give either"},
+		{name: "local with an empty path", local: str("/r"), path: str(""), wantField: "destination: give either"},
+		{name: "local given empty", local: str(""), wantField: "destination.local_path: must not be empty"},
+		{name: "nothing given", wantField: `destination: give {"local_path"`},
+		{name: "only to_site false", toSite: &no, wantField: `destination: give {"local_path"`},
+		{name: "site with an empty path", toSite: &yes, path: str(""), wantField: "destination.path: required with to_site"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Destination(tc.local, tc.toSite, tc.path)
+			if tc.wantField != "" {
+				if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), tc.wantField) {
+					t.Fatalf("err = %v, want ErrInvalid starting %q", err, tc.wantField)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Errorf("got %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestInSnapshot(t *testing.T) {
+	roots := []string{"/b/site/t1", "/b/site/t2/"}
+	tests := []struct {
+		name    string
+		paths   []string
+		wantErr string
+	}{
+		{name: "a root itself", paths: []string{"/b/site/t1"}},
+		{name: "below a root, either form", paths: []string{"/b/site/t1/x", "/b/site/t2/y/z"}},
+		{name: "a sibling with the root as prefix", paths: []string{"/b/site/t1x"}, wantErr: `paths[0]: "/b/site/t1x" is not inside the snapshot, whose root is /b/site/t1, /b/site/t2/`},
+		{name: "the second path outside", paths: []string{"/b/site/t1/a", "/etc"}, wantErr: "paths[1]:"},
+		{name: "above the roots", paths: []string{"/b/site"}, wantErr: "paths[0]:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := InSnapshot(tc.paths, roots)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.HasPrefix(err.Error(), tc.wantErr) {
+				t.Errorf("err = %v, want ErrInvalid starting %q", err, tc.wantErr)
+			}
+		})
+	}
+}

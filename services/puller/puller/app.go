@@ -235,12 +235,8 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 	if err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
-	pctx := ctx
-	if p.PreflightLimit > 0 {
-		var cancel context.CancelFunc
-		pctx, cancel = context.WithTimeout(ctx, p.PreflightLimit)
-		defer cancel()
-	}
+	pctx, cancel := jobrun.WithLimit(ctx, p.PreflightLimit)
+	defer cancel()
 	in := preflight.Input{Site: site, Status: status, Targets: targets}
 	res := p.Checker.Run(pctx, in)
 	for _, ev := range res.Events {

@@ -3,6 +3,7 @@ package puller
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -21,7 +22,9 @@ import (
 )
 
 // A restore job (domain.Job.Restore holds its options) runs in three
-// steps under the site lease:
+// steps under the site lease, each a function below (restoreCheck,
+// restoreDestination, restoreTempDir with restoreSnapshot,
+// restoreIntoPlace):
 //
 //  0. The request is checked again with the API's rules
 //     (restore.ValidateJob): the job was read from the store and the
@@ -61,174 +64,295 @@ const restoreListCap = 200
 const restoreDirTimeout = time.Minute
 
 func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
-	fail := func(format string, args ...any) jobrun.Outcome {
-		msg := fmt.Sprintf(format, args...)
-		rec.Add(ctx, domain.JobEvent{Step: "restore", Level: domain.LevelError, Message: msg})
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}
+	run := &restoreRun{job: job, rec: rec}
+	// Deferred in this order so the temporary folder goes before the
+	// site's master connection is released.
+	defer func() {
+		if run.release != nil {
+			run.release(result.Status == domain.StatusFailed)
+		}
+	}()
+	defer func() {
+		if run.tmp != "" {
+			os.RemoveAll(run.tmp)
+		}
+	}()
+	steps := []func(context.Context, *restoreRun) error{
+		p.restoreCheck, p.restoreDestination, p.restoreTempDir, p.restoreSnapshot, p.restoreIntoPlace,
 	}
-	r := job.Restore
-	if r == nil {
-		return fail("restore job has no options; create restores with POST /api/v1/sites/{site_uuid}/restores")
+	for _, step := range steps {
+		if err := step(ctx, run); err != nil {
+			return run.failed(ctx, err)
+		}
 	}
-	if err := restore.ValidateJob(job.ID, *r); err != nil {
-		return fail("invalid restore request: %v", err)
+	return run.succeeded(ctx)
+}
+
+// restoreRun is one restore job as its steps fill it in.
+type restoreRun struct {
+	job         domain.Job
+	rec         *jobrun.Recorder
+	r           domain.RestoreRequest
+	stagingRoot string
+	summary     map[string]any
+
+	// dest is where the paths land: the site folder, or the local
+	// destination with symlinks resolved (local).
+	dest  string
+	local restore.Local
+	// ssh, bwLimit and release are set for a site destination: the
+	// master connection preflight opened, and its release.
+	ssh     remote.SSHConfig
+	bwLimit int
+	release func(broken bool)
+
+	tmp     string   // the fresh folder restic restores into
+	sources []string // the restored entries, one per requested path
+	changes *itemList
+}
+
+// quietError ends a restore without an error event of its own: the job's
+// context ended (the executor records why) or the events could not be
+// written.
+type quietError struct{ err error }
+
+func (e quietError) Error() string { return e.err.Error() }
+func (e quietError) Unwrap() error { return e.err }
+
+// failed is the outcome of a step's error, recorded as an error event
+// unless it is a quietError.
+func (run *restoreRun) failed(ctx context.Context, err error) jobrun.Outcome {
+	var q quietError
+	if !errors.As(err, &q) {
+		run.rec.Add(ctx, domain.JobEvent{Step: "restore", Level: domain.LevelError, Message: err.Error()})
+	}
+	return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+}
+
+// stopped is a quietError when ctx ended, else nil.
+func stopped(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return quietError{ctx.Err()}
+	}
+	return nil
+}
+
+// restoreCheck (step 0) checks the job again with the API's rules, since
+// it was read from the store and the queue, and the puller's own config.
+func (p *Puller) restoreCheck(_ context.Context, run *restoreRun) error {
+	if run.job.Restore == nil {
+		return errors.New("restore job has no options; create restores with POST /api/v1/sites/{site_uuid}/restores")
+	}
+	r := *run.job.Restore
+	if err := restore.ValidateJob(run.job.ID, r); err != nil {
+		return fmt.Errorf("invalid restore request: %w", err)
 	}
 	if p.Restic.Repository == "" {
-		return fail("no restic repository is configured for the puller")
+		return errors.New("no restic repository is configured for the puller")
 	}
-	b := p.Backup
-	if b.StagingRoot == "" {
-		return fail("no staging_root is configured for the puller")
+	if p.Backup.StagingRoot == "" {
+		return errors.New("no staging_root is configured for the puller")
 	}
-	stagingRoot, err := filepath.Abs(b.StagingRoot)
+	stagingRoot, err := filepath.Abs(p.Backup.StagingRoot)
 	if err != nil {
-		return fail("staging_root: %v", err)
+		return fmt.Errorf("staging_root: %w", err)
 	}
-	summary := map[string]any{"snapshot_id": r.SnapshotID, "paths": len(r.Paths), "dry_run": r.DryRun, "overwrite": r.Overwrite}
+	run.r, run.stagingRoot = r, stagingRoot
+	run.summary = map[string]any{"snapshot_id": r.SnapshotID, "paths": len(r.Paths), "dry_run": r.DryRun, "overwrite": r.Overwrite}
+	return nil
+}
 
-	// 1. The destination.
-	var dest string
-	var local restore.Local
-	var ssh remote.SSHConfig
-	var bwLimit int
-	if r.Destination.ToSite {
-		dest = r.Destination.Path
-		summary["destination"] = "site:" + dest
-		site, err := p.Store.GetSite(ctx, job.SiteUUID)
-		if err != nil {
-			return fail("load site %s: %v", job.SiteUUID, err)
-		}
-		status, err := p.Store.GetSiteStatus(ctx, job.SiteUUID)
-		if err != nil {
-			return fail("load status of site %s: %v", job.SiteUUID, err)
-		}
-		controlPath, err := p.masterPath(site, status)
-		if err != nil {
-			return fail("%v", err)
-		}
-		res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, ControlPath: controlPath})
-		defer func() { p.releaseMaster(res.SSH, result.Status == domain.StatusFailed) }()
-		for _, ev := range res.Events {
-			rec.Add(ctx, ev)
-		}
-		if ctx.Err() != nil {
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
-		}
-		if !res.SiteOK() {
-			return fail("preflight failed, nothing restored: %s", res.Error())
-		}
-		if res.LearnedHostKey != "" {
-			status.SiteUUID, status.LearnedHostKey = site.UUID, res.LearnedHostKey
-			if err := p.Store.PutSiteStatus(ctx, status); err != nil {
-				return fail("record the learned host key: %v", err)
-			}
-		}
-		ssh = res.SSH
-		if msg := p.prepareSiteDest(ctx, ssh, dest, r.Overwrite, r.DryRun); msg != "" {
-			return fail("%s", msg)
-		}
-		bwLimit = site.BandwidthLimitKbps
-	} else {
-		summary["destination"] = r.Destination.LocalPath
-		local, err = p.guard(stagingRoot).Local(r.Destination.LocalPath, r.Overwrite)
-		if err != nil {
-			return fail("%v", err)
-		}
-		dest = local.Path
-		if dest != r.Destination.LocalPath {
-			summary["resolved_destination"] = dest
-		}
+// restoreDestination (step 1) checks the destination before anything is
+// restored, so a refused restore costs nothing.
+func (p *Puller) restoreDestination(ctx context.Context, run *restoreRun) error {
+	if run.r.Destination.ToSite {
+		return p.restoreSiteDestination(ctx, run)
 	}
-	// 2. restic restore into a fresh private folder.
-	inStaging := r.Destination.ToSite || r.DryRun
-	room := stagingRoot
-	if !inStaging {
-		room = filepath.Dir(local.Path)
-	}
-	if err := pull.CheckHeadroom([]string{room}, b.MinFreeBytes, b.MinFreePercent); err != nil {
-		return fail("disk headroom: %v; nothing restored", err)
-	}
-	tmp, err := restoreTemp(job.ID, stagingRoot, local, inStaging)
+	run.summary["destination"] = run.r.Destination.LocalPath
+	local, err := p.guard(run.stagingRoot).Local(run.r.Destination.LocalPath, run.r.Overwrite)
 	if err != nil {
-		return fail("%v; nothing restored", err)
+		return err
+	}
+	run.local, run.dest = local, local.Path
+	if run.dest != run.r.Destination.LocalPath {
+		run.summary["resolved_destination"] = run.dest
+	}
+	return nil
+}
+
+// restoreSiteDestination runs preflight for the site (which opens the
+// master connection with its pinned key), then checks, and unless this is
+// a dry run creates, the folder on the site over it.
+func (p *Puller) restoreSiteDestination(ctx context.Context, run *restoreRun) error {
+	job := run.job
+	run.dest = run.r.Destination.Path
+	run.summary["destination"] = "site:" + run.dest
+	site, err := p.Store.GetSite(ctx, job.SiteUUID)
+	if err != nil {
+		return fmt.Errorf("load site %s: %w", job.SiteUUID, err)
+	}
+	status, err := p.Store.GetSiteStatus(ctx, job.SiteUUID)
+	if err != nil {
+		return fmt.Errorf("load status of site %s: %w", job.SiteUUID, err)
+	}
+	controlPath, err := p.masterPath(site, status)
+	if err != nil {
+		return err
+	}
+	res := p.Checker.Run(ctx, preflight.Input{Site: site, Status: status, ControlPath: controlPath})
+	run.release = func(broken bool) { p.releaseMaster(res.SSH, broken) }
+	for _, ev := range res.Events {
+		run.rec.Add(ctx, ev)
+	}
+	if err := stopped(ctx); err != nil {
+		return err
+	}
+	if !res.SiteOK() {
+		return fmt.Errorf("preflight failed, nothing restored: %s", res.Error())
+	}
+	if res.LearnedHostKey != "" {
+		status.SiteUUID, status.LearnedHostKey = site.UUID, res.LearnedHostKey
+		if err := p.Store.PutSiteStatus(ctx, status); err != nil {
+			return fmt.Errorf("record the learned host key: %w", err)
+		}
+	}
+	run.ssh, run.bwLimit = res.SSH, site.BandwidthLimitKbps
+	if msg := p.prepareSiteDest(ctx, run.ssh, run.dest, run.r.Overwrite, run.r.DryRun); msg != "" {
+		return errors.New(msg)
+	}
+	return nil
+}
+
+// restoreTempDir (step 2, first half) checks the disk headroom where
+// restic will write and makes the fresh private folder it restores into,
+// clearing what an earlier attempt of this job left there.
+func (p *Puller) restoreTempDir(_ context.Context, run *restoreRun) error {
+	inStaging := run.r.Destination.ToSite || run.r.DryRun
+	room := run.stagingRoot
+	if !inStaging {
+		room = filepath.Dir(run.local.Path)
+	}
+	if err := pull.CheckHeadroom([]string{room}, p.Backup.MinFreeBytes, p.Backup.MinFreePercent); err != nil {
+		return fmt.Errorf("disk headroom: %w; nothing restored", err)
+	}
+	tmp, err := restoreTemp(run.job.ID, run.stagingRoot, run.local, inStaging)
+	if err != nil {
+		return fmt.Errorf("%w; nothing restored", err)
 	}
 	if err := os.RemoveAll(tmp); err != nil { // a previous attempt's
-		return fail("clear restore folder %s: %v", tmp, err)
+		return fmt.Errorf("clear restore folder %s: %w", tmp, err)
 	}
 	if err := os.Mkdir(tmp, 0o700); err != nil {
-		return fail("create restore folder %s: %v", tmp, err)
+		return fmt.Errorf("create restore folder %s: %w", tmp, err)
 	}
-	defer os.RemoveAll(tmp)
-	tree := filepath.Join(tmp, "snapshot")
+	run.tmp = tmp
+	return nil
+}
+
+// restoreSnapshot (step 2) runs restic restore of the chosen paths into
+// the temporary folder and checks that each one is there: restic restores
+// nothing, without an error, for a path the snapshot lacks.
+func (p *Puller) restoreSnapshot(ctx context.Context, run *restoreRun) error {
+	r, rec := run.r, run.rec
+	tree := filepath.Join(run.tmp, "snapshot")
 	rec.Add(ctx, domain.JobEvent{Step: "restore", Message: fmt.Sprintf("restoring %d path(s) of snapshot %s", len(r.Paths), short(r.SnapshotID)),
 		Data: map[string]any{"paths": r.Paths}})
 	if err := rec.Flush(ctx); err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+		return quietError{err}
 	}
 	start := time.Now()
 	if err := p.Restic.RestorePaths(ctx, r.SnapshotID, tree, r.Paths); err != nil {
-		if ctx.Err() != nil {
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
+		if err := stopped(ctx); err != nil {
+			return err
 		}
-		return fail("restic restore of snapshot %s: %v", short(r.SnapshotID), err)
+		return fmt.Errorf("restic restore of snapshot %s: %w", short(r.SnapshotID), err)
 	}
-	sources := make([]string, len(r.Paths))
+	run.sources = make([]string, len(r.Paths))
 	for i, sp := range r.Paths {
-		sources[i] = filepath.Join(tree, sp)
-		if _, err := os.Lstat(sources[i]); err != nil {
-			return fail("snapshot %s has no file or folder %s; nothing restored", short(r.SnapshotID), sp)
+		run.sources[i] = filepath.Join(tree, sp)
+		if _, err := os.Lstat(run.sources[i]); err != nil {
+			return fmt.Errorf("snapshot %s has no file or folder %s; nothing restored", short(r.SnapshotID), sp)
 		}
 	}
 	files, size := countTree(tree)
-	summary["files"], summary["bytes"] = files, size
+	run.summary["files"], run.summary["bytes"] = files, size
 	rec.Add(ctx, domain.JobEvent{Step: "restore", Message: fmt.Sprintf("restic restored %d files, %d bytes in %s", files, size, time.Since(start).Round(time.Millisecond)),
 		Data: map[string]any{"files": files, "bytes": size}})
+	return nil
+}
 
-	// 3. Into place.
-	var args []string
-	if r.Destination.ToSite {
-		args, err = remote.RsyncPushArgs(remote.RsyncPush{SSH: ssh, LocalPaths: sources, RemoteDir: dest, DryRun: r.DryRun,
-			BWLimitKiBps: bwLimit, IOTimeout: b.IOTimeout})
-		if err != nil {
-			return fail("rsync to the site: %v", err)
-		}
-	} else {
-		into := dest
-		if !local.Exists && !r.DryRun {
-			// Filled inside the temporary folder, renamed into place below.
-			into = filepath.Join(tmp, "into")
-			if err := os.Mkdir(into, 0o700); err != nil {
-				return fail("create restore folder %s: %v", into, err)
-			}
-		}
-		args = LocalRestoreArgs(sources, into, r.DryRun)
-	}
-	out := &itemList{max: restoreListCap}
-	_, err = proc.Run(ctx, proc.Cmd{Step: "restore rsync", Path: orDefault(p.RsyncPath, "rsync"), Args: args, Stdout: out, Timeout: b.TargetTimeout})
+// restoreIntoPlace (step 3) runs rsync from the temporary folder to the
+// destination. A new local destination is filled inside the temporary
+// folder and then renamed into place, so it appears whole or not at all.
+func (p *Puller) restoreIntoPlace(ctx context.Context, run *restoreRun) error {
+	args, err := p.restoreArgs(run)
 	if err != nil {
-		if ctx.Err() != nil {
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
-		}
-		return fail("rsync into %s: %v", summary["destination"], remote.ClassifyRunError(err))
+		return err
 	}
-	if !r.Destination.ToSite && !local.Exists && !r.DryRun {
-		if err := restore.MoveNew(filepath.Join(tmp, "into"), dest); err != nil {
-			return fail("move the restored files into %s: %v; nothing restored", dest, err)
+	run.changes = &itemList{max: restoreListCap}
+	_, err = proc.Run(ctx, proc.Cmd{Step: "restore rsync", Path: orDefault(p.RsyncPath, "rsync"), Args: args, Stdout: run.changes, Timeout: p.Backup.TargetTimeout})
+	if err != nil {
+		if err := stopped(ctx); err != nil {
+			return err
+		}
+		return fmt.Errorf("rsync into %s: %w", run.summary["destination"], remote.ClassifyRunError(err))
+	}
+	if run.renameNew() {
+		if err := restore.MoveNew(filepath.Join(run.tmp, "into"), run.dest); err != nil {
+			return fmt.Errorf("move the restored files into %s: %w; nothing restored", run.dest, err)
 		}
 	}
-	summary["changes"] = out.total
+	return nil
+}
+
+// renameNew says the restore fills a new local folder inside the
+// temporary one and renames it into place.
+func (run *restoreRun) renameNew() bool {
+	return !run.r.Destination.ToSite && !run.local.Exists && !run.r.DryRun
+}
+
+// restoreArgs is rsync's argv for step 3: over the site's ssh, or on this
+// host into the destination (or the folder renamed into place).
+func (p *Puller) restoreArgs(run *restoreRun) ([]string, error) {
+	if run.r.Destination.ToSite {
+		args, err := remote.RsyncPushArgs(remote.RsyncPush{SSH: run.ssh, LocalPaths: run.sources, RemoteDir: run.dest, DryRun: run.r.DryRun,
+			BWLimitKiBps: run.bwLimit, IOTimeout: p.Backup.IOTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("rsync to the site: %w", err)
+		}
+		return args, nil
+	}
+	into := run.dest
+	if run.renameNew() {
+		into = filepath.Join(run.tmp, "into")
+		if err := os.Mkdir(into, 0o700); err != nil {
+			return nil, fmt.Errorf("create restore folder %s: %w", into, err)
+		}
+	}
+	args, err := remote.RsyncLocalArgs(remote.RsyncLocal{Sources: run.sources, Dest: into, DryRun: run.r.DryRun})
+	if err != nil {
+		return nil, fmt.Errorf("rsync into %s: %w", run.summary["destination"], err)
+	}
+	return args, nil
+}
+
+// succeeded reports what rsync changed (or, in a dry run, would change):
+// the first restoreListCap lines of its itemized list and their count.
+func (run *restoreRun) succeeded(ctx context.Context) jobrun.Outcome {
+	out, r := run.changes, run.r
+	run.summary["changes"] = out.total
 	data := map[string]any{"changes": orEmpty(out.lines), "changes_total": out.total}
 	if out.total > len(out.lines) {
 		data["truncated"] = true
 	}
 	if r.DryRun {
-		rec.Add(ctx, domain.JobEvent{Step: "restore_dry_run", Data: data,
-			Message: fmt.Sprintf("dry run: %d change(s) would be made in %s; nothing was written", out.total, summary["destination"])})
+		run.rec.Add(ctx, domain.JobEvent{Step: "restore_dry_run", Data: data,
+			Message: fmt.Sprintf("dry run: %d change(s) would be made in %s; nothing was written", out.total, run.summary["destination"])})
 	} else {
-		rec.Add(ctx, domain.JobEvent{Step: "restore", Data: data,
-			Message: fmt.Sprintf("restored %d path(s) into %s: %d change(s)", len(r.Paths), summary["destination"], out.total)})
+		run.rec.Add(ctx, domain.JobEvent{Step: "restore", Data: data,
+			Message: fmt.Sprintf("restored %d path(s) into %s: %d change(s)", len(r.Paths), run.summary["destination"], out.total)})
 	}
-	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: run.summary}
 }
 
 // prepareSiteDest checks (and unless dryRun creates) the site folder;
@@ -256,22 +380,6 @@ func (p *Puller) prepareSiteDest(ctx context.Context, ssh remote.SSHConfig, dest
 		return fmt.Sprintf("destination %s on the site cannot be read by the ssh user; nothing restored", dest)
 	}
 	return fmt.Sprintf("check destination %s on the site: %v", dest, remote.ClassifyRunError(err))
-}
-
-// LocalRestoreArgs is the argv after "rsync" that copies each source
-// (no trailing slash: the entry itself) into dest on this host: folders
-// 0700, files 0600, times and symlinks kept, owners not (the files
-// belong to Satoru's user), nothing deleted in dest.
-func LocalRestoreArgs(sources []string, dest string, dryRun bool) []string {
-	args := []string{"-rlt", "--chmod=D0700,F0600", "--itemize-changes"}
-	if dryRun {
-		args = append(args, "--dry-run")
-	}
-	args = append(args, "--")
-	for _, s := range sources {
-		args = append(args, strings.TrimRight(s, "/"))
-	}
-	return append(args, strings.TrimRight(dest, "/")+"/")
 }
 
 // guard is the restore guard: the configured areas, and always the

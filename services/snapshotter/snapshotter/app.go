@@ -168,38 +168,20 @@ func SiteTag(siteUUID string) string { return "site:" + siteUUID }
 // Tags are the restic tags of a backup job's snapshot.
 func Tags(siteUUID, jobID string) []string { return []string{SiteTag(siteUUID), "job:" + jobID} }
 
+// snapshot is the backup job's second half, after the puller's pull:
+// one restic backup of the site's staging folder, leaving out the
+// targets whose pull failed, then the site's health.
 func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	summary := job.Summary
 	if summary == nil {
 		summary = map[string]any{}
 	}
-	targets := job.Targets
-	siteDir := filepath.Join(s.StagingRoot, job.SiteUUID)
-	// Partial folders a pull failed to remove are never site data.
-	excludes := []string{remote.RsyncPartialDir}
-	pulled, failed, warned := 0, 0, 0
-	for i, t := range targets {
-		switch t.Status {
-		case domain.HealthFailed:
-			failed++
-			// A failed target's older staging copy is left out, so the
-			// snapshot never presents stale data as this run's.
-			excludes = append(excludes, filepath.Join(siteDir, t.TargetHash))
-			rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelWarn, TargetHash: t.TargetHash,
-				Message: fmt.Sprintf("target %s %s left out of the snapshot: its pull failed (%s)", t.TargetHash, t.Path, t.Error)})
-		case domain.HealthWarning:
-			warned++
-			targets[i].InSnapshot = true
-		default:
-			pulled++
-			targets[i].InSnapshot = true
-		}
-	}
+	plan := planSnapshot(ctx, job, rec, s.StagingRoot)
 	fail := func(msg string) jobrun.Outcome {
 		s.putHealth(ctx, job, domain.HealthFailed, msg, false)
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
 	}
-	if pulled+warned == 0 {
+	if plan.pulled+plan.warned == 0 {
 		return fail("no target was pulled; nothing to snapshot")
 	}
 	s.recoverRepo(ctx, rec, "snapshot")
@@ -214,37 +196,89 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	defer release()
 
-	sctx := ctx
-	if s.Limit > 0 {
-		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(ctx, s.Limit)
-		defer cancel()
-	}
-	if created, err := s.ensureRepo(sctx); err != nil {
+	sctx, cancel := jobrun.WithLimit(ctx, s.Limit)
+	defer cancel()
+	sum, incomplete, err := s.backup(ctx, sctx, job, rec, plan, release)
+	if err != nil {
 		return fail(err.Error())
+	}
+	s.recordSnapshot(ctx, job, rec, sum, summary)
+
+	status, msg := plan.status(sum.SnapshotID, incomplete)
+	health := domain.HealthSuccess
+	if status == domain.StatusWarning {
+		health = domain.HealthWarning
+	}
+	s.putHealth(ctx, job, health, msg, true)
+	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: plan.targets}
+}
+
+// snapshotPlan is what one backup snapshots: the site's staging folder
+// without the targets whose pull failed.
+type snapshotPlan struct {
+	siteDir                string
+	targets                []domain.TargetRun
+	excludes               []string
+	pulled, failed, warned int
+}
+
+// planSnapshot sorts the job's targets by how their pull went. A failed
+// target's older staging copy is left out, so the snapshot never presents
+// stale data as this run's; the others are marked as in the snapshot.
+func planSnapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder, stagingRoot string) snapshotPlan {
+	p := snapshotPlan{
+		siteDir: filepath.Join(stagingRoot, job.SiteUUID),
+		targets: job.Targets,
+		// Partial folders a pull failed to remove are never site data.
+		excludes: []string{remote.RsyncPartialDir},
+	}
+	for i, t := range p.targets {
+		switch t.Status {
+		case domain.HealthFailed:
+			p.failed++
+			p.excludes = append(p.excludes, filepath.Join(p.siteDir, t.TargetHash))
+			rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelWarn, TargetHash: t.TargetHash,
+				Message: fmt.Sprintf("target %s %s left out of the snapshot: its pull failed (%s)", t.TargetHash, t.Path, t.Error)})
+		case domain.HealthWarning:
+			p.warned++
+			p.targets[i].InSnapshot = true
+		default:
+			p.pulled++
+			p.targets[i].InSnapshot = true
+		}
+	}
+	return p
+}
+
+// status is the job's outcome once snapshot id was made: a warning when
+// a target failed or some files could not be read.
+func (p snapshotPlan) status(id string, incomplete bool) (domain.JobStatus, string) {
+	switch {
+	case p.failed > 0:
+		return domain.StatusWarning, fmt.Sprintf("%d of %d targets failed and are not in snapshot %s", p.failed, len(p.targets), short(id))
+	case p.warned > 0 || incomplete:
+		return domain.StatusWarning, fmt.Sprintf("snapshot %s made, but some files could not be read", short(id))
+	}
+	return domain.StatusSuccess, ""
+}
+
+// backup makes sure the repository exists and runs restic backup under
+// sctx. incomplete is restic's exit 3 (a snapshot made without some
+// files). A failed run that may have left unreferenced data is cleaned
+// up, after release, since the clean-up holds the repository alone.
+func (s *Snapshotter) backup(ctx, sctx context.Context, job domain.Job, rec *jobrun.Recorder, plan snapshotPlan, release func()) (sum restic.Summary, incomplete bool, err error) {
+	if created, err := s.ensureRepo(sctx); err != nil {
+		return sum, false, err
 	} else if created {
 		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Message: "initialised restic repository " + restic.RedactLocation(s.Repo.Repository)})
 	}
-	every := s.ProgressEvery
-	if every <= 0 {
-		every = 5 * time.Second
-	}
-	var last time.Time
-	progress := func(p restic.Progress) {
-		if time.Since(last) < every {
-			return
-		}
-		last = time.Now()
-		rec.Add(ctx, domain.JobEvent{Step: "snapshot_progress", Message: fmt.Sprintf("restic backup %.0f%%: %d of %d bytes",
-			p.PercentDone*100, p.BytesDone, p.TotalBytes), Data: map[string]any{"bytes_done": p.BytesDone, "total_bytes": p.TotalBytes}})
-	}
-	sum, err := s.Repo.Backup(sctx, restic.BackupOptions{
-		Paths:    []string{siteDir},
+	sum, err = s.Repo.Backup(sctx, restic.BackupOptions{
+		Paths:    []string{plan.siteDir},
 		Host:     Host(job.SiteUUID),
 		Tags:     Tags(job.SiteUUID, job.ID),
-		Excludes: excludes,
-	}, progress)
-	incomplete := errors.Is(err, restic.ErrIncomplete)
+		Excludes: plan.excludes,
+	}, s.progressEvents(ctx, rec))
+	incomplete = errors.Is(err, restic.ErrIncomplete)
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false) // removed under us: check (and init) again next time
 	}
@@ -254,8 +288,32 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 			release() // the clean-up holds the repository alone
 			s.cleanup(ctx, rec, "snapshot", "a failed backup")
 		}
-		return fail("snapshot: " + err.Error())
+		return sum, false, fmt.Errorf("snapshot: %w", err)
 	}
+	return sum, incomplete, nil
+}
+
+// progressEvents turns restic's progress into an event at most every
+// ProgressEvery, so a long backup shows it is moving.
+func (s *Snapshotter) progressEvents(ctx context.Context, rec *jobrun.Recorder) func(restic.Progress) {
+	every := s.ProgressEvery
+	if every <= 0 {
+		every = 5 * time.Second
+	}
+	var last time.Time
+	return func(p restic.Progress) {
+		if time.Since(last) < every {
+			return
+		}
+		last = time.Now()
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot_progress", Message: fmt.Sprintf("restic backup %.0f%%: %d of %d bytes",
+			p.PercentDone*100, p.BytesDone, p.TotalBytes), Data: map[string]any{"bytes_done": p.BytesDone, "total_bytes": p.TotalBytes}})
+	}
+}
+
+// recordSnapshot puts what restic backup reported into the job's summary,
+// its event and the site's metrics.
+func (s *Snapshotter) recordSnapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder, sum restic.Summary, summary map[string]any) {
 	data := map[string]any{
 		"snapshot_id":           sum.SnapshotID,
 		"files_new":             sum.FilesNew,
@@ -272,20 +330,6 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelInfo, Data: data, Message: fmt.Sprintf(
 		"snapshot %s: %d new, %d changed, %d unmodified files; %d bytes added of %d processed",
 		short(sum.SnapshotID), sum.FilesNew, sum.FilesChanged, sum.FilesUnmodified, sum.DataAdded, sum.TotalBytesProcessed)})
-
-	status, msg := domain.StatusSuccess, ""
-	switch {
-	case failed > 0:
-		status, msg = domain.StatusWarning, fmt.Sprintf("%d of %d targets failed and are not in snapshot %s", failed, len(targets), short(sum.SnapshotID))
-	case warned > 0 || incomplete:
-		status, msg = domain.StatusWarning, fmt.Sprintf("snapshot %s made, but some files could not be read", short(sum.SnapshotID))
-	}
-	health := domain.HealthSuccess
-	if status == domain.StatusWarning {
-		health = domain.HealthWarning
-	}
-	s.putHealth(ctx, job, health, msg, true)
-	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: targets}
 }
 
 // leftData reports whether a failed restic backup may have written packs

@@ -68,71 +68,97 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	defer release()
 	s.recoverRepo(ctx, rec, step)
 
-	rctx := ctx
-	if s.RetentionLimit > 0 {
-		var cancel context.CancelFunc
-		rctx, cancel = context.WithTimeout(ctx, s.RetentionLimit)
-		defer cancel()
+	rctx, cancel := jobrun.WithLimit(ctx, s.RetentionLimit)
+	defer cancel()
+	res, noRepo, err := s.forget(rctx, ctx, job, rec, summary)
+	if noRepo {
+		s.putRetentionAt(ctx, job, rec)
+		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
 	}
-	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
-	rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
-		"restic forget, policy %s, snapshots of host %s with tag %s", policy, opts.Host, opts.Tags[0])})
+	if err == nil {
+		err = s.prune(rctx, ctx, job, rec, summary, &res)
+	}
+	if err != nil {
+		return fail(err.Error())
+	}
+	level, msg := retentionMessage(res)
+	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})
+	s.putRetentionAt(ctx, job, rec)
+	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+}
 
-	var res restic.ForgetResult
-	err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
+// forget runs restic forget with the policy over the site's snapshots
+// (rctx bounds restic, jctx is the job's, for events) and adds what it
+// did to summary. noRepo means there is no repository yet, so nothing to
+// forget: retention succeeds.
+func (s *Snapshotter) forget(rctx, jctx context.Context, job domain.Job, rec *jobrun.Recorder, summary map[string]any) (res restic.ForgetResult, noRepo bool, err error) {
+	const step = "retention"
+	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
+	rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+		"restic forget, policy %s, snapshots of host %s with tag %s", s.Retention.String(), opts.Host, opts.Tags[0])})
+	err = s.unlockedRetry(rctx, jctx, rec, step, summary, func() error {
 		var ferr error
 		res, ferr = s.Repo.Forget(rctx, opts)
 		return ferr
 	})
 	if errors.Is(err, restic.ErrLocked) {
-		return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
+		return res, false, fmt.Errorf("restic repository is locked by a live process (waited %s): %w", s.Repo.RetryLock, err)
 	}
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false)
-		msg := fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)
-		rec.Add(ctx, domain.JobEvent{Step: step, Message: msg})
-		s.putRetentionAt(ctx, job, rec)
-		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+		rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)})
+		return res, true, nil
 	}
 	for k, v := range retentionData(res) {
 		summary[k] = v
 	}
 	if err != nil {
 		if res.Removed > 0 {
-			return fail(fmt.Sprintf("forget removed %d snapshot(s), then failed: %v", res.Removed, err))
+			return res, false, fmt.Errorf("forget removed %d snapshot(s), then failed: %w", res.Removed, err)
 		}
-		return fail("restic forget: " + err.Error())
+		return res, false, fmt.Errorf("restic forget: %w", err)
 	}
+	return res, false, nil
+}
 
-	// Prune when forget removed something, and on every later attempt: an
-	// earlier attempt may have forgotten snapshots and died before its
-	// prune finished, leaving their data in the repository.
+// prune runs restic prune when forget removed something, and on every
+// later attempt: an earlier attempt may have forgotten snapshots and died
+// before its prune finished, leaving their data in the repository. It
+// adds prune's statistics to res and summary.
+func (s *Snapshotter) prune(rctx, jctx context.Context, job domain.Job, rec *jobrun.Recorder, summary map[string]any, res *restic.ForgetResult) error {
+	const step = "retention"
 	resumed := job.Attempts > 1
-	if res.Removed > 0 || resumed {
-		why := fmt.Sprintf("%d snapshot(s) forgotten", res.Removed)
-		if res.Removed == 0 {
-			why = fmt.Sprintf("attempt %d finishes what an earlier attempt may have left", job.Attempts)
-		}
-		rec.Add(ctx, domain.JobEvent{Step: step, Message: "restic prune: " + why})
-		var pr restic.PruneResult
-		err = s.unlockedRetry(rctx, ctx, rec, step, summary, func() error {
-			var perr error
-			pr, perr = s.Repo.Prune(rctx, restic.PruneOptions{})
-			return perr
-		})
-		res.Pruned, res.BlobsFreed, res.BytesFreed, res.BytesRemaining = pr.Pruned, pr.BlobsFreed, pr.BytesFreed, pr.BytesRemaining
-		for k, v := range retentionData(res) {
-			summary[k] = v
-		}
-		if err != nil {
-			if res.Removed > 0 {
-				return fail(fmt.Sprintf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %v", res.Removed, err))
-			}
-			return fail("restic prune: " + err.Error())
-		}
+	if res.Removed == 0 && !resumed {
+		return nil
 	}
+	why := fmt.Sprintf("%d snapshot(s) forgotten", res.Removed)
+	if res.Removed == 0 {
+		why = fmt.Sprintf("attempt %d finishes what an earlier attempt may have left", job.Attempts)
+	}
+	rec.Add(jctx, domain.JobEvent{Step: step, Message: "restic prune: " + why})
+	var pr restic.PruneResult
+	err := s.unlockedRetry(rctx, jctx, rec, step, summary, func() error {
+		var perr error
+		pr, perr = s.Repo.Prune(rctx, restic.PruneOptions{})
+		return perr
+	})
+	res.Pruned, res.BlobsFreed, res.BytesFreed, res.BytesRemaining = pr.Pruned, pr.BlobsFreed, pr.BytesFreed, pr.BytesRemaining
+	for k, v := range retentionData(*res) {
+		summary[k] = v
+	}
+	if err != nil {
+		if res.Removed > 0 {
+			return fmt.Errorf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %w", res.Removed, err)
+		}
+		return fmt.Errorf("restic prune: %w", err)
+	}
+	return nil
+}
 
-	level, msg := domain.LevelInfo, fmt.Sprintf("kept %d, removed %d snapshot(s)", res.Kept, res.Removed)
+// retentionMessage is the closing event's level and text: what was kept,
+// removed and freed; a warning when prune ran but printed no statistics.
+func retentionMessage(res restic.ForgetResult) (level, msg string) {
+	level, msg = domain.LevelInfo, fmt.Sprintf("kept %d, removed %d snapshot(s)", res.Kept, res.Removed)
 	switch {
 	case res.Groups == 0:
 		msg = "no snapshots of this site: nothing to forget"
@@ -144,9 +170,7 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	default:
 		level, msg = domain.LevelWarn, msg+"; prune ran but printed no statistics, so the space freed is unknown"
 	}
-	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})
-	s.putRetentionAt(ctx, job, rec)
-	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+	return level, msg
 }
 
 // unlockedRetry runs a locking restic step; when it fails on a lock that

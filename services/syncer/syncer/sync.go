@@ -66,101 +66,148 @@ func (s *Syncer) Pick(job domain.Job) (jobrun.Work, error) {
 // (initialised with the local chunker parameters), copy every local
 // snapshot it lacks, then measure what is still pending. Restic runs:
 // `cat config` once per process (plus `init` the first time), `copy`,
-// and the two snapshot listings side by side.
+// and the two snapshot listings side by side. Events and state writes use
+// the job's ctx; restic runs use sctx, bounded by Limit.
 func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
-	started := s.now()
-	repo := restic.RedactLocation(s.Remote.Repository)
+	run := &syncRun{rec: rec, repo: restic.RedactLocation(s.Remote.Repository)}
+	if out, ok := s.loadState(ctx, run); !ok {
+		return out
+	}
+	sctx, cancel := jobrun.WithLimit(ctx, s.Limit)
+	defer cancel()
+	s.clearDeadLocks(ctx, sctx, rec)
+	if out, done := s.openOffsite(ctx, sctx, run); done {
+		return out
+	}
+	res, out, done := s.copyAll(ctx, sctx, run)
+	if done {
+		return out
+	}
+	return s.finish(ctx, sctx, run, res)
+}
+
+// syncRun is one sync as its steps fill it in.
+type syncRun struct {
+	rec  *jobrun.Recorder
+	repo string           // the offsite repository, redacted for messages
+	st   domain.SyncState // written at the end, whatever the outcome
+}
+
+// loadState starts this attempt's sync state from the stored one, which
+// keeps last_success_at and the pending counts until this sync knows better.
+func (s *Syncer) loadState(ctx context.Context, run *syncRun) (jobrun.Outcome, bool) {
 	prev, err := s.Store.GetSyncState(ctx, StateID)
 	if err != nil {
 		// Writing now could lose last_success_at; leave the state alone.
 		msg := "read sync state: " + err.Error()
-		rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelError, Message: msg})
+		run.rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelError, Message: msg})
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}, false
+	}
+	started := s.now()
+	run.st = prev
+	run.st.ID, run.st.Repository, run.st.LastAttemptAt = StateID, run.repo, &started
+	run.st.SnapshotsCopied, run.st.Bytes = 0, 0
+	return jobrun.Outcome{}, true
+}
+
+// fail ends a sync whose restic step op failed, recording the failure in
+// sync_state unless the job itself was stopped.
+func (s *Syncer) fail(ctx context.Context, run *syncRun, op string, err error) jobrun.Outcome {
+	msg := Describe(op, err, run.repo, s.Limit)
+	if ctx.Err() != nil {
+		// Canceled by request, lease lost or shutting down: the job
+		// says so (the executor sets its outcome); the copy did not
+		// fail, so sync_state keeps its status.
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}
 	}
-	st := prev
-	st.ID, st.Repository, st.LastAttemptAt = StateID, repo, &started
-	st.SnapshotsCopied, st.Bytes = 0, 0
+	run.st.Status, run.st.Error = domain.HealthFailed, msg
+	run.rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelError, Message: msg})
+	s.put(ctx, run.rec, run.st)
+	return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summaryOf(run.st, 0)}
+}
 
-	sctx := ctx
-	if s.Limit > 0 {
-		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(ctx, s.Limit)
-		defer cancel()
+// nothingYet ends a sync that found no local repository: no backup
+// has run, so the offsite copy is as current as it can be.
+func (s *Syncer) nothingYet(ctx, sctx context.Context, run *syncRun, err error) (jobrun.Outcome, bool) {
+	if !errors.Is(err, restic.ErrNoRepository) {
+		return jobrun.Outcome{}, false
 	}
-	fail := func(op string, err error) jobrun.Outcome {
-		msg := Describe(op, err, repo, s.Limit)
-		if ctx.Err() != nil {
-			// Canceled by request, lease lost or shutting down: the job
-			// says so (the executor sets its outcome); the copy did not
-			// fail, so sync_state keeps its status.
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}
-		}
-		st.Status, st.Error = domain.HealthFailed, msg
-		rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelError, Message: msg})
-		s.put(ctx, rec, st)
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summaryOf(st, 0)}
+	if ok, lerr := s.Local.Exists(sctx); lerr != nil || ok {
+		return jobrun.Outcome{}, false
 	}
-	// nothingYet ends a sync that found no local repository: no backup
-	// has run, so the offsite copy is as current as it can be.
-	nothingYet := func(err error) (jobrun.Outcome, bool) {
-		if !errors.Is(err, restic.ErrNoRepository) {
-			return jobrun.Outcome{}, false
-		}
-		if ok, lerr := s.Local.Exists(sctx); lerr != nil || ok {
-			return jobrun.Outcome{}, false
-		}
-		done := s.now()
-		st.Status, st.Error, st.LastSuccessAt = domain.HealthSuccess, "", &done
-		st.SnapshotsPending, st.OldestPendingAt = 0, nil
-		msg := "nothing to sync: the local repository does not exist yet (no backup has run)"
-		rec.Add(ctx, domain.JobEvent{Step: "sync", Message: msg})
-		s.put(ctx, rec, st)
-		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summaryOf(st, 0)}, true
-	}
+	done := s.now()
+	run.st.Status, run.st.Error, run.st.LastSuccessAt = domain.HealthSuccess, "", &done
+	run.st.SnapshotsPending, run.st.OldestPendingAt = 0, nil
+	msg := "nothing to sync: the local repository does not exist yet (no backup has run)"
+	run.rec.Add(ctx, domain.JobEvent{Step: "sync", Message: msg})
+	s.put(ctx, run.rec, run.st)
+	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summaryOf(run.st, 0)}, true
+}
 
-	if s.Guard != nil {
-		// A copy killed with its process left locks in both repositories.
-		if dead, err := s.Guard.ClearStale(sctx, s.Local, s.Remote); err != nil {
-			rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Message: "clearing the locks of restic processes that died: " + err.Error()})
-		} else if len(dead) > 0 {
-			rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Data: map[string]any{"dead_restic_processes": len(dead)},
-				Message: fmt.Sprintf("cleared the repository locks of %d restic process(es) that died (crash or kill)", len(dead))})
-		}
+// clearDeadLocks removes the locks a copy killed with its process left
+// in both repositories, so this sync does not wait on them.
+func (s *Syncer) clearDeadLocks(ctx, sctx context.Context, rec *jobrun.Recorder) {
+	if s.Guard == nil {
+		return
 	}
-	if !s.initialised.Load() {
-		created, err := s.Remote.EnsureCopyTarget(sctx, s.Local)
-		if err != nil {
-			if out, ok := nothingYet(err); ok {
-				return out
-			}
-			return fail("open", err)
-		}
-		if created {
-			rec.Add(ctx, domain.JobEvent{Step: "sync", Message: fmt.Sprintf(
-				"initialised offsite repository %s with the local repository's chunker parameters", repo)})
-		}
-		s.initialised.Store(true)
+	if dead, err := s.Guard.ClearStale(sctx, s.Local, s.Remote); err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Message: "clearing the locks of restic processes that died: " + err.Error()})
+	} else if len(dead) > 0 {
+		rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelWarn, Data: map[string]any{"dead_restic_processes": len(dead)},
+			Message: fmt.Sprintf("cleared the repository locks of %d restic process(es) that died (crash or kill)", len(dead))})
 	}
+}
 
-	rec.Add(ctx, domain.JobEvent{Step: "sync", Message: "copying local snapshots to offsite repository " + repo})
+// openOffsite makes sure the offsite repository exists, once per
+// process: initialised with the local chunker parameters, so
+// deduplication holds across the copy. done means the sync ends here.
+func (s *Syncer) openOffsite(ctx, sctx context.Context, run *syncRun) (out jobrun.Outcome, done bool) {
+	if s.initialised.Load() {
+		return jobrun.Outcome{}, false
+	}
+	created, err := s.Remote.EnsureCopyTarget(sctx, s.Local)
+	if err != nil {
+		if out, ok := s.nothingYet(ctx, sctx, run, err); ok {
+			return out, true
+		}
+		return s.fail(ctx, run, "open", err), true
+	}
+	if created {
+		run.rec.Add(ctx, domain.JobEvent{Step: "sync", Message: fmt.Sprintf(
+			"initialised offsite repository %s with the local repository's chunker parameters", run.repo)})
+	}
+	s.initialised.Store(true)
+	return jobrun.Outcome{}, false
+}
+
+// copyAll runs restic copy of every local snapshot the offsite repository
+// lacks. done means the sync ends here with out.
+func (s *Syncer) copyAll(ctx, sctx context.Context, run *syncRun) (res restic.CopyResult, out jobrun.Outcome, done bool) {
+	run.rec.Add(ctx, domain.JobEvent{Step: "sync", Message: "copying local snapshots to offsite repository " + run.repo})
 	res, err := s.Remote.Copy(sctx, s.Local)
-	st.SnapshotsCopied = len(res.Copied)
+	run.st.SnapshotsCopied = len(res.Copied)
 	if s.Metrics != nil {
 		s.Metrics.Copied.Add(float64(len(res.Copied)))
 	}
 	if err != nil {
-		if out, ok := nothingYet(err); ok {
-			return out
+		if out, ok := s.nothingYet(ctx, sctx, run, err); ok {
+			return res, out, true
 		}
 		if errors.Is(err, restic.ErrNoRepository) {
 			s.initialised.Store(false) // removed under us: check (and init) again next time
 		}
-		return fail("copy", err)
+		return res, s.fail(ctx, run, "copy", err), true
 	}
+	return res, jobrun.Outcome{}, false
+}
+
+// finish records a copy that went through, and what is still pending:
+// snapshots made while the copy ran. A lag that cannot be measured makes
+// the job a warning; the copy itself succeeded.
+func (s *Syncer) finish(ctx, sctx context.Context, run *syncRun, res restic.CopyResult) jobrun.Outcome {
+	st := &run.st
 	done := s.now()
 	st.Status, st.Error, st.LastSuccessAt = domain.HealthSuccess, "", &done
-
-	// What is still pending: snapshots made while the copy ran.
 	local, offsite, lerr := listBoth(sctx, s.Local, s.Remote)
 	var lag Lag
 	if lerr == nil {
@@ -168,31 +215,36 @@ func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder)
 		st.Bytes = copiedBytes(local, res.Copied)
 		st.SnapshotsPending, st.OldestPendingAt = lag.SnapshotsPending(), lag.OldestPendingAt
 	}
-	rec.Add(ctx, domain.JobEvent{Step: "sync", Message: fmt.Sprintf(
-		"copied %d snapshots (%d bytes) to %s; %d were already offsite", len(res.Copied), st.Bytes, repo, len(res.Skipped)),
+	run.rec.Add(ctx, domain.JobEvent{Step: "sync", Message: fmt.Sprintf(
+		"copied %d snapshots (%d bytes) to %s; %d were already offsite", len(res.Copied), st.Bytes, run.repo, len(res.Skipped)),
 		Data: map[string]any{"snapshots_copied": len(res.Copied), "snapshots_skipped": len(res.Skipped), "bytes": st.Bytes}})
 
 	out := jobrun.Outcome{Status: domain.StatusSuccess}
 	if lerr != nil {
 		msg := "snapshots copied, but the offsite lag could not be measured: " + oneLine(lerr.Error())
-		rec.Add(ctx, domain.JobEvent{Step: "sync_lag", Level: domain.LevelWarn, Message: msg})
+		run.rec.Add(ctx, domain.JobEvent{Step: "sync_lag", Level: domain.LevelWarn, Message: msg})
 		out.Status, out.Error = domain.StatusWarning, msg
 	} else {
-		data := map[string]any{"snapshots_pending": lag.SnapshotsPending(), "oldest_pending_age_seconds": int64(lag.OldestPendingAge.Seconds())}
-		msg := "offsite lag: none; every local snapshot is offsite"
-		if lag.OldestPendingAt != nil {
-			data["oldest_pending_at"] = *lag.OldestPendingAt
-			msg = fmt.Sprintf("offsite lag: %d snapshots pending (made while the copy ran), the oldest from %s",
-				lag.SnapshotsPending(), lag.OldestPendingAt.Format(time.RFC3339))
-		}
-		rec.Add(ctx, domain.JobEvent{Step: "sync_lag", Message: msg, Data: data})
+		run.rec.Add(ctx, lagEvent(lag))
 	}
-	s.put(ctx, rec, st)
-	out.Summary = summaryOf(st, len(res.Skipped))
+	s.put(ctx, run.rec, *st)
+	out.Summary = summaryOf(*st, len(res.Skipped))
 	if lerr == nil {
 		out.Summary["oldest_pending_age_seconds"] = int64(lag.OldestPendingAge.Seconds())
 	}
 	return out
+}
+
+// lagEvent reports the measured offsite lag.
+func lagEvent(lag Lag) domain.JobEvent {
+	data := map[string]any{"snapshots_pending": lag.SnapshotsPending(), "oldest_pending_age_seconds": int64(lag.OldestPendingAge.Seconds())}
+	msg := "offsite lag: none; every local snapshot is offsite"
+	if lag.OldestPendingAt != nil {
+		data["oldest_pending_at"] = *lag.OldestPendingAt
+		msg = fmt.Sprintf("offsite lag: %d snapshots pending (made while the copy ran), the oldest from %s",
+			lag.SnapshotsPending(), lag.OldestPendingAt.Format(time.RFC3339))
+	}
+	return domain.JobEvent{Step: "sync_lag", Message: msg, Data: data}
 }
 
 // put writes the sync state; a failed write is reported on the job.

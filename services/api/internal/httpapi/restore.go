@@ -32,31 +32,18 @@ type DestinationInput struct {
 }
 
 // ValidateRestore checks a restore request and returns the job's options
-// (paths cleaned, snapshot id as given). The rules are restore.Validate's,
-// the ones the puller checks again on the job; only the JSON's shape
-// (which destination fields were given at all) is judged here. Errors
-// name the field.
+// (paths cleaned, snapshot id as given). The rules are shared/restore's:
+// Destination judges the JSON's shape (which destination fields were
+// given at all), Validate the values, the same rules the puller checks
+// again on the job. Errors name the field.
 func ValidateRestore(in RestoreInput) (domain.RestoreRequest, *Error) {
 	r := domain.RestoreRequest{SnapshotID: in.SnapshotID, Paths: in.Paths, Overwrite: in.Overwrite, DryRun: in.DryRun}
 	if d := in.Destination; d != nil {
-		toSite := d.ToSite != nil && *d.ToSite
-		switch {
-		case d.LocalPath != nil && (toSite || d.Path != nil):
-			return r, invalid("destination: give either local_path, or to_site with path, not both")
-		case d.LocalPath != nil:
-			r.Destination.LocalPath = *d.LocalPath
-			if r.Destination.LocalPath == "" {
-				return r, invalid("destination.local_path: must not be empty: the folder on this host to restore into")
-			}
-		case d.LocalPath == nil && !toSite && d.Path == nil:
-			return r, invalid(`destination: give {"local_path": "/folder"} or {"to_site": true, "path": "/folder"}`)
-		case d.Path != nil && *d.Path == "" && toSite:
-			return r, invalid("destination.path: required with to_site: the folder on the site to restore into")
-		case d.Path != nil:
-			r.Destination.ToSite, r.Destination.Path = toSite, *d.Path
-		default:
-			r.Destination.ToSite = toSite
+		dest, err := restore.Destination(d.LocalPath, d.ToSite, d.Path)
+		if err != nil {
+			return r, invalid("%s", err.Error())
 		}
+		r.Destination = dest
 	}
 	r = restore.Clean(r)
 	if err := restore.Validate(r); err != nil {
@@ -108,10 +95,8 @@ func (s *server) createRestore(ctx context.Context, siteUUID string, in RestoreI
 	}
 	snap := match[0]
 	req.SnapshotID = snap.ID
-	for i, p := range req.Paths {
-		if !insideAny(p, snap.Paths) {
-			return JobAccepted{}, invalid("paths[%d]: %q is not inside the snapshot, whose root is %s", i, clip(p), strings.Join(snap.Paths, ", "))
-		}
+	if err := restore.InSnapshot(req.Paths, snap.Paths); err != nil {
+		return JobAccepted{}, invalid("%s", err.Error())
 	}
 	return s.enqueue(ctx, domain.Job{
 		ID:        s.newID(),
@@ -121,16 +106,6 @@ func (s *server) createRestore(ctx context.Context, siteUUID string, in RestoreI
 		CreatedAt: s.now().UTC(),
 		Restore:   &req,
 	})
-}
-
-// insideAny reports whether p is one of roots or below one.
-func insideAny(p string, roots []string) bool {
-	for _, r := range roots {
-		if p == r || strings.HasPrefix(p, strings.TrimRight(r, "/")+"/") {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *server) handleCreateRestore(c echo.Context) error {

@@ -193,13 +193,6 @@ func ensureDir(dir string) error {
 // from the caller's ctx ending.
 var errTargetTimeout = errors.New("target timeout")
 
-func withTargetTimeout(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
-	if d <= 0 {
-		return context.WithCancel(ctx)
-	}
-	return context.WithTimeoutCause(ctx, d, errTargetTimeout)
-}
-
 // interrupted describes a step that ctx ended: canceled by the caller, or
 // out of Config.TargetTimeout. It returns "" while ctx is live.
 func interrupted(ctx context.Context, timeout time.Duration) string {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/remote"
 
@@ -71,7 +72,7 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 		}
 	}()
 
-	ctx, cancel := withTargetTimeout(ctx, c.TargetTimeout)
+	ctx, cancel := jobrun.WithLimitCause(ctx, c.TargetTimeout, errTargetTimeout)
 	defer cancel()
 
 	gzBytes, err := fetchDump(ctx, c, t.TargetHash, cmdline, gzTmp, progress)
