@@ -85,7 +85,11 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		return ferr
 	})
 	if errors.Is(err, restic.ErrLocked) {
-		return fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
+		// A live process holds it past --retry-lock: the next attempt
+		// may find it free.
+		out := fail(fmt.Sprintf("restic repository is locked by a live process (waited %s): %v", s.Repo.RetryLock, err))
+		out.Retry = true
+		return out
 	}
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false)
@@ -125,10 +129,13 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 			summary[k] = v
 		}
 		if err != nil {
+			msg := "restic prune: " + err.Error()
 			if res.Removed > 0 {
-				return fail(fmt.Sprintf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %v", res.Removed, err))
+				msg = fmt.Sprintf("forget removed %d snapshot(s), then prune failed (the next attempt prunes again): %v", res.Removed, err)
 			}
-			return fail("restic prune: " + err.Error())
+			out := fail(msg)
+			out.Retry = errors.Is(err, restic.ErrLocked)
+			return out
 		}
 	}
 
