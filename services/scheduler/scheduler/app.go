@@ -303,7 +303,9 @@ func (s *Scheduler) Resign() {
 		// A take-over cut short by shutdown may have written the lease
 		// without our learning it: remove it if it names this instance.
 		if h, ok, err := s.infra.LeaseHolderOf(ctx, LeaderKey); err == nil && ok && h.Worker == s.set.Instance {
-			_ = s.infra.Leases.Delete(ctx, LeaderKey)
+			if err := s.infra.Leases.Delete(ctx, LeaderKey); err != nil {
+				s.log.Warn("scheduler: release leader lease; it expires by TTL", "err", err)
+			}
 		}
 		return
 	}

@@ -316,7 +316,7 @@ func leftData(ctx context.Context, err error) bool {
 // API is then older than this job.
 func (s *Snapshotter) recordHealth(ctx context.Context, rec *jobrun.Recorder, job domain.Job, h domain.Health, msg string, snapshotted bool) {
 	if err := s.putHealth(ctx, job, h, msg, snapshotted); err != nil {
-		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelWarn,
+		rec.Add(ctx, domain.JobEvent{Step: "health", Level: domain.LevelWarn,
 			Message: fmt.Sprintf("site health (%s) not recorded: %v", h, err)})
 	}
 }

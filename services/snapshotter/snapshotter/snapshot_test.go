@@ -77,7 +77,7 @@ func TestSnapshotHealthWriteFailureIsAJobEvent(t *testing.T) {
 		t.Fatalf("job %s: %s", job.Status, job.Error)
 	}
 	ev := h.event(t, job.ID, func(e domain.JobEvent) bool { return e.Level == domain.LevelWarn })
-	if ev.Step != "snapshot" || !strings.HasPrefix(ev.Message, "site health (success) not recorded: ") ||
+	if ev.Step != "health" || !strings.HasPrefix(ev.Message, "site health (success) not recorded: ") ||
 		!strings.Contains(ev.Message, "put site status "+site) {
 		t.Errorf("event = %s %q", ev.Step, ev.Message)
 	}
