@@ -149,13 +149,13 @@ func (s *Scheduler) recoverJob(ctx context.Context, j domain.Job, seen, now time
 		return recBusy, nil
 	}
 
-	log := s.log.With("site_uuid", cur.SiteUUID, "job_id", cur.ID, "step", "recover")
+	log := s.log.With("site_uuid", cur.SiteUUID, "job_id", cur.ID)
 	if cur.Attempts >= s.set.MaxAttempts {
 		msg := "worker lost: no heartbeat since " + seen.UTC().Format(time.RFC3339)
 		if err := jobrun.FailLost(ctx, s.store, s.infra, cur, msg, now, log); err != nil {
 			return recBusy, err
 		}
-		log.Warn("scheduler: stale job failed", "type", cur.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
+		log.Warn("scheduler: stale job failed", "step", "recover", "type", cur.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
 		return recFailed, nil
 	}
 
@@ -170,9 +170,9 @@ func (s *Scheduler) recoverJob(ctx context.Context, j domain.Job, seen, now time
 	case bus.RequeueDuplicate:
 		// Published within the stream's duplicate window: NATS dropped it.
 		// The next pass publishes again once the window has passed.
-		log.Info("scheduler: stale job's request dropped as a duplicate; retrying next pass")
+		log.Info("scheduler: stale job's request dropped as a duplicate; retrying next pass", "step", "recover")
 		return recBusy, nil
 	}
-	log.Warn("scheduler: stale job published again", "type", req.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
+	log.Warn("scheduler: stale job published again", "step", "recover", "type", req.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
 	return recRepublished, nil
 }
