@@ -23,7 +23,7 @@ func startInfra(t *testing.T, ttl time.Duration) *bus.Infra {
 
 // startBus runs an in-process NATS server and declares the bus objects
 // with settings s.
-func startBus(t *testing.T, s bus.Settings) *bus.Infra {
+func startBus(t testing.TB, s bus.Settings) *bus.Infra {
 	t.Helper()
 	n, err := embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(t.TempDir(), "nats"), Port: -1})
 	if err != nil {
@@ -42,7 +42,7 @@ func startBus(t *testing.T, s bus.Settings) *bus.Infra {
 
 // connectJS connects to NATS at url (closed when the test ends) and
 // returns its JetStream context.
-func connectJS(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+func connectJS(t testing.TB, url string, opts ...nats.Option) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {

@@ -84,8 +84,14 @@ func EventSubject(siteUUID, jobID string) string {
 	return EventsPrefix + "." + siteUUID + "." + jobID
 }
 
-// LeaseKey is the KV key of a site's lease.
-func LeaseKey(siteUUID string) string { return "site." + siteUUID }
+// LeaseKey is the KV key of a site's lease. Repository-level jobs (no
+// site) share the lease of RepoSite, so two never run at once.
+func LeaseKey(siteUUID string) string {
+	if siteUUID == "" {
+		siteUUID = RepoSite
+	}
+	return "site." + siteUUID
+}
 
 // Keys of the repository's cluster-wide leases, in the leases bucket:
 // one holder at a time across every process and host.
@@ -162,8 +168,30 @@ func (r JobRequest) Validate() error {
 	return nil
 }
 
+// RequestFor is the request that runs job's first step (its type).
+func RequestFor(job domain.Job) JobRequest {
+	return StepRequest(job, string(job.Type))
+}
+
+// StepRequest is the request that runs step of job: its type, or a
+// continuation (StepSnapshot) the job is handed off to.
+func StepRequest(job domain.Job, step string) JobRequest {
+	return JobRequest{V: JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: step}
+}
+
 // Subject is where r is published.
 func (r JobRequest) Subject() string { return JobSubject(r.SiteUUID, r.Type) }
+
+// MsgID is r's Nats-Msg-Id, by which the job stream drops a second
+// publish of the same request within its duplicate window: the job id,
+// and for the snapshot hand-off, which carries the same job id as the
+// pull, the job id and the step.
+func (r JobRequest) MsgID() string {
+	if r.Type == StepSnapshot {
+		return r.JobID + "." + r.Type
+	}
+	return r.JobID
+}
 
 // StepEvent is a job's step event as published on EventSubject.
 type StepEvent struct {

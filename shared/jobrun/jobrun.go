@@ -285,28 +285,19 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 // job started and its last step's work ended (zero when no work ran).
 func (x *Executor) finish(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, started, workEnd time.Time) error {
 	defer x.release(lease, rec.log)
-	at := x.now()
 	if !out.Status.Terminal() {
 		out.Status = domain.StatusFailed
 	}
-	level := domain.LevelInfo
-	switch out.Status {
-	case domain.StatusFailed:
-		level = domain.LevelError
-	case domain.StatusWarning, domain.StatusCanceled:
-		level = domain.LevelWarn
-	}
-	msg := "finished: " + string(out.Status)
-	if out.Error != "" {
-		msg += ": " + out.Error
-	}
 	rec.status = out.Status
-	rec.Add(ctx, domain.JobEvent{Step: "job", Level: level, Message: msg})
+	rec.Add(ctx, finalEvent(out.Status, out.Error))
 	if err := rec.Flush(ctx); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
+	// finished_at is stamped after the events are written, so the finish
+	// step covers everything after the work up to the final write.
+	at := x.now()
 	if !workEnd.IsZero() {
-		rec.Time("finish", x.now().Sub(workEnd))
+		rec.Time("finish", at.Sub(workEnd))
 	}
 	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
 	if err := x.Store.FinishJobTargets(ctx, job.ID, out.Status, out.Error, out.Summary, out.Targets, at); err != nil {
@@ -353,6 +344,64 @@ func (x *Executor) stepSummary(jobType domain.JobType, rec *Recorder, summary ma
 		}
 	}
 	return summary
+}
+
+// finalEvent is the last event of a job that ended with status.
+func finalEvent(status domain.JobStatus, errMsg string) domain.JobEvent {
+	level := domain.LevelInfo
+	switch status {
+	case domain.StatusFailed:
+		level = domain.LevelError
+	case domain.StatusWarning, domain.StatusCanceled:
+		level = domain.LevelWarn
+	}
+	msg := "finished: " + string(status)
+	if errMsg != "" {
+		msg += ": " + errMsg
+	}
+	return domain.JobEvent{Step: "job", Level: level, Message: msg}
+}
+
+// LostStore is the part of the store FailLost writes.
+type LostStore interface {
+	EventStore
+	FinishJob(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, at time.Time) error
+}
+
+// FailLost ends a running job whose worker is lost as failed with msg,
+// for a caller that does not run the job (the scheduler's stale-job
+// recovery): the events the dead worker published but never stored are
+// stored first, then the final event is recorded after them, as a worker
+// that finishes would, and the job document is finished with the summary
+// it has. The caller must hold the job's lease (one writer per job).
+func FailLost(ctx context.Context, st LostStore, b EventBus, job domain.Job, msg string, at time.Time, log *slog.Logger) error {
+	at = at.UTC()
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rec := &Recorder{job: job, jobType: string(job.Type), store: st, bus: b, now: func() time.Time { return at },
+		log: log, status: domain.StatusFailed, seq: -1}
+	if _, err := rec.Resume(ctx); err != nil {
+		return err
+	}
+	rec.Add(ctx, finalEvent(domain.StatusFailed, msg))
+	if err := rec.Flush(ctx); err != nil {
+		return err
+	}
+	if err := st.FinishJob(ctx, job.ID, domain.StatusFailed, msg, job.Summary, at); err != nil {
+		return fmt.Errorf("finish job %s: %w", job.ID, err)
+	}
+	return nil
+}
+
+// PendingRequest is the request a running job waits on: after a hand-off
+// (the job holds its pulled targets) the snapshot step's, else its own
+// first step's. Whoever requeues a job whose worker was lost sends it.
+func PendingRequest(job domain.Job) events.JobRequest {
+	if job.Type == domain.JobBackup && job.Targets != nil {
+		return events.StepRequest(job, events.StepSnapshot)
+	}
+	return events.RequestFor(job)
 }
 
 // MaxBackoff caps the wait between attempts.
@@ -410,7 +459,7 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 			rec.log.Warn("lease hand-off failed; the next step waits for it to expire", "err", err)
 		}
 	}
-	next := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: out.Next}
+	next := events.StepRequest(job, out.Next)
 	if err := x.Bus.Publish(ctx, next); err != nil {
 		// Nothing will continue the job: end it rather than leave it running.
 		msg := fmt.Sprintf("hand-off to %s failed: %v", out.Next, err)
@@ -424,12 +473,8 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 // site comes back after LeaseRetry.
 func (x *Executor) acquire(ctx context.Context, job domain.Job, step string, log *slog.Logger) (*bus.Lease, error) {
 	// Site jobs hold their site's lease; repository-level jobs (offsite
-	// sync) share one lease, so two never run at once.
-	site := job.SiteUUID
-	if site == "" {
-		site = events.RepoSite
-	}
-	lease, err := x.Bus.AcquireSite(ctx, site, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker, Step: step})
+	// sync) share one (events.LeaseKey), so two never run at once.
+	lease, err := x.Bus.AcquireSite(ctx, job.SiteUUID, bus.LeaseHolder{JobID: job.ID, Worker: x.Worker, Step: step})
 	if errors.Is(err, bus.ErrLeaseHeld) {
 		log.Debug("lease busy; retrying later", "err", err)
 		return nil, bus.RetryAfter(x.LeaseRetry, err)

@@ -19,8 +19,8 @@ import (
 type Recorder struct {
 	job     domain.Job
 	jobType string
-	store   Store
-	bus     Bus
+	store   EventStore
+	bus     EventBus
 	now     func() time.Time
 	log     *slog.Logger
 
@@ -96,6 +96,13 @@ type EventStore interface {
 // EventSource reads a job's events from the event stream.
 type EventSource interface {
 	JobEvents(ctx context.Context, siteUUID, jobID string) ([]events.StepEvent, error)
+}
+
+// EventBus is the part of the bus a Recorder uses: it publishes events
+// and reads them back to resume.
+type EventBus interface {
+	EventSource
+	PublishEvent(ctx context.Context, e events.StepEvent) error
 }
 
 // RecoverEvents stores the events of job that the event stream holds and

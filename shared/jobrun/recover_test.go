@@ -96,3 +96,24 @@ func TestRecoverEvents(t *testing.T) {
 		t.Errorf("stream read failure: %v, want it wrapped", err)
 	}
 }
+
+func TestPendingRequest(t *testing.T) {
+	handed := []domain.TargetRun{{TargetHash: "h", Path: "/var/www"}}
+	for _, tc := range []struct {
+		name     string
+		job      domain.Job
+		wantType string
+	}{
+		{"backup still pulling", domain.Job{ID: "j", SiteUUID: "s", Type: domain.JobBackup}, "backup"},
+		{"backup handed off", domain.Job{ID: "j", SiteUUID: "s", Type: domain.JobBackup, Targets: handed}, events.StepSnapshot},
+		{"retention", domain.Job{ID: "j", SiteUUID: "s", Type: domain.JobRetention}, "retention"},
+		{"offsite sync", domain.Job{ID: "j", Type: domain.JobResticSync}, "restic_sync"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := PendingRequest(tc.job)
+			if r.Type != tc.wantType || r.JobID != tc.job.ID || r.SiteUUID != tc.job.SiteUUID || r.V != events.JobRequestV1 {
+				t.Errorf("request = %+v, want type %s of job %s", r, tc.wantType, tc.job.ID)
+			}
+		})
+	}
+}

@@ -37,7 +37,9 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
 	fail := func(msg string, summary map[string]any) jobrun.Outcome {
-		p.putHealth(ctx, status, job, domain.HealthFailed, msg, nil)
+		if err := p.putHealth(ctx, status, job, domain.HealthFailed, msg, nil); err != nil {
+			rec.Add(ctx, domain.JobEvent{Step: "health", Level: domain.LevelWarn, Message: "site health (failed) not recorded: " + err.Error()})
+		}
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
 	}
 	if len(targets) == 0 {
@@ -250,7 +252,7 @@ func cleanupEvent(c pull.Cleanup) domain.JobEvent {
 }
 
 // putHealth records a failed backup step on the site.
-func (p *Puller) putHealth(ctx context.Context, st domain.SiteStatus, job domain.Job, h domain.Health, msg string, success *time.Time) {
+func (p *Puller) putHealth(ctx context.Context, st domain.SiteStatus, job domain.Job, h domain.Health, msg string, success *time.Time) error {
 	at := p.now()
 	st.SiteUUID = job.SiteUUID
 	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
@@ -259,5 +261,5 @@ func (p *Puller) putHealth(ctx context.Context, st domain.SiteStatus, job domain
 	if success != nil {
 		st.LastSuccessAt = success
 	}
-	_ = p.Store.PutSiteStatus(ctx, st)
+	return p.Store.PutSiteStatus(ctx, st)
 }

@@ -115,5 +115,7 @@ func (p *Puller) exitMaster(c remote.SSHConfig) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), masterExitTimeout)
 	defer cancel()
+	// Best effort: a master that does not answer exits by ControlPersist,
+	// and its socket goes either way (the deferred Remove).
 	_, _ = proc.Run(ctx, proc.Cmd{Step: "ssh master exit", Path: p.Checker.SSHPath, Args: args})
 }

@@ -403,7 +403,11 @@ func restoreTemp(jobID, stagingRoot string, local restore.Local, inStaging bool)
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return "", fmt.Errorf("create restore folder %s: %w", dir, err)
 		}
-		_ = os.Chmod(dir, 0o700)
+		// MkdirAll leaves an existing folder's mode as it was: restored
+		// files must not sit in one others can read.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return "", fmt.Errorf("restrict restore folder %s to 0700: %w", dir, err)
+		}
 		return filepath.Join(dir, jobID), nil
 	}
 	parent := filepath.Dir(local.Path)

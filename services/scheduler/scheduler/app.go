@@ -1,4 +1,4 @@
-// Package app is Satoru's scheduler: timers -> job requests. Every Tick it
+// Package scheduler is Satoru's scheduler: timers -> job requests. Every Tick it
 // reads the sites, the stored schedules (collection "schedules") and, when
 // something is due, the active jobs, lets internal/plan decide, then
 // writes the jobs, publishes their requests and moves the schedules on.
@@ -16,13 +16,11 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/services/scheduler/internal/plan"
@@ -305,7 +303,9 @@ func (s *Scheduler) Resign() {
 		// A take-over cut short by shutdown may have written the lease
 		// without our learning it: remove it if it names this instance.
 		if h, ok, err := s.infra.LeaseHolderOf(ctx, LeaderKey); err == nil && ok && h.Worker == s.set.Instance {
-			_ = s.infra.Leases.Delete(ctx, LeaderKey)
+			if err := s.infra.Leases.Delete(ctx, LeaderKey); err != nil {
+				s.log.Warn("scheduler: release leader lease; it expires by TTL", "err", err)
+			}
 		}
 		return
 	}
@@ -383,16 +383,44 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) (TickResult, error)
 	return res, err
 }
 
-// work is the tick of a leader.
+// work is the tick of a leader: plan, write the schedule changes, queue
+// the runs that are due, then move their schedules on.
 func (s *Scheduler) work(ctx context.Context, now time.Time) (TickResult, error) {
 	start := time.Now()
 	res := TickResult{Queued: map[domain.JobType]int{}}
+	out, err := s.planTick(ctx, now, &res)
+	if err != nil {
+		return res, err
+	}
+	if err := s.applySchedules(ctx, out, &res); err != nil {
+		return res, err
+	}
+	for _, w := range out.Waiting {
+		s.log.Debug("scheduler: run waits", "kind", w.Kind, "site_uuid", w.SiteUUID, "due", w.Due, "reason", w.Reason())
+	}
+	res.Waiting = len(out.Waiting)
+
+	var mv moves
+	s.fire(ctx, out.Fire, &res, &mv)
+	s.resume(ctx, out.Resume, &res, &mv)
+	for _, r := range out.Adopt {
+		res.Adopted++
+		mv.add(r)
+	}
+	res.QueuedIn = time.Since(start)
+	return res, s.moveOn(ctx, mv, &res)
+}
+
+// planTick reads what the plan needs and plans the tick. The active jobs
+// are read only when a run is due, once per tick: on the embedded store
+// that reads the whole jobs collection.
+func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult) (plan.Output, error) {
 	sites, err := s.store.ListSites(ctx)
 	if err != nil {
-		return res, fmt.Errorf("scheduler: %w", err)
+		return plan.Output{}, fmt.Errorf("scheduler: %w", err)
 	}
 	if err := s.loadSchedules(ctx); err != nil {
-		return res, fmt.Errorf("scheduler: %w", err)
+		return plan.Output{}, fmt.Errorf("scheduler: %w", err)
 	}
 	in := plan.Input{
 		Now: now,
@@ -408,113 +436,128 @@ func (s *Scheduler) work(ctx context.Context, now time.Time) (TickResult, error)
 		in.Schedules = append(in.Schedules, sc)
 	}
 	out := plan.Plan(in)
-	if out.NeedActive {
-		// One read of the active jobs per tick, and only when a run is
-		// due: it reads the whole jobs collection on the embedded store.
-		if in.Active, err = s.store.ActiveJobs(ctx, ""); err != nil {
-			return res, fmt.Errorf("scheduler: %w", err)
-		}
-		in.ActiveKnown = true
-		res.ReadActive = true
-		s.active, s.activeKnown = in.Active, true
-		out = plan.Plan(in)
+	if !out.NeedActive {
+		return out, nil
 	}
-
-	if err := s.applySchedules(ctx, out, &res); err != nil {
-		return res, err
+	if in.Active, err = s.store.ActiveJobs(ctx, ""); err != nil {
+		return plan.Output{}, fmt.Errorf("scheduler: %w", err)
 	}
-	for _, w := range out.Waiting {
-		s.log.Debug("scheduler: run waits", "kind", w.Kind, "site_uuid", w.SiteUUID, "due", w.Due, "reason", w.Reason())
+	in.ActiveKnown = true
+	res.ReadActive = true
+	s.active, s.activeKnown = in.Active, true
+	return plan.Plan(in), nil
+}
+
+// moves are the schedule moves of the runs a tick handled.
+type moves struct {
+	swaps []store.ScheduleSwap
+	runs  []plan.Run
+	// lost are the runs counted in TickResult.Lost already, by job id.
+	lost map[string]bool
+}
+
+func (m *moves) add(r plan.Run) {
+	m.swaps, m.runs = append(m.swaps, r.Swap), append(m.runs, r)
+}
+
+func (m *moves) addLost(r plan.Run) {
+	if m.lost == nil {
+		m.lost = map[string]bool{}
 	}
-	res.Waiting = len(out.Waiting)
+	m.lost[r.Job.ID] = true
+	m.add(r)
+}
 
-	var swaps []store.ScheduleSwap
-	var swapRuns []plan.Run
-	lost := map[string]bool{} // runs counted in res.Lost already
-
-	// New jobs: one insert for all, then their requests.
-	if len(out.Fire) > 0 {
-		jobs := make([]domain.Job, len(out.Fire))
-		for i, r := range out.Fire {
-			jobs[i] = r.Job
-		}
-		inserted, ierr := s.store.InsertJobs(ctx, jobs)
-		if ierr != nil {
-			s.log.Error("scheduler: write jobs", "err", ierr)
-		}
-		var pub []plan.Run
-		for i, r := range out.Fire {
-			switch {
-			case inserted[i]:
-				pub = append(pub, r)
-			case ierr == nil:
-				// Its id exists: the same run was queued already, by
-				// another scheduler or before a restart. Move the
-				// schedule on (if nobody did).
-				res.Lost++
-				lost[r.Job.ID] = true
-				swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
-			default:
-				res.Failed++
-			}
-		}
-		perr := s.publish(ctx, pub)
-		for i, r := range pub {
-			if perr[i] != nil {
-				// Written, not published: the next tick finds it queued
-				// and publishes it again (Resume).
-				s.log.Error("scheduler: publish job request", "job_id", r.Job.ID, "site_uuid", r.SiteUUID, "type", r.Job.Type, "err", perr[i])
-				res.Failed++
-				continue
-			}
-			res.Queued[r.Job.Type]++
-			res.JobIDs = append(res.JobIDs, r.Job.ID)
-			swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+// fire queues the new runs: one insert for all their jobs, then their
+// requests (the job document is written first, then published).
+func (s *Scheduler) fire(ctx context.Context, runs []plan.Run, res *TickResult, mv *moves) {
+	if len(runs) == 0 {
+		return
+	}
+	jobs := make([]domain.Job, len(runs))
+	for i, r := range runs {
+		jobs[i] = r.Job
+	}
+	inserted, ierr := s.store.InsertJobs(ctx, jobs)
+	if ierr != nil {
+		s.log.Error("scheduler: write jobs", "err", ierr)
+	}
+	var pub []plan.Run
+	var reqs []events.JobRequest
+	for i, r := range runs {
+		switch {
+		case inserted[i]:
+			pub = append(pub, r)
+			reqs = append(reqs, events.RequestFor(r.Job))
+		case ierr == nil:
+			// Its id exists: the same run was queued already, by
+			// another scheduler or before a restart. Move the schedule
+			// on (if nobody did).
+			res.Lost++
+			mv.addLost(r)
+		default:
+			res.Failed++
 		}
 	}
-
-	// Jobs written by an earlier tick that stopped before moving the
-	// schedule on.
-	for _, r := range out.Resume {
-		res.Resumed++
-		sent, err := s.republish(ctx, r)
+	for i, err := range s.infra.PublishAll(ctx, reqs) {
+		r := pub[i]
 		if err != nil {
-			s.log.Error("scheduler: publish resumed job request", "job_id", r.Job.ID, "err", err)
+			// Written, not published: the next tick finds it queued and
+			// publishes it again (resume).
+			s.log.Error("scheduler: publish job request", "job_id", r.Job.ID, "site_uuid", r.SiteUUID, "type", r.Job.Type, "err", err)
 			res.Failed++
 			continue
 		}
-		if sent {
+		res.Queued[r.Job.Type]++
+		res.JobIDs = append(res.JobIDs, r.Job.ID)
+		mv.add(r)
+	}
+}
+
+// resume queues again the runs whose job an earlier tick wrote and then
+// stopped before moving the schedule on: their request is published
+// again unless the stream still holds it.
+func (s *Scheduler) resume(ctx context.Context, runs []plan.Run, res *TickResult, mv *moves) {
+	for _, r := range runs {
+		res.Resumed++
+		got, err := s.infra.Requeue(ctx, events.RequestFor(r.Job))
+		if err != nil {
+			s.log.Error("scheduler: publish resumed job request", "job_id", r.Job.ID, "site_uuid", r.SiteUUID, "err", err)
+			res.Failed++
+			continue
+		}
+		if got == bus.RequeuePublished {
 			res.Republished++
 		}
-		swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
+		mv.add(r)
 	}
-	for _, r := range out.Adopt {
-		res.Adopted++
-		swaps, swapRuns = append(swaps, r.Swap), append(swapRuns, r)
-	}
-	res.QueuedIn = time.Since(start)
+}
 
-	// Move the schedules on, each only if it still holds what was read.
-	if len(swaps) > 0 {
-		swapped, err := s.store.SwapSchedules(ctx, swaps)
-		for i, ok := range swapped {
-			if ok {
-				s.cache[swaps[i].Schedule.ID] = swaps[i].Schedule
-				continue
-			}
-			s.cacheOK = false // read afresh next tick
-			if err == nil && !lost[swapRuns[i].Job.ID] {
-				s.log.Warn("scheduler: schedule moved on meanwhile; another scheduler ran it",
-					"schedule", swaps[i].Schedule.ID, "job_id", swapRuns[i].Job.ID)
-				res.Lost++
-			}
+// moveOn moves the schedules of the handled runs on, each only if it
+// still holds what was read; one that moved meanwhile was run by another
+// scheduler.
+func (s *Scheduler) moveOn(ctx context.Context, mv moves, res *TickResult) error {
+	if len(mv.swaps) == 0 {
+		return nil
+	}
+	swapped, err := s.store.SwapSchedules(ctx, mv.swaps)
+	for i, ok := range swapped {
+		if ok {
+			s.cache[mv.swaps[i].Schedule.ID] = mv.swaps[i].Schedule
+			continue
 		}
-		if err != nil {
-			s.cacheOK = false
-			return res, fmt.Errorf("scheduler: %w", err)
+		s.cacheOK = false // read afresh next tick
+		if err == nil && !mv.lost[mv.runs[i].Job.ID] {
+			s.log.Warn("scheduler: schedule moved on meanwhile; another scheduler ran it",
+				"schedule", mv.swaps[i].Schedule.ID, "job_id", mv.runs[i].Job.ID)
+			res.Lost++
 		}
 	}
-	return res, nil
+	if err != nil {
+		s.cacheOK = false
+		return fmt.Errorf("scheduler: %w", err)
+	}
+	return nil
 }
 
 // loadSchedules reads the schedules into the cache unless it is valid.
@@ -580,75 +623,4 @@ func (s *Scheduler) applySchedules(ctx context.Context, out plan.Output, res *Ti
 		}
 	}
 	return nil
-}
-
-// publish sends the job requests of runs asynchronously, in windows, and
-// waits for every ack; errs[i] is the outcome of runs[i]. The requests
-// are those the API sends (bus.Infra.Publish): JSON events.JobRequest on
-// its subject with Nats-Msg-Id = job_id.
-func (s *Scheduler) publish(ctx context.Context, runs []plan.Run) []error {
-	errs := make([]error, len(runs))
-	const window = 256
-	for start := 0; start < len(runs); start += window {
-		end := min(start+window, len(runs))
-		futs := make([]jetstream.PubAckFuture, end-start)
-		for i := start; i < end; i++ {
-			futs[i-start], errs[i] = s.publishAsync(request(runs[i]))
-		}
-		for i, f := range futs {
-			if f == nil {
-				continue
-			}
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				errs[start+i] = fmt.Errorf("bus: publish job %s: %w", runs[start+i].Job.ID, err)
-			case <-ctx.Done():
-				errs[start+i] = ctx.Err()
-			}
-		}
-	}
-	return errs
-}
-
-func (s *Scheduler) publishAsync(r events.JobRequest) (jetstream.PubAckFuture, error) {
-	if err := r.Validate(); err != nil {
-		return nil, err
-	}
-	data, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("bus: encode job request %s: %w", r.JobID, err)
-	}
-	f, err := s.infra.JS.PublishAsync(r.Subject(), data, jetstream.WithMsgID(r.JobID))
-	if err != nil {
-		return nil, fmt.Errorf("bus: publish job %s on %s: %w", r.JobID, r.Subject(), err)
-	}
-	return f, nil
-}
-
-// republish publishes a resumed run's request again unless the stream
-// holds it as the last message of its subject, and reports whether it
-// published. A request published within the stream's duplicate window
-// (10 minutes) is dropped by NATS anyway.
-func (s *Scheduler) republish(ctx context.Context, r plan.Run) (bool, error) {
-	req := request(r)
-	str, err := s.infra.JS.Stream(ctx, events.StreamJobs)
-	if err != nil {
-		return false, fmt.Errorf("bus: stream %s: %w", events.StreamJobs, err)
-	}
-	msg, err := str.GetLastMsgForSubject(ctx, req.Subject())
-	switch {
-	case err == nil && msg.Header.Get(jetstream.MsgIDHeader) == req.JobID:
-		return false, nil
-	case err != nil && !errors.Is(err, jetstream.ErrMsgNotFound):
-		return false, fmt.Errorf("bus: read %s: %w", req.Subject(), err)
-	}
-	if err := s.infra.Publish(ctx, req); err != nil {
-		return false, err
-	}
-	return true, nil
-}
-
-func request(r plan.Run) events.JobRequest {
-	return events.JobRequest{V: events.JobRequestV1, JobID: r.Job.ID, SiteUUID: r.SiteUUID, Type: string(r.Job.Type)}
 }

@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/satoru/satoru/services/scheduler/internal/plan"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 )
@@ -119,44 +118,4 @@ func seedHistory(b *testing.B, e *env, sites []string, n int) {
 	if err := e.st.ArchiveJobs(context.Background(), jobs); err != nil {
 		b.Fatal(err)
 	}
-}
-
-// Publishing 1,000 job requests: one at a time as the API does
-// (bus.Infra.Publish, each waiting for its ack) against the scheduler's
-// async publish (all sent, then the acks awaited).
-func BenchmarkPublish1000(b *testing.B) {
-	const n = 1000
-	runs := func(round int) []plan.Run {
-		out := make([]plan.Run, n)
-		for i := range out {
-			site := fmt.Sprintf("site-%04d", i)
-			out[i] = plan.Run{SiteUUID: site, Job: domain.Job{ID: fmt.Sprintf("r%d-%04d", round, i), SiteUUID: site, Type: domain.JobBackup}}
-		}
-		return out
-	}
-	b.Run("sync", func(b *testing.B) {
-		e := newEnv(b)
-		ctx := ctxT(b)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			for _, r := range runs(i) {
-				if err := e.in.Publish(ctx, request(r)); err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
-	b.Run("async", func(b *testing.B) {
-		e := newEnv(b)
-		s := e.scheduler(b, "bench", Settings{})
-		ctx := ctxT(b)
-		b.ResetTimer()
-		for i := 0; i < b.N; i++ {
-			for _, err := range s.publish(ctx, runs(i)) {
-				if err != nil {
-					b.Fatal(err)
-				}
-			}
-		}
-	})
 }

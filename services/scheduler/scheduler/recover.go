@@ -2,12 +2,9 @@ package scheduler
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
@@ -118,15 +115,11 @@ func lastSign(j domain.Job) (time.Time, bool) {
 
 // recoverJob recovers one stale running job under its site lease.
 func (s *Scheduler) recoverJob(ctx context.Context, j domain.Job, seen, now time.Time) (recOutcome, error) {
-	site := j.SiteUUID
-	if site == "" {
-		site = events.RepoSite
-	}
 	// Only a free lease is taken: a lease still held means its holder
 	// renews it. The holder is not the job itself, so a worker that gets
 	// the job redelivered meanwhile waits (ErrLeaseHeld) instead of taking
 	// the lease over while the scheduler writes the job.
-	lease, err := s.infra.AcquireKey(ctx, events.LeaseKey(site),
+	lease, err := s.infra.AcquireKey(ctx, events.LeaseKey(j.SiteUUID),
 		bus.LeaseHolder{JobID: "recover:" + j.ID, Worker: "scheduler:" + s.set.Instance})
 	if errors.Is(err, bus.ErrLeaseHeld) {
 		s.log.Debug("scheduler: stale job's site lease is held; leaving it", "job_id", j.ID, "err", err)
@@ -156,103 +149,30 @@ func (s *Scheduler) recoverJob(ctx context.Context, j domain.Job, seen, now time
 		return recBusy, nil
 	}
 
+	log := s.log.With("site_uuid", cur.SiteUUID, "job_id", cur.ID)
 	if cur.Attempts >= s.set.MaxAttempts {
 		msg := "worker lost: no heartbeat since " + seen.UTC().Format(time.RFC3339)
-		if err := s.failJob(ctx, cur, msg, now); err != nil {
+		if err := jobrun.FailLost(ctx, s.store, s.infra, cur, msg, now, log); err != nil {
 			return recBusy, err
 		}
-		s.log.Warn("scheduler: stale job failed", "job_id", cur.ID, "site_uuid", cur.SiteUUID, "type", cur.Type,
-			"attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
+		log.Warn("scheduler: stale job failed", "step", "recover", "type", cur.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
 		return recFailed, nil
 	}
 
-	req := events.JobRequest{V: events.JobRequestV1, JobID: cur.ID, SiteUUID: cur.SiteUUID, Type: string(cur.Type)}
-	msgID := cur.ID
-	if cur.Type == domain.JobBackup && cur.Targets != nil {
-		// Handed off: the snapshot step is what was lost.
-		req.Type, msgID = events.StepSnapshot, cur.ID+"."+events.StepSnapshot
-	}
-	queued, err := s.inStream(ctx, req.Subject(), msgID)
+	req := jobrun.PendingRequest(cur)
+	got, err := s.infra.Requeue(ctx, req)
 	if err != nil {
 		return recBusy, err
 	}
-	if queued {
+	switch got {
+	case bus.RequeueHeld:
 		return recPending, nil
-	}
-	dup, err := s.publishRecovered(ctx, req, msgID)
-	if err != nil {
-		return recBusy, err
-	}
-	if dup {
+	case bus.RequeueDuplicate:
 		// Published within the stream's duplicate window: NATS dropped it.
 		// The next pass publishes again once the window has passed.
-		s.log.Info("scheduler: stale job's request dropped as a duplicate; retrying next pass", "job_id", cur.ID)
+		log.Info("scheduler: stale job's request dropped as a duplicate; retrying next pass", "step", "recover")
 		return recBusy, nil
 	}
-	s.log.Warn("scheduler: stale job published again", "job_id", cur.ID, "site_uuid", cur.SiteUUID, "type", req.Type,
-		"attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
+	log.Warn("scheduler: stale job published again", "step", "recover", "type", req.Type, "attempts", cur.Attempts, "worker", cur.Worker, "heartbeat_at", seen)
 	return recRepublished, nil
-}
-
-// failJob marks a job failed with msg and records why as its last event,
-// after the events its dead worker published but never stored (so none
-// is lost and no seq is used twice). The caller holds the job's lease.
-func (s *Scheduler) failJob(ctx context.Context, j domain.Job, msg string, now time.Time) error {
-	last, _, err := jobrun.RecoverEvents(ctx, s.store, s.infra, j)
-	if err != nil {
-		return err
-	}
-	ev := domain.JobEvent{Seq: last + 1, TS: now, Step: "job", Level: domain.LevelError, Message: "finished: failed: " + msg}
-	if err := s.store.AppendEvents(ctx, j.ID, ev); err != nil {
-		return err
-	}
-	if err := s.store.FinishJob(ctx, j.ID, domain.StatusFailed, msg, j.Summary, now); err != nil {
-		return err
-	}
-	se := events.StepEvent{V: events.StepEventV1, JobID: j.ID, SiteUUID: j.SiteUUID, JobType: string(j.Type),
-		Status: string(domain.StatusFailed), Event: ev}
-	if err := s.infra.PublishEvent(ctx, se); err != nil {
-		s.log.Warn("scheduler: step event not published", "job_id", j.ID, "err", err)
-	}
-	return nil
-}
-
-// inStream reports whether the job stream still holds a message with
-// msgID on subject (a work queue keeps a message until it is acked, so a
-// held one is redelivered).
-func (s *Scheduler) inStream(ctx context.Context, subject, msgID string) (bool, error) {
-	str, err := s.infra.JS.Stream(ctx, events.StreamJobs)
-	if err != nil {
-		return false, fmt.Errorf("bus: stream %s: %w", events.StreamJobs, err)
-	}
-	for seq := uint64(1); ; {
-		msg, err := str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("bus: read %s: %w", subject, err)
-		}
-		if msg.Header.Get(jetstream.MsgIDHeader) == msgID {
-			return true, nil
-		}
-		seq = msg.Sequence + 1
-	}
-}
-
-// publishRecovered publishes req as bus.Infra.Publish does (Nats-Msg-Id
-// msgID) and reports whether the stream dropped it as a duplicate.
-func (s *Scheduler) publishRecovered(ctx context.Context, req events.JobRequest, msgID string) (bool, error) {
-	if err := req.Validate(); err != nil {
-		return false, err
-	}
-	data, err := json.Marshal(req)
-	if err != nil {
-		return false, fmt.Errorf("bus: encode job request %s: %w", req.JobID, err)
-	}
-	ack, err := s.infra.JS.Publish(ctx, req.Subject(), data, jetstream.WithMsgID(msgID))
-	if err != nil {
-		return false, fmt.Errorf("bus: publish job %s on %s: %w", req.JobID, req.Subject(), err)
-	}
-	return ack.Duplicate, nil
 }

@@ -29,12 +29,15 @@ import (
 
 // Settings are the snapshotter's knobs, taken from config by the caller.
 type Settings struct {
-	Worker        string
-	Concurrency   int
-	AckWait       time.Duration
-	Heartbeat     time.Duration
-	LeaseRetry    time.Duration
-	MaxAttempts   int
+	Worker      string
+	Concurrency int
+	AckWait     time.Duration
+	Heartbeat   time.Duration
+	LeaseRetry  time.Duration
+	MaxAttempts int
+	// RetryBase is job_retry_base_seconds: the first wait before the next
+	// attempt of a job whose repository was locked.
+	RetryBase     time.Duration
 	StagingRoot   string
 	Repo          restic.Repo
 	SnapshotLimit time.Duration
@@ -100,6 +103,7 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		AckWait:     d.Settings.AckWait,
 		Heartbeat:   d.Settings.Heartbeat,
 		LeaseRetry:  d.Settings.LeaseRetry,
+		RetryBase:   d.Settings.RetryBase,
 		MaxAttempts: d.Settings.MaxAttempts,
 		Registry:    d.Registry,
 		Log:         d.Log,
@@ -178,7 +182,7 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	plan := planSnapshot(ctx, job, rec, s.StagingRoot)
 	fail := func(msg string) jobrun.Outcome {
-		s.putHealth(ctx, job, domain.HealthFailed, msg, false)
+		s.recordHealth(ctx, rec, job, domain.HealthFailed, msg, false)
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
 	}
 	if plan.pulled+plan.warned == 0 {
@@ -200,7 +204,11 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	defer cancel()
 	sum, incomplete, err := s.backup(ctx, sctx, job, rec, plan, release)
 	if err != nil {
-		return fail(err.Error())
+		out := fail(err.Error())
+		// Locked past --retry-lock by another process (a prune, a check
+		// elsewhere): the next attempt may find the repository free.
+		out.Retry = errors.Is(err, restic.ErrLocked)
+		return out
 	}
 	s.recordSnapshot(ctx, job, rec, sum, summary)
 
@@ -209,7 +217,7 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	if status == domain.StatusWarning {
 		health = domain.HealthWarning
 	}
-	s.putHealth(ctx, job, health, msg, true)
+	s.recordHealth(ctx, rec, job, health, msg, true)
 	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: plan.targets}
 }
 
@@ -346,12 +354,22 @@ func leftData(ctx context.Context, err error) bool {
 	return true
 }
 
-// putHealth records the backup's outcome on the site. Failures to write
-// are logged through the job's events by the caller's finish.
-func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.Health, msg string, snapshotted bool) {
+// recordHealth records the backup's outcome on the site. A failed write
+// does not change the job's outcome (the snapshot is made or not either
+// way) but is a warning event of the job: the site's health shown by the
+// API is then older than this job.
+func (s *Snapshotter) recordHealth(ctx context.Context, rec *jobrun.Recorder, job domain.Job, h domain.Health, msg string, snapshotted bool) {
+	if err := s.putHealth(ctx, job, h, msg, snapshotted); err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "health", Level: domain.LevelWarn,
+			Message: fmt.Sprintf("site health (%s) not recorded: %v", h, err)})
+	}
+}
+
+// putHealth writes the backup's outcome into the site's status.
+func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.Health, msg string, snapshotted bool) error {
 	st, err := s.Store.GetSiteStatus(ctx, job.SiteUUID)
 	if err != nil {
-		return
+		return err
 	}
 	at := s.now()
 	st.SiteUUID = job.SiteUUID
@@ -364,7 +382,7 @@ func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.He
 	if snapshotted && h == domain.HealthSuccess {
 		st.LastSuccessAt = &at
 	}
-	_ = s.Store.PutSiteStatus(ctx, st)
+	return s.Store.PutSiteStatus(ctx, st)
 }
 
 // seedLastSuccess starts each site's last-success gauge at the stored

@@ -79,7 +79,11 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		err = s.prune(rctx, ctx, job, rec, summary, &res)
 	}
 	if err != nil {
-		return fail(err.Error())
+		out := fail(err.Error())
+		// A live process holds the lock past --retry-lock: the next
+		// attempt may find the repository free.
+		out.Retry = errors.Is(err, restic.ErrLocked)
+		return out
 	}
 	level, msg := retentionMessage(res)
 	rec.Add(ctx, domain.JobEvent{Step: step, Level: level, Message: msg, Data: retentionData(res)})

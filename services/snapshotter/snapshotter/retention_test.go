@@ -181,7 +181,7 @@ func TestRetentionJobs(t *testing.T) {
 		}
 	})
 
-	t.Run("a live lock is not removed: the job fails", func(t *testing.T) {
+	t.Run("a live lock is not removed: the job is retried, then fails", func(t *testing.T) {
 		h.serve(t, h.snapshotter(500*time.Millisecond))
 		a := uuid.NewString()
 		h.backups(t, a, 2, 10_000)
@@ -193,6 +193,20 @@ func TestRetentionJobs(t *testing.T) {
 		release()
 		if job.Status != domain.StatusFailed || !strings.Contains(job.Error, "locked by a live process") {
 			t.Fatalf("job %s: %s", job.Status, job.Error)
+		}
+		// A locked repository may come free: every attempt but the last
+		// was retried.
+		if job.Attempts != 3 {
+			t.Errorf("attempts = %d, want all 3", job.Attempts)
+		}
+		retries := 0
+		for _, e := range h.events(t, job.ID) {
+			if e.Step == "retry" && strings.Contains(e.Message, "locked by a live process") {
+				retries++
+			}
+		}
+		if retries != 2 {
+			t.Errorf("%d retry events naming the lock, want 2", retries)
 		}
 		if n := len(h.snapshotIDs(t, a)); n != 2 {
 			t.Errorf("%d snapshots left, want 2", n)
@@ -281,7 +295,7 @@ func (h *harness) serve(t *testing.T, s *Snapshotter) {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := Deps{
 		Settings: Settings{Worker: "test-snapshotter", Concurrency: 2, AckWait: 10 * time.Second, Heartbeat: time.Second,
-			LeaseRetry: 200 * time.Millisecond, MaxAttempts: 3, StagingRoot: s.StagingRoot, Repo: s.Repo},
+			LeaseRetry: 200 * time.Millisecond, MaxAttempts: 3, RetryBase: 2 * time.Second, StagingRoot: s.StagingRoot, Repo: s.Repo},
 		Store: h.st, Infra: h.infra, Registry: prometheus.NewRegistry(),
 		Log: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
@@ -356,13 +370,19 @@ func (h *harness) submitRetentionID(t *testing.T, site, id string) {
 // after pulling the site's one target.
 func (h *harness) submitSnapshot(t *testing.T, site string) string {
 	t.Helper()
-	now := time.Now().UTC()
 	id := uuid.NewString()
+	h.submitSnapshotID(t, site, id)
+	return id
+}
+
+// submitSnapshotID is submitSnapshot with the job id given.
+func (h *harness) submitSnapshotID(t *testing.T, site, id string) {
+	t.Helper()
+	now := time.Now().UTC()
 	h.submit(t, domain.Job{ID: id, SiteUUID: site, Type: domain.JobBackup, Status: domain.StatusRunning, Attempts: 1,
 		CreatedAt: now, StartedAt: &now, Worker: "test-puller",
 		Targets: []domain.TargetRun{{TargetHash: stagedTarget, Path: "/data", Mode: domain.ModeDirectory, Status: domain.HealthSuccess}}},
 		events.StepSnapshot)
-	return id
 }
 
 func (h *harness) submit(t *testing.T, job domain.Job, reqType string) {

@@ -93,6 +93,9 @@ func Run(ctx context.Context, d Deps) error {
 		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry), Guard: guard}
 	if st, err := d.Store.GetSyncState(ctx, StateID); err == nil {
 		s.Metrics.observe(st)
+	} else if d.Log != nil {
+		// The sync metrics then start empty until the next sync.
+		d.Log.Warn("cannot seed the offsite sync metrics", "err", err)
 	}
 	concurrency := d.Settings.Concurrency
 	if concurrency < 1 {

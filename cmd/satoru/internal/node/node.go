@@ -212,6 +212,7 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settin
 		AckWait:        cfg.JobAckWait,
 		Heartbeat:      cfg.JobHeartbeat,
 		LeaseRetry:     time.Second,
+		RetryBase:      cfg.JobRetryBase,
 		MaxAttempts:    cfg.JobMaxAttempts,
 		StagingRoot:    cfg.StagingRoot,
 		Repo:           repo,

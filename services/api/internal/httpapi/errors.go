@@ -145,7 +145,7 @@ func (s *server) errorHandler(err error, c echo.Context) {
 		c.Response().Header().Set("WWW-Authenticate", `Bearer realm="satoru"`)
 	}
 	if req.Method == http.MethodHead {
-		_ = c.NoContent(e.Status)
+		_ = c.NoContent(e.Status) // already the error path: a failed write has no one to go to
 		return
 	}
 	if err := c.JSON(e.Status, Envelope{Error: EnvelopeError{Code: e.Code, Message: e.Message}}); err != nil {

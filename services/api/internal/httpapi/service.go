@@ -291,7 +291,7 @@ func (s *server) enqueue(ctx context.Context, job domain.Job) (JobAccepted, erro
 	if err := s.store.InsertJob(ctx, job); err != nil {
 		return JobAccepted{}, storeError(err, "", "")
 	}
-	req := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: string(job.Type)}
+	req := events.RequestFor(job)
 	// The job exists now: publish it even if the client goes away.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 	defer cancel()

@@ -30,7 +30,7 @@ func Index() http.Handler {
 		}
 		setHeaders(w)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_, _ = w.Write(b)
+		_, _ = w.Write(b) // the client went away: nothing left to tell it
 	})
 }
 

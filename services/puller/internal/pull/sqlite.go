@@ -104,6 +104,9 @@ func (r *Result) sqlite(ctx context.Context, c Config, siteUUID string, t domain
 		return
 	}
 	ok = true
+	// Best effort: the copy is whole either way; a crash before the
+	// folder is synced at worst loses the rename, and the next pull
+	// dumps again.
 	_ = syncDir(staging)
 	r.Status = domain.HealthSuccess
 	r.Files, r.Bytes = 1, size
