@@ -90,12 +90,12 @@ func Run(ctx context.Context, d Deps) error {
 			if log == nil {
 				log = slog.New(slog.DiscardHandler)
 			}
-			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", "puller"))
+			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", domain.ServicePuller))
 		}()
 		defer func() { stop(); <-swept }()
 	}
 	return jobrun.Service{
-		Name:        "puller",
+		Name:        domain.ServicePuller,
 		Consumer:    events.ConsumerPuller,
 		Infra:       d.Infra,
 		Store:       d.Store,

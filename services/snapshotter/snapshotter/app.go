@@ -90,7 +90,7 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 	}()
 	defer func() { stop(); <-locksDone }()
 	return jobrun.Service{
-		Name:        "snapshotter",
+		Name:        domain.ServiceSnapshotter,
 		Consumer:    events.ConsumerSnapshotter,
 		Infra:       d.Infra,
 		Store:       d.Store,
@@ -158,15 +158,6 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }
-
-// Host is the stable restic --host of a site's snapshots.
-func Host(siteUUID string) string { return "satoru-" + siteUUID }
-
-// SiteTag is the restic tag every snapshot of a site carries.
-func SiteTag(siteUUID string) string { return "site:" + siteUUID }
-
-// Tags are the restic tags of a backup job's snapshot.
-func Tags(siteUUID, jobID string) []string { return []string{SiteTag(siteUUID), "job:" + jobID} }
 
 func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	summary := job.Summary
@@ -240,8 +231,8 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	sum, err := s.Repo.Backup(sctx, restic.BackupOptions{
 		Paths:    []string{siteDir},
-		Host:     Host(job.SiteUUID),
-		Tags:     Tags(job.SiteUUID, job.ID),
+		Host:     domain.ResticHost(job.SiteUUID),
+		Tags:     domain.SnapshotTags(job.SiteUUID, job.ID),
 		Excludes: excludes,
 	}, progress)
 	incomplete := errors.Is(err, restic.ErrIncomplete)

@@ -217,13 +217,13 @@ func TestRetentionJobs(t *testing.T) {
 
 func TestRetentionOptions(t *testing.T) {
 	got := restic.ForgetArgs(RetentionOptions("s-1", []string{"--keep-last", "2"}))
-	want := []string{"forget", "--json", "--host", "satoru-s-1", "--tag", "site:s-1", "--group-by", "host", "--keep-last", "2"}
+	want := []string{"forget", "--json", "--host", domain.ResticHost("s-1"), "--tag", domain.SiteTag("s-1"), "--group-by", "host", "--keep-last", "2"}
 	if !slices.Equal(got, want) {
 		t.Errorf("argv = %q\nwant   %q", got, want)
 	}
 	// The site tag is the one backups put on their snapshots.
-	if !slices.Contains(Tags("s-1", "job-1"), SiteTag("s-1")) {
-		t.Errorf("Tags %q lack %q", Tags("s-1", "job-1"), SiteTag("s-1"))
+	if !slices.Contains(domain.SnapshotTags("s-1", "job-1"), domain.SiteTag("s-1")) {
+		t.Errorf("Tags %q lack %q", domain.SnapshotTags("s-1", "job-1"), domain.SiteTag("s-1"))
 	}
 }
 
@@ -308,8 +308,8 @@ func (h *harness) backups(t *testing.T, site string, n, size int) []string {
 			t.Fatal(err)
 		}
 		writeRandom(t, filepath.Join(dir, "f"), size)
-		s, err := h.repo.Backup(t.Context(), restic.BackupOptions{Paths: []string{dir}, Host: Host(site),
-			Tags: Tags(site, fmt.Sprintf("job-%d", i))}, nil)
+		s, err := h.repo.Backup(t.Context(), restic.BackupOptions{Paths: []string{dir}, Host: domain.ResticHost(site),
+			Tags: domain.SnapshotTags(site, fmt.Sprintf("job-%d", i))}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -459,7 +459,7 @@ func (l liveEvents) next(t *testing.T, match func(domain.JobEvent) bool) domain.
 
 func (h *harness) snapshotIDs(t *testing.T, site string) []string {
 	t.Helper()
-	snaps, err := h.repo.Snapshots(t.Context(), SiteTag(site))
+	snaps, err := h.repo.Snapshots(t.Context(), domain.SiteTag(site))
 	if err != nil {
 		t.Fatal(err)
 	}

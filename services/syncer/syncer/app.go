@@ -22,11 +22,6 @@ import (
 	"github.com/satoru/satoru/shared/store"
 )
 
-// StateID is the _id of the offsite repository's sync_state document.
-// Satoru has one offsite repository, so the id is fixed; the API reads
-// the same id.
-const StateID = "offsite"
-
 // Settings are the syncer's knobs, taken from config by the caller.
 type Settings struct {
 	Worker string
@@ -91,7 +86,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	s := &Syncer{Store: d.Store, Local: guard.Track(d.Settings.Local), Remote: guard.Track(d.Settings.Remote, d.Settings.Local),
 		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry), Guard: guard}
-	if st, err := d.Store.GetSyncState(ctx, StateID); err == nil {
+	if st, err := d.Store.GetSyncState(ctx, domain.OffsiteSyncStateID); err == nil {
 		s.Metrics.observe(st)
 	}
 	concurrency := d.Settings.Concurrency
@@ -105,7 +100,7 @@ func Run(ctx context.Context, d Deps) error {
 			"offsite", restic.RedactLocation(d.Settings.Remote.Repository))
 	}
 	return jobrun.Service{
-		Name:        "syncer",
+		Name:        domain.ServiceSyncer,
 		Consumer:    events.ConsumerSyncer,
 		Infra:       d.Infra,
 		Store:       d.Store,

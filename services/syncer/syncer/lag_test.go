@@ -196,7 +196,7 @@ func TestSyncWrongOffsitePassword(t *testing.T) {
 	}
 	remote.Password = testPassword
 	when := now.Add(-time.Hour)
-	st := &memStore{st: domain.SyncState{ID: StateID, Status: domain.HealthSuccess, LastSuccessAt: &when, SnapshotsPending: 3}, hasSt: true}
+	st := &memStore{st: domain.SyncState{ID: domain.OffsiteSyncStateID, Status: domain.HealthSuccess, LastSuccessAt: &when, SnapshotsPending: 3}, hasSt: true}
 	job := runWork(t, &Syncer{Store: st, Local: local, Remote: remote, Now: func() time.Time { return now }})
 	if job.Status != domain.StatusFailed || !strings.Contains(job.Error, "the restic password does not open the offsite repository") {
 		t.Fatalf("job = %s %q", job.Status, job.Error)

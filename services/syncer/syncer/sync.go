@@ -70,7 +70,7 @@ func (s *Syncer) Pick(job domain.Job) (jobrun.Work, error) {
 func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	started := s.now()
 	repo := restic.RedactLocation(s.Remote.Repository)
-	prev, err := s.Store.GetSyncState(ctx, StateID)
+	prev, err := s.Store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	if err != nil {
 		// Writing now could lose last_success_at; leave the state alone.
 		msg := "read sync state: " + err.Error()
@@ -78,7 +78,7 @@ func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder)
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}
 	}
 	st := prev
-	st.ID, st.Repository, st.LastAttemptAt = StateID, repo, &started
+	st.ID, st.Repository, st.LastAttemptAt = domain.OffsiteSyncStateID, repo, &started
 	st.SnapshotsCopied, st.Bytes = 0, 0
 
 	sctx := ctx

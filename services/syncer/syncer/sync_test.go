@@ -199,7 +199,7 @@ func (e *syncEnv) runSync() domain.Job {
 
 func (e *syncEnv) state() domain.SyncState {
 	e.t.Helper()
-	st, err := e.store.GetSyncState(e.t.Context(), StateID)
+	st, err := e.store.GetSyncState(e.t.Context(), domain.OffsiteSyncStateID)
 	if err != nil {
 		e.t.Fatal(err)
 	}

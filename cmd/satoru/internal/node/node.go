@@ -122,13 +122,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
 	}
 	if roles.Puller {
-		n.goService("puller", func(ctx context.Context) error {
+		n.goService(domain.ServicePuller, func(ctx context.Context) error {
 			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
-			n.goService("snapshotter", func(ctx context.Context) error {
+			n.goService(domain.ServiceSnapshotter, func(ctx context.Context) error {
 				return snapshotter.Run(ctx, snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
@@ -137,13 +137,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 			if err != nil {
 				return nil, err
 			}
-			n.goService("syncer", func(ctx context.Context) error {
+			n.goService(domain.ServiceSyncer, func(ctx context.Context) error {
 				return syncer.Run(ctx, syncer.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 	}
 	if roles.Scheduler {
-		n.goService("scheduler", func(ctx context.Context) error {
+		n.goService(domain.ServiceScheduler, func(ctx context.Context) error {
 			return scheduler.Run(ctx, scheduler.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
 		}, ctx)
 	}
@@ -383,7 +383,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Token:      token,
 		Registry:   n.Registry,
 		Ready:      []apiserver.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
-		Log:        n.Log.With("service", "api"),
+		Log:        n.Log.With("service", domain.ServiceAPI),
 		Repo:       repo,
 		Services:   n.Infra,
 		Events:     n.Infra,
@@ -400,7 +400,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 			{Name: "restic_repo_path", Path: cfg.ResticRepoPath, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 		},
 	})
-	n.goService("api", func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
+	n.goService(domain.ServiceAPI, func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
 	return nil
 }
 

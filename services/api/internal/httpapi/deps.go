@@ -144,7 +144,7 @@ type Deps struct {
 	// liveness out of the report.
 	Services Liveness
 	// ExpectedServices are the services that must have a live instance;
-	// nil means DefaultExpectedServices.
+	// nil means domain.Services().
 	ExpectedServices []string
 
 	// SiteListMaxAge is how old the snapshot of all sites and statuses

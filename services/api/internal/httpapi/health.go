@@ -43,10 +43,6 @@ const (
 // default of restic_sync_interval_hours).
 const DefaultSyncInterval = 24 * time.Hour
 
-// SyncStateID is the _id of the offsite repository's sync_state document
-// (the syncer writes it under the same id).
-const SyncStateID = "offsite"
-
 // HealthReport is the answer of GET /health.
 type HealthReport struct {
 	Status    string    `json:"status"`
@@ -67,10 +63,6 @@ const (
 	ServiceUp   = "up"
 	ServiceDown = "down"
 )
-
-// DefaultExpectedServices are the services a deployment runs, each of
-// which must have at least one live instance.
-var DefaultExpectedServices = []string{"api", "puller", "snapshotter", "syncer", "scheduler"}
 
 // LivenessHealth is which service instances are alive, from the entries
 // they keep in the NATS KV bucket SATORU_SERVICES.

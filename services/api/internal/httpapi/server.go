@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/satoru/satoru/services/api/internal/web"
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/restore"
 )
 
@@ -84,7 +85,7 @@ func New(d Deps) *echo.Echo {
 		s.streamPing = DefaultStreamPing
 	}
 	if s.expected == nil {
-		s.expected = DefaultExpectedServices
+		s.expected = domain.Services()
 	}
 	if s.diskSpace == nil {
 		s.diskSpace = StatDisk
