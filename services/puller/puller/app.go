@@ -16,6 +16,7 @@ import (
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
 	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -112,6 +113,12 @@ func Run(ctx context.Context, d Deps) error {
 		Pick:        p.Pick,
 		Notify:      d.Notify,
 	}.Run(ctx)
+}
+
+// headroom is the free space staging and the repository must keep
+// (staging_min_free_bytes / staging_min_free_percent).
+func (b BackupSettings) headroom() disk.Headroom {
+	return disk.Headroom{MinFreeBytes: b.MinFreeBytes, MinFreePercent: b.MinFreePercent}
 }
 
 // NewChecker builds the preflight checker, resolving local tools once.

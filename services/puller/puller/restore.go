@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
-	"github.com/satoru/satoru/services/puller/internal/pull"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
@@ -145,7 +144,7 @@ func (p *Puller) restore(ctx context.Context, job domain.Job, rec *jobrun.Record
 	if !inStaging {
 		room = filepath.Dir(local.Path)
 	}
-	if err := pull.CheckHeadroom([]string{room}, b.MinFreeBytes, b.MinFreePercent); err != nil {
+	if err := b.headroom().Check(room); err != nil {
 		return fail("disk headroom: %v; nothing restored", err)
 	}
 	tmp, err := restoreTemp(job.ID, stagingRoot, local, inStaging)

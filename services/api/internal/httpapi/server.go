@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/satoru/satoru/services/api/internal/web"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/restore"
 )
@@ -88,7 +89,7 @@ func New(d Deps) *echo.Echo {
 		s.expected = domain.Services()
 	}
 	if s.diskSpace == nil {
-		s.diskSpace = StatDisk
+		s.diskSpace = disk.Stat
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
