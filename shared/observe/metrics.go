@@ -57,10 +57,10 @@ func NewSiteMetrics(reg prometheus.Registerer) *SiteMetrics {
 			Help: "Outcome of the site's last backup, one-hot by status (success, warning, failed).",
 		}, []string{"site", "status"}),
 	}
-	m.LastSuccess = register(reg, m.LastSuccess)
-	m.LastRun = register(reg, m.LastRun)
-	m.LastStatus = register(reg, m.LastStatus)
-	m.Health = register(reg, m.Health)
+	m.LastSuccess = Register(reg, m.LastSuccess)
+	m.LastRun = Register(reg, m.LastRun)
+	m.LastStatus = Register(reg, m.LastStatus)
+	m.Health = Register(reg, m.Health)
 	return m
 }
 
@@ -129,9 +129,9 @@ func NewPullMetrics(reg prometheus.Registerer) *PullMetrics {
 			Help: "Targets pulled, by site and outcome (success, warning, failed).",
 		}, []string{"site", "status"}),
 	}
-	m.Transferred = register(reg, m.Transferred)
-	m.Files = register(reg, m.Files)
-	m.Targets = register(reg, m.Targets)
+	m.Transferred = Register(reg, m.Transferred)
+	m.Files = Register(reg, m.Files)
+	m.Targets = Register(reg, m.Targets)
 	return m
 }
 
@@ -162,7 +162,7 @@ func NewSnapshotMetrics(reg prometheus.Registerer) *SnapshotMetrics {
 			Help: "Bytes restic added to the local repository (after deduplication), by site.",
 		}, []string{"site"}),
 	}
-	m.DataAdded = register(reg, m.DataAdded)
+	m.DataAdded = Register(reg, m.DataAdded)
 	return m
 }
 
@@ -198,7 +198,7 @@ func NewDiskMetrics(reg prometheus.Registerer) *DiskMetrics {
 			"Configured headroom: backups refuse to start below this many free bytes.", []string{"path"}, nil),
 		paths: map[string]disk.Headroom{},
 	}
-	return register(reg, d)
+	return Register(reg, d)
 }
 
 // Watch reports path (or, until it exists, its nearest existing parent)
@@ -272,7 +272,7 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 		sources: map[string]*queueSource{},
 		now:     time.Now,
 	}
-	return register(reg, q)
+	return Register(reg, q)
 }
 
 // Watch reports consumer's pending count read with fn.

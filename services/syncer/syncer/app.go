@@ -17,6 +17,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
@@ -146,23 +147,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		return m
 	}
-	m.LastSuccess = register(reg, m.LastSuccess)
-	m.LastOK = register(reg, m.LastOK)
-	m.Pending = register(reg, m.Pending)
-	m.OldestPending = register(reg, m.OldestPending)
-	m.Copied = register(reg, m.Copied)
+	m.LastSuccess = observe.Register(reg, m.LastSuccess)
+	m.LastOK = observe.Register(reg, m.LastOK)
+	m.Pending = observe.Register(reg, m.Pending)
+	m.OldestPending = observe.Register(reg, m.OldestPending)
+	m.Copied = observe.Register(reg, m.Copied)
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
 }
 
 // observe sets the gauges from a sync state.
