@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -123,10 +122,7 @@ func (b BackupSettings) headroom() disk.Headroom {
 
 // NewChecker builds the preflight checker, resolving local tools once.
 func NewChecker(s Settings) *preflight.Checker {
-	resticPath := s.ResticBin
-	if resticPath == "" {
-		resticPath = ResolveRestic()
-	}
+	resticPath := restic.FindBin(s.ResticBin)
 	tools := []preflight.LocalTool{
 		{Name: "ssh", Path: lookPath("ssh")},
 		{Name: "rsync", Path: lookPath("rsync")},
@@ -150,23 +146,6 @@ func lookPath(name string) string {
 	return p
 }
 
-// ResolveRestic finds restic: the project's bin/ (where `make` installs a
-// new enough one), then beside the executable, then PATH.
-func ResolveRestic() string {
-	cands := []string{filepath.Join("bin", "restic")}
-	if exe, err := exec.LookPath("satoru"); err == nil {
-		cands = append(cands, filepath.Join(filepath.Dir(exe), "restic"))
-	}
-	for _, c := range cands {
-		if p, err := exec.LookPath(c); err == nil {
-			if abs, err := filepath.Abs(p); err == nil {
-				return abs
-			}
-			return p
-		}
-	}
-	return lookPath("restic")
-}
 
 // Store is what the puller's work reads and writes.
 type Store interface {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -254,7 +253,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	repo := restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "repo"), Password: "retention-test-password-5c1",
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "repo"), Password: "retention-test-password-5c1",
 		CacheDir: filepath.Join(dir, "cache")}
 	if err := repo.Init(t.Context()); err != nil {
 		t.Fatal(err)
@@ -536,27 +535,6 @@ func (h *harness) lockCount(t *testing.T) int {
 		}
 	}
 	return n
-}
-
-// resticBin finds restic: $SATORU_RESTIC_BIN, else the project's
-// bin/restic, else PATH. Nothing skips: a missing restic fails the test.
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			abs, _ := filepath.Abs(p)
-			return abs
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
 }
 
 type testWriter struct{ t *testing.T }

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -38,24 +36,6 @@ const (
 	testSecretKey = "b2-app-key-Zx81-do-not-leak"
 	testPassword  = "local-and-offsite-password-42"
 )
-
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
-}
 
 // syncEnv is one test's world: the stack, the S3 server, a local
 // repository with a staging folder to back up.
@@ -97,7 +77,7 @@ func newSyncEnv(t *testing.T) *syncEnv {
 	if err := os.MkdirAll(e.staging, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e.local = restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "repo"), Password: testPassword,
+	e.local = restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "repo"), Password: testPassword,
 		CacheDir: filepath.Join(dir, "cache"), RetryLock: time.Minute}
 	if err := e.local.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -355,7 +335,7 @@ func TestIntegrationSync(t *testing.T) {
 func TestSyncWithoutLocalRepository(t *testing.T) {
 	// No backup has run yet: nothing to copy, no offsite repository made.
 	dir := t.TempDir()
-	local := restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "none"), Password: testPassword, CacheDir: filepath.Join(dir, "c")}
+	local := restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "none"), Password: testPassword, CacheDir: filepath.Join(dir, "c")}
 	remote := local
 	remote.Repository = filepath.Join(dir, "offsite")
 	st := &memStore{}

@@ -270,11 +270,7 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncer.Settings, erro
 // once into <data_dir>/restic-password (0600). Losing that password loses
 // the backups: the start-up banner says where it is.
 func ResticRepo(cfg config.Config) (restic.Repo, error) {
-	bin := cfg.ResticBin
-	if bin == "" {
-		bin = puller.ResolveRestic()
-	}
-	repo := restic.Repo{Bin: bin, Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
+	repo := restic.Repo{Bin: restic.FindBin(cfg.ResticBin), Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
 		CacheDir: filepath.Join(cfg.DataDir, "restic-cache")}
 	if cfg.ResticPassword.IsSet() {
 		repo.Password = cfg.ResticPassword.Value()
