@@ -282,7 +282,7 @@ func TestIntegrationSync(t *testing.T) {
 
 	// A third local snapshot is pending until the next sync.
 	id3, _ := e.backup("three.bin")
-	lag, err := MeasureLag(ctx, e.local, remote, time.Now())
+	lag, err := measureLag(ctx, e.local, remote)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,7 +297,7 @@ func TestIntegrationSync(t *testing.T) {
 	if st2.SnapshotsCopied != 1 || st2.SnapshotsPending != 0 || !st2.LastSuccessAt.After(*st.LastSuccessAt) {
 		t.Errorf("sync state after the second sync = %+v", st2)
 	}
-	if lag, err := MeasureLag(ctx, e.local, remote, time.Now()); err != nil || lag.SnapshotsPending() != 0 {
+	if lag, err := measureLag(ctx, e.local, remote); err != nil || lag.SnapshotsPending() != 0 {
 		t.Errorf("lag after the second sync = %+v, %v", lag, err)
 	}
 	stop()
@@ -364,4 +364,13 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// measureLag lists both repositories as a sync does and compares them.
+func measureLag(ctx context.Context, local, offsite restic.Repo) (Lag, error) {
+	l, o, err := listBoth(ctx, local, offsite)
+	if err != nil {
+		return Lag{}, err
+	}
+	return ComputeLag(l, o, time.Now()), nil
 }

@@ -378,7 +378,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Dispatcher: n.Infra,
 		Token:      token,
 		Registry:   n.Registry,
-		Ready:      []apiserver.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
+		Ready:      []apiserver.Checker{apiserver.CheckFunc("store", n.Store.Ping), apiserver.CheckFunc("nats", n.natsReady)},
 		Log:        n.Log.With("service", domain.ServiceAPI),
 		Repo:       repo,
 		Services:   n.Infra,
@@ -441,14 +441,6 @@ func (n *Node) natsReady(context.Context) error {
 	}
 	return nil
 }
-
-type checker struct {
-	name string
-	fn   func(context.Context) error
-}
-
-func (c checker) Name() string                    { return c.name }
-func (c checker) Check(ctx context.Context) error { return c.fn(ctx) }
 
 // APIToken returns the admin token: SATORU_API_TOKEN, api_token_file, or
 // one generated once into <data_dir>/api-token (0600) and reused.
