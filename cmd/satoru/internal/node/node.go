@@ -79,6 +79,7 @@ type Node struct {
 	StoreURI string
 
 	conns  *conns.Conns
+	notify *notify.Jobs // nil without webhook_url; closed after the services stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -117,8 +118,8 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	// and succeeds later in the snapshotter counts as a recovery.
 	var hook func(context.Context, domain.Job, jobrun.Outcome)
 	if cfg.WebhookURL != "" {
-		jobs := &notify.Jobs{Webhook: &notify.Webhook{URL: cfg.WebhookURL, Log: log.With("service", "notify")}}
-		hook = jobs.Hook
+		n.notify = &notify.Jobs{Webhook: &notify.Webhook{URL: cfg.WebhookURL, Log: log.With("service", "notify")}}
+		hook = n.notify.Hook
 		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
 	}
 	if roles.Puller {
@@ -517,6 +518,13 @@ func (n *Node) Wait() error {
 }
 
 func (n *Node) close() {
+	if n.notify != nil {
+		// The services have stopped, so no new event comes; one try's
+		// worth of time for those in flight, then they are dropped.
+		ctx, cancel := context.WithTimeout(context.Background(), notify.Timeout)
+		n.notify.Close(ctx)
+		cancel()
+	}
 	if n.conns != nil {
 		n.conns.Close()
 	}
