@@ -135,7 +135,6 @@ func (c Config) RedactedWebhookURL() string { return RedactWebhookURL(c.WebhookU
 // RedactedNATSURL is nats_url with any credentials replaced.
 func (c Config) RedactedNATSURL() string { return redactURLs(c.NATSURL) }
 
-
 // EnvName is the environment variable of a key: SATORU_<KEY>.
 func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
 

@@ -333,4 +333,3 @@ func headOf(b []byte) string {
 	}
 	return string(b)
 }
-

@@ -146,7 +146,6 @@ func lookPath(name string) string {
 	return p
 }
 
-
 // Store is what the puller's work reads and writes.
 type Store interface {
 	GetSite(ctx context.Context, uuid string) (domain.Site, error)

@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/shared/domain"

@@ -59,7 +59,6 @@ func ComputeLag(local, offsite []restic.Snapshot, now time.Time) Lag {
 	return lag
 }
 
-
 // listBoth lists the snapshots of both repositories concurrently.
 func listBoth(ctx context.Context, local, offsite restic.Repo) (l, o []restic.Snapshot, err error) {
 	var (
