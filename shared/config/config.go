@@ -137,19 +137,6 @@ func (c Config) RedactedWebhookURL() string { return RedactWebhookURL(c.WebhookU
 // RedactedNATSURL is nats_url with any credentials replaced.
 func (c Config) RedactedNATSURL() string { return redactURLs(c.NATSURL) }
 
-// SlogLevel is log_level as a slog.Level.
-func (c Config) SlogLevel() slog.Level {
-	switch c.LogLevel {
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
-
 // EnvName is the environment variable of a key: SATORU_<KEY>.
 func EnvName(key string) string { return EnvPrefix + strings.ToUpper(key) }
 

@@ -1,5 +1,10 @@
 // Package domain holds Satoru's data model: sites, targets, jobs, job
 // events and their statuses, as stored in MongoDB and returned by the API.
+// It is also the contract for the names one service writes and another
+// reads (snapshot tags, the restic host, the sync-state id, the service
+// names; names.go): every service imports domain already, and those names
+// key stored data just as its field names do. Subjects, streams and
+// consumers are in package events.
 package domain
 
 import (

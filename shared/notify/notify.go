@@ -142,13 +142,21 @@ func scrub(err error) error {
 // restart failed. Canceled jobs are neither reported nor remembered.
 //
 // Events are sent in the background so a slow endpoint never holds a
-// job's worker or site lease; Wait waits for those in flight.
+// job's worker or site lease. Jobs owns those sends: they outlive the job
+// that caused them but not the process, so the owner calls Close at
+// shutdown, which lets them finish for a while and then drops them with
+// a log.
 type Jobs struct {
 	Webhook *Webhook
 	Now     func() time.Time
 
 	mu     sync.Mutex
 	failed map[jobKey]bool
+	closed bool
+	// stop ends the sends in flight when Close gives up waiting; made on
+	// the first send.
+	stop   context.Context
+	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
@@ -161,15 +169,54 @@ func (n *Jobs) Hook(ctx context.Context, job domain.Job, out jobrun.Outcome) {
 	if !ok {
 		return
 	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		n.Webhook.log().Warn("webhook event dropped: shutting down", "event", e.Event, "job_id", e.JobID, "site_uuid", e.SiteUUID)
+		return
+	}
+	if n.stop == nil {
+		n.stop, n.cancel = context.WithCancel(context.Background())
+	}
+	// Add under mu, so Close never waits on a group that grows after it
+	// has closed.
 	n.wg.Add(1)
+	stop := n.stop
+	n.mu.Unlock()
+	// Not the job's ctx: it ends when the job returns, right after this
+	// hook, and the send must outlive it.
 	go func() {
 		defer n.wg.Done()
-		n.Webhook.Notify(context.WithoutCancel(ctx), e)
+		n.Webhook.Notify(stop, e)
 	}()
 }
 
 // Wait waits for the events being sent.
 func (n *Jobs) Wait() { n.wg.Wait() }
+
+// Close stops taking events (later ones are dropped with a log) and waits
+// for those being sent until ctx ends; then it cancels them, each logging
+// that it was not delivered, and returns once their goroutines have.
+func (n *Jobs) Close(ctx context.Context) {
+	n.mu.Lock()
+	n.closed = true
+	cancel := n.cancel
+	n.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		n.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		n.Webhook.log().Warn("webhook sends still running at shutdown; dropping them")
+	}
+	if cancel != nil {
+		cancel()
+	}
+	<-done
+}
 
 // event records the outcome and returns the event to send, if any.
 func (n *Jobs) event(job domain.Job, out jobrun.Outcome) (Event, bool) {

@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -175,4 +177,92 @@ func TestUnreachableDoesNotLeakToken(t *testing.T) {
 	if strings.Contains(logs.String(), "SECRET-TOKEN") || !strings.Contains(logs.String(), "giving up") {
 		t.Errorf("logs:\n%s", logs.String())
 	}
+}
+
+// hookGoroutines counts the goroutines sending an event for Jobs.Hook.
+func hookGoroutines() int {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	return strings.Count(string(buf), "notify.(*Jobs).Hook.func")
+}
+
+func TestCloseLetsPendingSendsFinish(t *testing.T) {
+	s, n, _ := setup(t, 0)
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(200 * time.Millisecond)
+		s.ServeHTTP(w, r)
+	}))
+	t.Cleanup(slow.Close)
+	n.Webhook.URL = slow.URL
+	n.Hook(context.Background(), job("j1", domain.JobBackup), jobrun.Outcome{Status: domain.StatusFailed, Error: "boom"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	n.Close(ctx)
+	if _, hits := s.snapshot(); hits != 1 {
+		t.Fatalf("after Close the listener got %d requests, want the pending one", hits)
+	}
+	if g := hookGoroutines(); g != 0 {
+		t.Errorf("%d send goroutine(s) outlive Close", g)
+	}
+}
+
+func TestCloseDropsSendsAtTheDeadline(t *testing.T) {
+	_, n, logs := setup(t, 0)
+	release := make(chan struct{})
+	var hits atomic.Int32
+	stuck := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		select { // an endpoint that never answers in time
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(stuck.Close)
+	t.Cleanup(func() { close(release) })
+	n.Webhook.URL = stuck.URL + "/hooks/SECRET-TOKEN"
+	// A transport slow to give up after cancellation: a Close that did not
+	// wait for the send to return would leave it running.
+	n.Webhook.Client = &http.Client{Transport: slowCancel{http.DefaultTransport}}
+	n.Hook(context.Background(), job("j1", domain.JobBackup), jobrun.Outcome{Status: domain.StatusFailed, Error: "boom"})
+	deadline := time.Now().Add(5 * time.Second)
+	for hits.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if hits.Load() == 0 {
+		t.Fatal("the send never reached the endpoint")
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	n.Close(ctx)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %s past its deadline of 100ms", d)
+	}
+	if g := hookGoroutines(); g != 0 {
+		t.Errorf("%d send goroutine(s) outlive Close", g)
+	}
+	// After Close an event is dropped, with a log, and nothing is sent.
+	n.Hook(context.Background(), job("j2", domain.JobBackup), jobrun.Outcome{Status: domain.StatusFailed, Error: "boom"})
+	if g := hookGoroutines(); g != 0 || hits.Load() != 1 {
+		t.Errorf("a Hook after Close started %d send(s); listener hits %d", g, hits.Load())
+	}
+	for _, want := range []string{"dropping them", "webhook not delivered; giving up", "webhook event dropped: shutting down"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "SECRET-TOKEN") {
+		t.Errorf("logs show the webhook token:\n%s", logs.String())
+	}
+}
+
+type slowCancel struct{ next http.RoundTripper }
+
+func (s slowCancel) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := s.next.RoundTrip(r)
+	if r.Context().Err() != nil {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return resp, err
 }

@@ -2,16 +2,13 @@ package observe
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/satoru/satoru/shared/disk"
 )
 
 // Site outcomes as the site metrics name them (domain.Health values).
@@ -60,10 +57,10 @@ func NewSiteMetrics(reg prometheus.Registerer) *SiteMetrics {
 			Help: "Outcome of the site's last backup, one-hot by status (success, warning, failed).",
 		}, []string{"site", "status"}),
 	}
-	m.LastSuccess = register(reg, m.LastSuccess)
-	m.LastRun = register(reg, m.LastRun)
-	m.LastStatus = register(reg, m.LastStatus)
-	m.Health = register(reg, m.Health)
+	m.LastSuccess = Register(reg, m.LastSuccess)
+	m.LastRun = Register(reg, m.LastRun)
+	m.LastStatus = Register(reg, m.LastStatus)
+	m.Health = Register(reg, m.Health)
 	return m
 }
 
@@ -132,9 +129,9 @@ func NewPullMetrics(reg prometheus.Registerer) *PullMetrics {
 			Help: "Targets pulled, by site and outcome (success, warning, failed).",
 		}, []string{"site", "status"}),
 	}
-	m.Transferred = register(reg, m.Transferred)
-	m.Files = register(reg, m.Files)
-	m.Targets = register(reg, m.Targets)
+	m.Transferred = Register(reg, m.Transferred)
+	m.Files = Register(reg, m.Files)
+	m.Targets = Register(reg, m.Targets)
 	return m
 }
 
@@ -165,7 +162,7 @@ func NewSnapshotMetrics(reg prometheus.Registerer) *SnapshotMetrics {
 			Help: "Bytes restic added to the local repository (after deduplication), by site.",
 		}, []string{"site"}),
 	}
-	m.DataAdded = register(reg, m.DataAdded)
+	m.DataAdded = Register(reg, m.DataAdded)
 	return m
 }
 
@@ -187,12 +184,7 @@ type DiskMetrics struct {
 	free, size, min *prometheus.Desc
 
 	mu    sync.Mutex
-	paths map[string]diskLimit
-}
-
-type diskLimit struct {
-	bytes   int64
-	percent int
+	paths map[string]disk.Headroom
 }
 
 // NewDiskMetrics registers the disk collector on reg.
@@ -204,9 +196,9 @@ func NewDiskMetrics(reg prometheus.Registerer) *DiskMetrics {
 			"Size of the path's filesystem in bytes.", []string{"path"}, nil),
 		min: prometheus.NewDesc("satoru_disk_min_free_bytes",
 			"Configured headroom: backups refuse to start below this many free bytes.", []string{"path"}, nil),
-		paths: map[string]diskLimit{},
+		paths: map[string]disk.Headroom{},
 	}
-	return register(reg, d)
+	return Register(reg, d)
 }
 
 // Watch reports path (or, until it exists, its nearest existing parent)
@@ -217,7 +209,7 @@ func (d *DiskMetrics) Watch(path string, minFreeBytes int64, minFreePercent int)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.paths[path] = diskLimit{bytes: minFreeBytes, percent: minFreePercent}
+	d.paths[path] = disk.Headroom{MinFreeBytes: minFreeBytes, MinFreePercent: minFreePercent}
 }
 
 // Describe implements prometheus.Collector.
@@ -230,51 +222,20 @@ func (d *DiskMetrics) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (d *DiskMetrics) Collect(ch chan<- prometheus.Metric) {
 	d.mu.Lock()
-	paths := make(map[string]diskLimit, len(d.paths))
+	paths := make(map[string]disk.Headroom, len(d.paths))
 	for p, l := range d.paths {
 		paths[p] = l
 	}
 	d.mu.Unlock()
-	for p, l := range paths {
-		free, size, err := DiskSpace(p)
+	for p, h := range paths {
+		s, err := disk.Stat(p)
 		if err != nil {
 			continue // no series beats a wrong one; the headroom check reports the error
 		}
-		lim := float64(l.bytes)
-		if pct := float64(size) * float64(l.percent) / 100; pct > lim {
-			lim = pct
-		}
-		ch <- prometheus.MustNewConstMetric(d.free, prometheus.GaugeValue, float64(free), p)
-		ch <- prometheus.MustNewConstMetric(d.size, prometheus.GaugeValue, float64(size), p)
-		ch <- prometheus.MustNewConstMetric(d.min, prometheus.GaugeValue, lim, p)
+		ch <- prometheus.MustNewConstMetric(d.free, prometheus.GaugeValue, float64(s.FreeBytes), p)
+		ch <- prometheus.MustNewConstMetric(d.size, prometheus.GaugeValue, float64(s.TotalBytes), p)
+		ch <- prometheus.MustNewConstMetric(d.min, prometheus.GaugeValue, float64(h.MinBytes(s.TotalBytes)), p)
 	}
-}
-
-// DiskSpace returns the available and total bytes of path's filesystem,
-// statting its nearest existing parent while path does not exist.
-func DiskSpace(path string) (free, size int64, err error) {
-	at, err := filepath.Abs(path)
-	if err != nil {
-		return 0, 0, err
-	}
-	for {
-		if _, err = os.Stat(at); err == nil {
-			break
-		}
-		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			return 0, 0, err
-		}
-		parent := filepath.Dir(at)
-		if parent == at {
-			return 0, 0, err
-		}
-		at = parent
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(at, &st); err != nil {
-		return 0, 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), int64(st.Blocks) * int64(st.Bsize), nil
 }
 
 // QueueMetrics report satoru_jobs_pending{consumer}: messages of a
@@ -311,7 +272,7 @@ func NewQueueMetrics(reg prometheus.Registerer) *QueueMetrics {
 		sources: map[string]*queueSource{},
 		now:     time.Now,
 	}
-	return register(reg, q)
+	return Register(reg, q)
 }
 
 // Watch reports consumer's pending count read with fn.

@@ -3,6 +3,7 @@
 package observe
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -99,31 +100,29 @@ func NewJobMetrics(reg prometheus.Registerer) *JobMetrics {
 		}, []string{"type", "step"}),
 		Sites: NewSiteMetrics(reg),
 	}
-	m.Finished = register(reg, m.Finished)
-	m.Duration = register(reg, m.Duration)
-	m.Running = register(reg, m.Running)
-	m.Retries = register(reg, m.Retries)
-	m.Steps = register(reg, m.Steps)
+	m.Finished = Register(reg, m.Finished)
+	m.Duration = Register(reg, m.Duration)
+	m.Running = Register(reg, m.Running)
+	m.Retries = Register(reg, m.Retries)
+	m.Steps = Register(reg, m.Steps)
 	return m
 }
 
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+// Register registers c on reg, or returns the collector of the same kind
+// already registered there under its name: services that share one
+// registry (satoru up), or a second constructor call, share the series
+// instead of failing. Any other registration error is a programming
+// error (two metrics of one name with different labels or help), which
+// every test that builds the metrics finds, so it panics.
+func Register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	if err := reg.Register(c); err != nil {
 		var are prometheus.AlreadyRegisteredError
-		if ok := asAlreadyRegistered(err, &are); ok {
+		if errors.As(err, &are) {
 			if existing, ok := are.ExistingCollector.(C); ok {
 				return existing
 			}
 		}
-		panic(fmt.Sprintf("observe: register metric: %v", err)) // a programming error, found by any test
+		panic(fmt.Sprintf("observe: register metric: %v", err))
 	}
 	return c
-}
-
-func asAlreadyRegistered(err error, target *prometheus.AlreadyRegisteredError) bool {
-	are, ok := err.(prometheus.AlreadyRegisteredError)
-	if ok {
-		*target = are
-	}
-	return ok
 }

@@ -62,7 +62,7 @@ func TestPreflightOnEdgeHost(t *testing.T) {
 		{Index: 5, Mode: domain.ModeSQLiteDump, Path: www},
 	}
 	start := time.Now()
-	rep, err := remote.RunPreflight(ctx, sshConfig(h), targets, tmp, time.Minute)
+	rep, err := runPreflight(ctx, sshConfig(h), targets, tmp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,4 +502,18 @@ func TestSQLiteDumpOverSSH(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(h.Dir, "missing.db")); err == nil {
 		t.Error("the dump created the missing database on the site")
 	}
+}
+
+// runPreflight runs PreflightCommand over ssh and parses its report, as
+// the puller's preflight does over its master connection.
+func runPreflight(ctx context.Context, c remote.SSHConfig, targets []remote.PreflightTarget, tmpDir string) (remote.PreflightReport, error) {
+	cmdline, err := remote.PreflightCommand(targets, tmpDir)
+	if err != nil {
+		return remote.PreflightReport{}, err
+	}
+	res, err := remote.RunSSH(ctx, c, "preflight", cmdline, time.Minute)
+	if err != nil {
+		return remote.PreflightReport{}, err
+	}
+	return remote.ParsePreflight(res.Stdout)
 }

@@ -2,13 +2,11 @@ package remote
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/satoru/satoru/shared/domain"
 )
@@ -334,18 +332,4 @@ func headOf(b []byte) string {
 		b = b[:max]
 	}
 	return string(b)
-}
-
-// RunPreflight runs PreflightCommand on c's host over ssh and parses the
-// report. ssh failures come back classified (see RunSSH).
-func RunPreflight(ctx context.Context, c SSHConfig, targets []PreflightTarget, tmpDir string, timeout time.Duration) (PreflightReport, error) {
-	cmdline, err := PreflightCommand(targets, tmpDir)
-	if err != nil {
-		return PreflightReport{}, err
-	}
-	res, err := RunSSH(ctx, c, "preflight", cmdline, timeout)
-	if err != nil {
-		return PreflightReport{}, err
-	}
-	return ParsePreflight(res.Stdout)
 }

@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/embedded"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/testkit"
 )
 
 const testPassword = "repoguard-test-password-5b1c"
@@ -88,24 +88,6 @@ func child() int {
 	return 0
 }
 
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
-}
-
 func startNATS(t *testing.T) *embedded.NATS {
 	t.Helper()
 	n, err := embedded.StartNATS(embedded.NATSOptions{Dir: filepath.Join(t.TempDir(), "nats"), Port: -1})
@@ -146,7 +128,7 @@ func testGuard(t *testing.T, n *embedded.NATS) *Guard {
 // lease, concurrent inits write several keys and configs and check fails.
 func TestEnsureInitOnceAcrossProcesses(t *testing.T) {
 	n := startNATS(t)
-	bin := resticBin(t)
+	bin := testkit.ResticBin(t)
 	self, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
@@ -201,7 +183,7 @@ func TestEnsureInitOnceAcrossProcesses(t *testing.T) {
 func TestEnsureInitClearsAnUnfinishedInit(t *testing.T) {
 	g := testGuard(t, startNATS(t))
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	repo := restic.Repo{Bin: resticBin(t), Repository: repoDir, Password: testPassword, CacheDir: t.TempDir()}
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: repoDir, Password: testPassword, CacheDir: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if err := repo.Init(ctx); err != nil {
@@ -234,7 +216,7 @@ func TestEnsureInitClearsAnUnfinishedInit(t *testing.T) {
 func TestClearStaleRemovesTheLockOfADeadProcess(t *testing.T) {
 	g := testGuard(t, startNATS(t))
 	repoDir := filepath.Join(t.TempDir(), "repo")
-	repo := restic.Repo{Bin: resticBin(t), Repository: repoDir, Password: testPassword, CacheDir: t.TempDir(), RetryLock: 0}
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: repoDir, Password: testPassword, CacheDir: t.TempDir(), RetryLock: 0}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if _, err := g.EnsureInit(ctx, repo); err != nil {
@@ -297,7 +279,7 @@ func TestClearStaleRemovesTheLockOfADeadProcess(t *testing.T) {
 // Track records a restic run while it runs and removes the record after.
 func TestTrackRecordsWhileRunning(t *testing.T) {
 	g := testGuard(t, startNATS(t))
-	repo := restic.Repo{Bin: resticBin(t), Repository: filepath.Join(t.TempDir(), "repo"), Password: testPassword, CacheDir: t.TempDir()}
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(t.TempDir(), "repo"), Password: testPassword, CacheDir: t.TempDir()}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := g.EnsureInit(ctx, repo); err != nil {

@@ -8,42 +8,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/satoru/satoru/shared/testkit"
 )
 
 // These tests run the real restic against temporary repositories. Nothing
 // skips: a missing restic fails the run.
 
-// resticBin finds restic: $SATORU_RESTIC_BIN, else the project's
-// bin/restic (installed by the Makefile), else PATH.
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("restic"); err == nil {
-		return p
-	}
-	t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	return ""
-}
-
 const testPassword = "correct-horse-battery-staple-7e1"
 
 func testRepo(t *testing.T, path string) Repo {
 	t.Helper()
-	return Repo{Bin: resticBin(t), Repository: path, Password: testPassword, CacheDir: t.TempDir()}
+	return Repo{Bin: testkit.ResticBin(t), Repository: path, Password: testPassword, CacheDir: t.TempDir()}
 }
 
 // writeTree writes files with random content under dir and returns them

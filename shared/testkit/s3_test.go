@@ -7,37 +7,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 )
 
-// s3Restic finds restic: $SATORU_RESTIC_BIN, the project's bin/restic,
-// then PATH. Nothing skips: a missing restic fails the test.
-func s3Restic(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
-}
-
 func TestS3WithRestic(t *testing.T) {
 	t.Parallel()
 	s3 := StartS3(t, "AKIDTESTKIT0001", "testkit-secret-key-0001")
 	s3.Bucket(t, "offsite")
-	bin := s3Restic(t)
+	bin := ResticBin(t)
 	data := t.TempDir()
 	if err := os.WriteFile(filepath.Join(data, "f.txt"), []byte("hello offsite"), 0o600); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
 	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -93,12 +93,12 @@ func Run(ctx context.Context, d Deps) error {
 			if log == nil {
 				log = slog.New(slog.DiscardHandler)
 			}
-			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", "puller"))
+			sweepKnownHosts(sctx, d.Settings.KnownHostsDir, d.Store, log.With("service", domain.ServicePuller))
 		}()
 		defer func() { stop(); <-swept }()
 	}
 	return jobrun.Service{
-		Name:        "puller",
+		Name:        domain.ServicePuller,
 		Consumer:    events.ConsumerPuller,
 		Infra:       d.Infra,
 		Store:       d.Store,
@@ -117,12 +117,15 @@ func Run(ctx context.Context, d Deps) error {
 	}.Run(ctx)
 }
 
+// headroom is the free space staging and the repository must keep
+// (staging_min_free_bytes / staging_min_free_percent).
+func (b BackupSettings) headroom() disk.Headroom {
+	return disk.Headroom{MinFreeBytes: b.MinFreeBytes, MinFreePercent: b.MinFreePercent}
+}
+
 // NewChecker builds the preflight checker, resolving local tools once.
 func NewChecker(s Settings) *preflight.Checker {
-	resticPath := s.ResticBin
-	if resticPath == "" {
-		resticPath = ResolveRestic()
-	}
+	resticPath := restic.FindBin(s.ResticBin)
 	tools := []preflight.LocalTool{
 		{Name: "ssh", Path: lookPath("ssh")},
 		{Name: "rsync", Path: lookPath("rsync")},
@@ -145,24 +148,6 @@ func lookPath(name string) string {
 		return ""
 	}
 	return p
-}
-
-// ResolveRestic finds restic: the project's bin/ (where `make` installs a
-// new enough one), then beside the executable, then PATH.
-func ResolveRestic() string {
-	cands := []string{filepath.Join("bin", "restic")}
-	if exe, err := exec.LookPath("satoru"); err == nil {
-		cands = append(cands, filepath.Join(filepath.Dir(exe), "restic"))
-	}
-	for _, c := range cands {
-		if p, err := exec.LookPath(c); err == nil {
-			if abs, err := filepath.Abs(p); err == nil {
-				return abs
-			}
-			return p
-		}
-	}
-	return lookPath("restic")
 }
 
 // Store is what the puller's work reads and writes.

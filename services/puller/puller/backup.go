@@ -88,7 +88,7 @@ func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorde
 		return out
 	}
 	b := p.Backup
-	if err := pull.CheckHeadroom([]string{b.StagingRoot, b.RepoPath}, b.MinFreeBytes, b.MinFreePercent); err != nil {
+	if err := b.headroom().Check(b.StagingRoot, b.RepoPath); err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
 		return fail("disk headroom: "+err.Error()+"; nothing pulled", nil)
 	}

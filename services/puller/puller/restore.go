@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
-	"github.com/satoru/satoru/services/puller/internal/pull"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
@@ -232,7 +231,7 @@ func (p *Puller) restoreTempDir(_ context.Context, run *restoreRun) error {
 	if !inStaging {
 		room = filepath.Dir(run.local.Path)
 	}
-	if err := pull.CheckHeadroom([]string{room}, p.Backup.MinFreeBytes, p.Backup.MinFreePercent); err != nil {
+	if err := p.Backup.headroom().Check(room); err != nil {
 		return fmt.Errorf("disk headroom: %w; nothing restored", err)
 	}
 	tmp, err := restoreTemp(run.job.ID, run.stagingRoot, run.local, inStaging)

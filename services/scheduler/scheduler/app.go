@@ -233,7 +233,7 @@ func New(d Deps) (*Scheduler, error) {
 		set:   s,
 		store: d.Store,
 		infra: d.Infra,
-		log:   log.With("service", "scheduler", "instance", s.Instance),
+		log:   log.With("service", domain.ServiceScheduler, "instance", s.Instance),
 		now:   now,
 		m:     newMetrics(d.Registry),
 	}, nil

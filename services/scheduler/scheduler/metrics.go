@@ -1,11 +1,10 @@
 package scheduler
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/observe"
 )
 
 // metrics are the scheduler's series. Only the leader's ticks count.
@@ -80,31 +79,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	if reg == nil {
 		return m
 	}
-	m.leader = register(reg, m.leader)
-	m.duration = register(reg, m.duration)
-	m.queued = register(reg, m.queued)
-	m.waiting = register(reg, m.waiting)
-	m.lost = register(reg, m.lost)
-	m.failed = register(reg, m.failed)
-	m.errors = register(reg, m.errors)
-	m.lastTick = register(reg, m.lastTick)
-	m.historyDeleted = register(reg, m.historyDeleted)
-	m.historyErrors = register(reg, m.historyErrors)
-	m.historyLastPass = register(reg, m.historyLastPass)
+	m.leader = observe.Register(reg, m.leader)
+	m.duration = observe.Register(reg, m.duration)
+	m.queued = observe.Register(reg, m.queued)
+	m.waiting = observe.Register(reg, m.waiting)
+	m.lost = observe.Register(reg, m.lost)
+	m.failed = observe.Register(reg, m.failed)
+	m.errors = observe.Register(reg, m.errors)
+	m.lastTick = observe.Register(reg, m.lastTick)
+	m.historyDeleted = observe.Register(reg, m.historyDeleted)
+	m.historyErrors = observe.Register(reg, m.historyErrors)
+	m.historyLastPass = observe.Register(reg, m.historyLastPass)
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name (two schedulers sharing a registry share the series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
 }
 
 func (m *metrics) observe(r TickResult, err error) {

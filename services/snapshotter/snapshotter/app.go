@@ -93,7 +93,7 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 	}()
 	defer func() { stop(); <-locksDone }()
 	return jobrun.Service{
-		Name:        "snapshotter",
+		Name:        domain.ServiceSnapshotter,
 		Consumer:    events.ConsumerSnapshotter,
 		Infra:       d.Infra,
 		Store:       d.Store,
@@ -162,15 +162,6 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }
-
-// Host is the stable restic --host of a site's snapshots.
-func Host(siteUUID string) string { return "satoru-" + siteUUID }
-
-// SiteTag is the restic tag every snapshot of a site carries.
-func SiteTag(siteUUID string) string { return "site:" + siteUUID }
-
-// Tags are the restic tags of a backup job's snapshot.
-func Tags(siteUUID, jobID string) []string { return []string{SiteTag(siteUUID), "job:" + jobID} }
 
 // snapshot is the backup job's second half, after the puller's pull:
 // one restic backup of the site's staging folder, leaving out the
@@ -282,8 +273,8 @@ func (s *Snapshotter) backup(ctx, sctx context.Context, job domain.Job, rec *job
 	}
 	sum, err = s.Repo.Backup(sctx, restic.BackupOptions{
 		Paths:    []string{plan.siteDir},
-		Host:     Host(job.SiteUUID),
-		Tags:     Tags(job.SiteUUID, job.ID),
+		Host:     domain.ResticHost(job.SiteUUID),
+		Tags:     domain.SnapshotTags(job.SiteUUID, job.ID),
 		Excludes: plan.excludes,
 	}, s.progressEvents(ctx, rec))
 	incomplete = errors.Is(err, restic.ErrIncomplete)

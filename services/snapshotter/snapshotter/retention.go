@@ -23,8 +23,8 @@ const maxEventIDs = 100
 // carries its job's tag. Prune is a step of its own (see applyRetention).
 func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
 	return restic.ForgetOptions{
-		Tags:    []string{SiteTag(siteUUID)},
-		Host:    Host(siteUUID),
+		Tags:    []string{domain.SiteTag(siteUUID)},
+		Host:    domain.ResticHost(siteUUID),
 		GroupBy: "host",
 		Policy:  policy,
 	}

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -231,13 +230,13 @@ func TestRetentionJobs(t *testing.T) {
 
 func TestRetentionOptions(t *testing.T) {
 	got := restic.ForgetArgs(RetentionOptions("s-1", []string{"--keep-last", "2"}))
-	want := []string{"forget", "--json", "--host", "satoru-s-1", "--tag", "site:s-1", "--group-by", "host", "--keep-last", "2"}
+	want := []string{"forget", "--json", "--host", domain.ResticHost("s-1"), "--tag", domain.SiteTag("s-1"), "--group-by", "host", "--keep-last", "2"}
 	if !slices.Equal(got, want) {
 		t.Errorf("argv = %q\nwant   %q", got, want)
 	}
 	// The site tag is the one backups put on their snapshots.
-	if !slices.Contains(Tags("s-1", "job-1"), SiteTag("s-1")) {
-		t.Errorf("Tags %q lack %q", Tags("s-1", "job-1"), SiteTag("s-1"))
+	if !slices.Contains(domain.SnapshotTags("s-1", "job-1"), domain.SiteTag("s-1")) {
+		t.Errorf("Tags %q lack %q", domain.SnapshotTags("s-1", "job-1"), domain.SiteTag("s-1"))
 	}
 }
 
@@ -268,7 +267,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	repo := restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "repo"), Password: "retention-test-password-5c1",
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "repo"), Password: "retention-test-password-5c1",
 		CacheDir: filepath.Join(dir, "cache")}
 	if err := repo.Init(t.Context()); err != nil {
 		t.Fatal(err)
@@ -322,8 +321,8 @@ func (h *harness) backups(t *testing.T, site string, n, size int) []string {
 			t.Fatal(err)
 		}
 		writeRandom(t, filepath.Join(dir, "f"), size)
-		s, err := h.repo.Backup(t.Context(), restic.BackupOptions{Paths: []string{dir}, Host: Host(site),
-			Tags: Tags(site, fmt.Sprintf("job-%d", i))}, nil)
+		s, err := h.repo.Backup(t.Context(), restic.BackupOptions{Paths: []string{dir}, Host: domain.ResticHost(site),
+			Tags: domain.SnapshotTags(site, fmt.Sprintf("job-%d", i))}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -479,7 +478,7 @@ func (l liveEvents) next(t *testing.T, match func(domain.JobEvent) bool) domain.
 
 func (h *harness) snapshotIDs(t *testing.T, site string) []string {
 	t.Helper()
-	snaps, err := h.repo.Snapshots(t.Context(), SiteTag(site))
+	snaps, err := h.repo.Snapshots(t.Context(), domain.SiteTag(site))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -556,27 +555,6 @@ func (h *harness) lockCount(t *testing.T) int {
 		}
 	}
 	return n
-}
-
-// resticBin finds restic: $SATORU_RESTIC_BIN, else the project's
-// bin/restic, else PATH. Nothing skips: a missing restic fails the test.
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			abs, _ := filepath.Abs(p)
-			return abs
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
 }
 
 type testWriter struct{ t *testing.T }

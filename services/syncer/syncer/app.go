@@ -17,15 +17,11 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/store"
 )
-
-// StateID is the _id of the offsite repository's sync_state document.
-// Satoru has one offsite repository, so the id is fixed; the API reads
-// the same id.
-const StateID = "offsite"
 
 // Settings are the syncer's knobs, taken from config by the caller.
 type Settings struct {
@@ -91,7 +87,7 @@ func Run(ctx context.Context, d Deps) error {
 	}
 	s := &Syncer{Store: d.Store, Local: guard.Track(d.Settings.Local), Remote: guard.Track(d.Settings.Remote, d.Settings.Local),
 		Limit: d.Settings.SyncLimit, Metrics: NewMetrics(d.Registry), Guard: guard}
-	if st, err := d.Store.GetSyncState(ctx, StateID); err == nil {
+	if st, err := d.Store.GetSyncState(ctx, domain.OffsiteSyncStateID); err == nil {
 		s.Metrics.observe(st)
 	} else if d.Log != nil {
 		// The sync metrics then start empty until the next sync.
@@ -108,7 +104,7 @@ func Run(ctx context.Context, d Deps) error {
 			"offsite", restic.RedactLocation(d.Settings.Remote.Repository))
 	}
 	return jobrun.Service{
-		Name:        "syncer",
+		Name:        domain.ServiceSyncer,
 		Consumer:    events.ConsumerSyncer,
 		Infra:       d.Infra,
 		Store:       d.Store,
@@ -154,23 +150,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	if reg == nil {
 		return m
 	}
-	m.LastSuccess = register(reg, m.LastSuccess)
-	m.LastOK = register(reg, m.LastOK)
-	m.Pending = register(reg, m.Pending)
-	m.OldestPending = register(reg, m.OldestPending)
-	m.Copied = register(reg, m.Copied)
+	m.LastSuccess = observe.Register(reg, m.LastSuccess)
+	m.LastOK = observe.Register(reg, m.LastOK)
+	m.Pending = observe.Register(reg, m.Pending)
+	m.OldestPending = observe.Register(reg, m.OldestPending)
+	m.Copied = observe.Register(reg, m.Copied)
 	return m
-}
-
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	err := reg.Register(c)
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing
-		}
-	}
-	return c
 }
 
 // observe sets the gauges from a sync state.

@@ -59,16 +59,6 @@ func ComputeLag(local, offsite []restic.Snapshot, now time.Time) Lag {
 	return lag
 }
 
-// MeasureLag lists both repositories, at the same time (each restic run
-// opens its repository, ~0.6 s), and compares them.
-func MeasureLag(ctx context.Context, local, offsite restic.Repo, now time.Time) (Lag, error) {
-	l, o, err := listBoth(ctx, local, offsite)
-	if err != nil {
-		return Lag{}, err
-	}
-	return ComputeLag(l, o, now), nil
-}
-
 // listBoth lists the snapshots of both repositories concurrently.
 func listBoth(ctx context.Context, local, offsite restic.Repo) (l, o []restic.Snapshot, err error) {
 	var (

@@ -12,6 +12,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/testkit"
 )
 
 var now = time.Date(2026, 3, 4, 12, 0, 0, 0, time.UTC)
@@ -185,7 +186,7 @@ func TestSyncWrongOffsitePassword(t *testing.T) {
 	// another password.
 	ctx := t.Context()
 	dir := t.TempDir()
-	local := restic.Repo{Bin: resticBin(t), Repository: dir + "/local", Password: testPassword, CacheDir: dir + "/c"}
+	local := restic.Repo{Bin: testkit.ResticBin(t), Repository: dir + "/local", Password: testPassword, CacheDir: dir + "/c"}
 	if err := local.Init(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestSyncWrongOffsitePassword(t *testing.T) {
 	}
 	remote.Password = testPassword
 	when := now.Add(-time.Hour)
-	st := &memStore{st: domain.SyncState{ID: StateID, Status: domain.HealthSuccess, LastSuccessAt: &when, SnapshotsPending: 3}, hasSt: true}
+	st := &memStore{st: domain.SyncState{ID: domain.OffsiteSyncStateID, Status: domain.HealthSuccess, LastSuccessAt: &when, SnapshotsPending: 3}, hasSt: true}
 	job := runWork(t, &Syncer{Store: st, Local: local, Remote: remote, Now: func() time.Time { return now }})
 	if job.Status != domain.StatusFailed || !strings.Contains(job.Error, "the restic password does not open the offsite repository") {
 		t.Fatalf("job = %s %q", job.Status, job.Error)

@@ -96,7 +96,7 @@ type syncRun struct {
 // loadState starts this attempt's sync state from the stored one, which
 // keeps last_success_at and the pending counts until this sync knows better.
 func (s *Syncer) loadState(ctx context.Context, run *syncRun) (jobrun.Outcome, bool) {
-	prev, err := s.Store.GetSyncState(ctx, StateID)
+	prev, err := s.Store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	if err != nil {
 		// Writing now could lose last_success_at; leave the state alone.
 		msg := "read sync state: " + err.Error()
@@ -105,7 +105,7 @@ func (s *Syncer) loadState(ctx context.Context, run *syncRun) (jobrun.Outcome, b
 	}
 	started := s.now()
 	run.st = prev
-	run.st.ID, run.st.Repository, run.st.LastAttemptAt = StateID, run.repo, &started
+	run.st.ID, run.st.Repository, run.st.LastAttemptAt = domain.OffsiteSyncStateID, run.repo, &started
 	run.st.SnapshotsCopied, run.st.Bytes = 0, 0
 	return jobrun.Outcome{}, true
 }

@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -38,24 +36,6 @@ const (
 	testSecretKey = "b2-app-key-Zx81-do-not-leak"
 	testPassword  = "local-and-offsite-password-42"
 )
-
-func resticBin(t *testing.T) string {
-	t.Helper()
-	if p := os.Getenv("SATORU_RESTIC_BIN"); p != "" {
-		return p
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		p := filepath.Join(filepath.Dir(file), "..", "..", "..", "bin", "restic")
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	p, err := exec.LookPath("restic")
-	if err != nil {
-		t.Fatal("restic not found: set SATORU_RESTIC_BIN or run `make` to install bin/restic")
-	}
-	return p
-}
 
 // syncEnv is one test's world: the stack, the S3 server, a local
 // repository with a staging folder to back up.
@@ -97,7 +77,7 @@ func newSyncEnv(t *testing.T) *syncEnv {
 	if err := os.MkdirAll(e.staging, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	e.local = restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "repo"), Password: testPassword,
+	e.local = restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "repo"), Password: testPassword,
 		CacheDir: filepath.Join(dir, "cache"), RetryLock: time.Minute}
 	if err := e.local.Init(ctx); err != nil {
 		t.Fatal(err)
@@ -199,7 +179,7 @@ func (e *syncEnv) runSync() domain.Job {
 
 func (e *syncEnv) state() domain.SyncState {
 	e.t.Helper()
-	st, err := e.store.GetSyncState(e.t.Context(), StateID)
+	st, err := e.store.GetSyncState(e.t.Context(), domain.OffsiteSyncStateID)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -302,7 +282,7 @@ func TestIntegrationSync(t *testing.T) {
 
 	// A third local snapshot is pending until the next sync.
 	id3, _ := e.backup("three.bin")
-	lag, err := MeasureLag(ctx, e.local, remote, time.Now())
+	lag, err := measureLag(ctx, e.local, remote)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -317,7 +297,7 @@ func TestIntegrationSync(t *testing.T) {
 	if st2.SnapshotsCopied != 1 || st2.SnapshotsPending != 0 || !st2.LastSuccessAt.After(*st.LastSuccessAt) {
 		t.Errorf("sync state after the second sync = %+v", st2)
 	}
-	if lag, err := MeasureLag(ctx, e.local, remote, time.Now()); err != nil || lag.SnapshotsPending() != 0 {
+	if lag, err := measureLag(ctx, e.local, remote); err != nil || lag.SnapshotsPending() != 0 {
 		t.Errorf("lag after the second sync = %+v, %v", lag, err)
 	}
 	stop()
@@ -355,7 +335,7 @@ func TestIntegrationSync(t *testing.T) {
 func TestSyncWithoutLocalRepository(t *testing.T) {
 	// No backup has run yet: nothing to copy, no offsite repository made.
 	dir := t.TempDir()
-	local := restic.Repo{Bin: resticBin(t), Repository: filepath.Join(dir, "none"), Password: testPassword, CacheDir: filepath.Join(dir, "c")}
+	local := restic.Repo{Bin: testkit.ResticBin(t), Repository: filepath.Join(dir, "none"), Password: testPassword, CacheDir: filepath.Join(dir, "c")}
 	remote := local
 	remote.Repository = filepath.Join(dir, "offsite")
 	st := &memStore{}
@@ -384,4 +364,13 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// measureLag lists both repositories as a sync does and compares them.
+func measureLag(ctx context.Context, local, offsite restic.Repo) (Lag, error) {
+	l, o, err := listBoth(ctx, local, offsite)
+	if err != nil {
+		return Lag{}, err
+	}
+	return ComputeLag(l, o, time.Now()), nil
 }

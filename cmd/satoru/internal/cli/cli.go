@@ -14,6 +14,7 @@ import (
 	"github.com/satoru/satoru/cmd/satoru/internal/node"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 )
@@ -56,15 +57,15 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	switch cmd {
 	case "up":
 		roles = node.All
-	case "puller":
+	case domain.ServicePuller:
 		roles = node.Roles{Puller: true}
-	case "api":
+	case domain.ServiceAPI:
 		roles = node.Roles{API: true}
-	case "snapshotter":
+	case domain.ServiceSnapshotter:
 		roles = node.Roles{Snapshotter: true}
-	case "syncer":
+	case domain.ServiceSyncer:
 		roles = node.Roles{Syncer: true}
-	case "scheduler":
+	case domain.ServiceScheduler:
 		roles = node.Roles{Scheduler: true}
 	case "version", "--version":
 		fmt.Fprintln(stdout, "satoru", observe.Version())

@@ -24,7 +24,6 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/satoru/satoru/services/snapshotter/snapshotter"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/remote"
@@ -904,7 +903,7 @@ func (h *handRun) init(b *testing.B) {
 func (h *handRun) warm(b *testing.B, dir string) {
 	b.Helper()
 	args := append([]string{"--retry-lock", "5m0s"}, restic.BackupArgs(restic.BackupOptions{
-		Paths: []string{dir}, Host: "hand-warmup", Tags: []string{"site:warmup"}})...)
+		Paths: []string{dir}, Host: "hand-warmup", Tags: []string{domain.SiteTag("warmup")}})...)
 	if out, err := h.cmd(h.restic, args...).CombinedOutput(); err != nil {
 		b.Fatalf("restic warm-up backup: %v: %s", err, out)
 	}
@@ -922,8 +921,8 @@ func (h *handRun) backup(b *testing.B, meter *cpuMeter, files int, rerun bool) s
 	// Satoru's restic argv: Repo.RetryLock (5m) and BackupArgs, with the
 	// --host and tags the snapshotter gives a site's snapshot.
 	resticArgs := append([]string{"--retry-lock", "5m0s"}, restic.BackupArgs(restic.BackupOptions{
-		Paths: []string{h.siteDir}, Host: snapshotter.Host(h.site),
-		Tags: snapshotter.Tags(h.site, "job-"+randHex(b, 8))})...)
+		Paths: []string{h.siteDir}, Host: domain.ResticHost(h.site),
+		Tags: domain.SnapshotTags(h.site, "job-"+randHex(b, 8))})...)
 	var stderr bytes.Buffer
 	rs := exec.Command("rsync", h.rsync...)
 	rs.Stdout, rs.Stderr = io.Discard, &stderr

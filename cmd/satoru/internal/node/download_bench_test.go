@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/restic"
 )
 
@@ -47,7 +48,7 @@ func BenchmarkDownload1GB(b *testing.B) {
 		b.Fatal(err)
 	}
 	f.Close()
-	sum, err := repo.Backup(ctx, restic.BackupOptions{Paths: []string{dir}, Host: "satoru-" + site, Tags: []string{"site:" + site}}, nil)
+	sum, err := repo.Backup(ctx, restic.BackupOptions{Paths: []string{dir}, Host: domain.ResticHost(site), Tags: []string{domain.SiteTag(site)}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

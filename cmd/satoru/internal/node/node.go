@@ -79,6 +79,7 @@ type Node struct {
 	StoreURI string
 
 	conns  *conns.Conns
+	notify *notify.Jobs // nil without webhook_url; closed after the services stop
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	mu     sync.Mutex
@@ -117,18 +118,18 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	// and succeeds later in the snapshotter counts as a recovery.
 	var hook func(context.Context, domain.Job, jobrun.Outcome)
 	if cfg.WebhookURL != "" {
-		jobs := &notify.Jobs{Webhook: &notify.Webhook{URL: cfg.WebhookURL, Log: log.With("service", "notify")}}
-		hook = jobs.Hook
+		n.notify = &notify.Jobs{Webhook: &notify.Webhook{URL: cfg.WebhookURL, Log: log.With("service", "notify")}}
+		hook = n.notify.Hook
 		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
 	}
 	if roles.Puller {
-		n.goService("puller", func(ctx context.Context) error {
+		n.goService(domain.ServicePuller, func(ctx context.Context) error {
 			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
-			n.goService("snapshotter", func(ctx context.Context) error {
+			n.goService(domain.ServiceSnapshotter, func(ctx context.Context) error {
 				return snapshotter.Run(ctx, snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
@@ -137,13 +138,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 			if err != nil {
 				return nil, err
 			}
-			n.goService("syncer", func(ctx context.Context) error {
+			n.goService(domain.ServiceSyncer, func(ctx context.Context) error {
 				return syncer.Run(ctx, syncer.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
 			}, ctx)
 		}
 	}
 	if roles.Scheduler {
-		n.goService("scheduler", func(ctx context.Context) error {
+		n.goService(domain.ServiceScheduler, func(ctx context.Context) error {
 			return scheduler.Run(ctx, scheduler.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
 		}, ctx)
 	}
@@ -272,11 +273,7 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncer.Settings, erro
 // once into <data_dir>/restic-password (0600). Losing that password loses
 // the backups: the start-up banner says where it is.
 func ResticRepo(cfg config.Config) (restic.Repo, error) {
-	bin := cfg.ResticBin
-	if bin == "" {
-		bin = puller.ResolveRestic()
-	}
-	repo := restic.Repo{Bin: bin, Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
+	repo := restic.Repo{Bin: restic.FindBin(cfg.ResticBin), Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
 		CacheDir: filepath.Join(cfg.DataDir, "restic-cache")}
 	if cfg.ResticPassword.IsSet() {
 		repo.Password = cfg.ResticPassword.Value()
@@ -384,8 +381,8 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Dispatcher: n.Infra,
 		Token:      token,
 		Registry:   n.Registry,
-		Ready:      []apiserver.Checker{checker{"store", n.Store.Ping}, checker{"nats", n.natsReady}},
-		Log:        n.Log.With("service", "api"),
+		Ready:      []apiserver.Checker{apiserver.CheckFunc("store", n.Store.Ping), apiserver.CheckFunc("nats", n.natsReady)},
+		Log:        n.Log.With("service", domain.ServiceAPI),
 		Repo:       repo,
 		Services:   n.Infra,
 		Events:     n.Infra,
@@ -402,7 +399,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 			{Name: "restic_repo_path", Path: cfg.ResticRepoPath, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 		},
 	})
-	n.goService("api", func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
+	n.goService(domain.ServiceAPI, func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
 	return nil
 }
 
@@ -447,14 +444,6 @@ func (n *Node) natsReady(context.Context) error {
 	}
 	return nil
 }
-
-type checker struct {
-	name string
-	fn   func(context.Context) error
-}
-
-func (c checker) Name() string                    { return c.name }
-func (c checker) Check(ctx context.Context) error { return c.fn(ctx) }
 
 // APIToken returns the admin token: SATORU_API_TOKEN, api_token_file, or
 // one generated once into <data_dir>/api-token (0600) and reused.
@@ -531,6 +520,13 @@ func (n *Node) Wait() error {
 }
 
 func (n *Node) close() {
+	if n.notify != nil {
+		// The services have stopped, so no new event comes; one try's
+		// worth of time for those in flight, then they are dropped.
+		ctx, cancel := context.WithTimeout(context.Background(), notify.Timeout)
+		n.notify.Close(ctx)
+		cancel()
+	}
 	if n.conns != nil {
 		n.conns.Close()
 	}

@@ -137,14 +137,14 @@ type Deps struct {
 	// browse, download and restore endpoints answer 503.
 	Repo Repository
 	// DiskSpace reads the space of the filesystem holding a path; nil
-	// means statfs (StatDisk).
+	// means statfs (disk.Stat).
 	DiskSpace func(path string) (DiskSpace, error)
 	// Services, when set, makes GET /health list the live service
 	// instances and degrade when an expected service has none; nil leaves
 	// liveness out of the report.
 	Services Liveness
 	// ExpectedServices are the services that must have a live instance;
-	// nil means DefaultExpectedServices.
+	// nil means domain.Services().
 	ExpectedServices []string
 
 	// SiteListMaxAge is how old the snapshot of all sites and statuses

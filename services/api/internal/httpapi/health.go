@@ -1,16 +1,12 @@
 package httpapi
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
 	"sort"
-	"syscall"
 	"time"
 
 	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 )
 
@@ -43,10 +39,6 @@ const (
 // default of restic_sync_interval_hours).
 const DefaultSyncInterval = 24 * time.Hour
 
-// SyncStateID is the _id of the offsite repository's sync_state document
-// (the syncer writes it under the same id).
-const SyncStateID = "offsite"
-
 // HealthReport is the answer of GET /health.
 type HealthReport struct {
 	Status    string    `json:"status"`
@@ -67,10 +59,6 @@ const (
 	ServiceUp   = "up"
 	ServiceDown = "down"
 )
-
-// DefaultExpectedServices are the services a deployment runs, each of
-// which must have at least one live instance.
-var DefaultExpectedServices = []string{"api", "puller", "snapshotter", "syncer", "scheduler"}
 
 // LivenessHealth is which service instances are alive, from the entries
 // they keep in the NATS KV bucket SATORU_SERVICES.
@@ -137,15 +125,8 @@ type DiskCheck struct {
 	MinFreePercent int
 }
 
-// DiskSpace is what statfs says about a filesystem.
-type DiskSpace struct {
-	// FreeBytes is what an unprivileged user can still write (f_bavail).
-	FreeBytes  int64
-	TotalBytes int64
-	// CheckedAt is the path that was measured: the watched path, or its
-	// nearest existing parent when it does not exist yet.
-	CheckedAt string
-}
+// DiskSpace is what statfs says about a filesystem (disk.Stat).
+type DiskSpace = disk.Space
 
 // DiskHealth is one watched path's headroom.
 type DiskHealth struct {
@@ -241,15 +222,13 @@ func DiskHealthOf(d DiskCheck, space DiskSpace, err error) DiskHealth {
 	}
 	h.FreeBytes, h.TotalBytes = space.FreeBytes, space.TotalBytes
 	if space.TotalBytes > 0 {
-		// Floats: free*100 could overflow int64 on exabyte volumes.
+		// One decimal, rounded down; floats: free*1000 could overflow
+		// int64 on exabyte volumes.
 		h.FreePercent = float64(int64(float64(space.FreeBytes)/float64(space.TotalBytes)*1000)) / 10
 	}
 	h.Status = DiskOK
-	if d.MinFreeBytes > 0 && space.FreeBytes < d.MinFreeBytes {
-		h.Status = DiskLow
-	}
-	if d.MinFreePercent > 0 && space.TotalBytes > 0 &&
-		float64(space.FreeBytes)/float64(space.TotalBytes)*100 < float64(d.MinFreePercent) {
+	// The puller's rule: what it would refuse a backup for is low here.
+	if (disk.Headroom{MinFreeBytes: d.MinFreeBytes, MinFreePercent: d.MinFreePercent}).Judge(d.Path, space) != nil {
 		h.Status = DiskLow
 	}
 	return h
@@ -357,41 +336,5 @@ func Judge(r *HealthReport) {
 	r.Status = HealthOK
 	if len(r.Problems) > 0 {
 		r.Status = HealthDegraded
-	}
-}
-
-// StatDisk measures the filesystem holding path with statfs. A path that
-// does not exist yet (a staging root before the first pull) is measured
-// at its nearest existing parent, where it will be created.
-func StatDisk(path string) (DiskSpace, error) {
-	at, err := existingAncestor(path)
-	if err != nil {
-		return DiskSpace{}, err
-	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(at, &st); err != nil {
-		return DiskSpace{}, fmt.Errorf("statfs %s: %w", at, err)
-	}
-	return DiskSpace{FreeBytes: int64(st.Bavail) * int64(st.Bsize), TotalBytes: int64(st.Blocks) * int64(st.Bsize), CheckedAt: at}, nil
-}
-
-func existingAncestor(p string) (string, error) {
-	abs, err := filepath.Abs(p)
-	if err != nil {
-		return "", err
-	}
-	for at := abs; ; {
-		_, err := os.Stat(at)
-		if err == nil {
-			return at, nil
-		}
-		if !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
-			return "", err
-		}
-		parent := filepath.Dir(at)
-		if parent == at {
-			return "", err
-		}
-		at = parent
 	}
 }

@@ -2,8 +2,6 @@ package httpapi
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -152,27 +150,5 @@ func TestJudge(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-func TestStatDisk(t *testing.T) {
-	dir := t.TempDir()
-	space, err := StatDisk(dir)
-	if err != nil || space.TotalBytes <= 0 || space.FreeBytes < 0 || space.FreeBytes > space.TotalBytes || space.CheckedAt != dir {
-		t.Fatalf("StatDisk(%s) = %+v, %v", dir, space, err)
-	}
-	// A path not created yet is measured at its nearest existing parent.
-	later := filepath.Join(dir, "not", "yet")
-	space, err = StatDisk(later)
-	if err != nil || space.CheckedAt != dir {
-		t.Errorf("StatDisk(%s) = %+v, %v; want measured at %s", later, space, err, dir)
-	}
-	// Below a file: the file's folder.
-	file := filepath.Join(dir, "f")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if space, err = StatDisk(filepath.Join(file, "x")); err != nil || space.CheckedAt != file {
-		t.Errorf("StatDisk below a file = %+v, %v", space, err)
 	}
 }

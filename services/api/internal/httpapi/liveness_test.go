@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/bus"
+	"github.com/satoru/satoru/shared/domain"
 )
 
 // fakeLiveness stands in for the SATORU_SERVICES bucket.
@@ -26,7 +27,7 @@ func instance(service, name string, age time.Duration) bus.Instance {
 
 func allUp() []bus.Instance {
 	var out []bus.Instance
-	for _, s := range DefaultExpectedServices {
+	for _, s := range domain.Services() {
 		out = append(out, instance(s, "node-a", 5*time.Second))
 	}
 	return out
@@ -70,7 +71,7 @@ func TestLivenessOf(t *testing.T) {
 		t.Errorf("exporter = %+v, not expected", s)
 	}
 
-	failed := LivenessOf(in, errors.New("nats: timeout"), DefaultExpectedServices, testNow)
+	failed := LivenessOf(in, errors.New("nats: timeout"), domain.Services(), testNow)
 	if failed.Error != "nats: timeout" || len(failed.Services) != 5 || failed.Services[0].Status != ServiceDown {
 		t.Errorf("read error = %+v", failed)
 	}
@@ -83,11 +84,11 @@ func TestJudgeLiveness(t *testing.T) {
 		want []string
 	}{
 		{"no liveness source", nil, []string{}},
-		{"all up", LivenessOf(allUp(), nil, DefaultExpectedServices, testNow), []string{}},
-		{"syncer and scheduler down", LivenessOf(allUp()[:3], nil, DefaultExpectedServices, testNow),
+		{"all up", LivenessOf(allUp(), nil, domain.Services(), testNow), []string{}},
+		{"syncer and scheduler down", LivenessOf(allUp()[:3], nil, domain.Services(), testNow),
 			[]string{"service syncer has no live instance", "service scheduler has no live instance"}},
 		{"an extra service down is not expected", &LivenessHealth{Services: []ServiceHealth{{Service: "x", Status: ServiceDown}}}, []string{}},
-		{"unreadable", LivenessOf(nil, errors.New("bucket gone"), DefaultExpectedServices, testNow),
+		{"unreadable", LivenessOf(nil, errors.New("bucket gone"), domain.Services(), testNow),
 			[]string{"service liveness unknown: bucket gone"}},
 	}
 	for _, tc := range tests {

@@ -99,10 +99,10 @@ func (f *fakeRepo) Dump(_ context.Context, id, p string, w io.Writer, archive st
 func repoHarness(t *testing.T) (*harness, *fakeRepo) {
 	t.Helper()
 	repo := &fakeRepo{snaps: []restic.Snapshot{
-		{ID: snapA, ShortID: snapA[:8], Time: testNow.Add(-time.Hour), Tags: []string{"site:id-1", "job:j-old"}, Paths: []string{root},
+		{ID: snapA, ShortID: snapA[:8], Time: testNow.Add(-time.Hour), Tags: []string{domain.SiteTag("id-1"), domain.JobTag("j-old")}, Paths: []string{root},
 			Summary: &restic.SnapshotSummary{TotalBytesProcessed: 100, TotalFilesProcessed: 3, FilesNew: 3, DataAdded: 90}},
-		{ID: snapB, ShortID: snapB[:8], Time: testNow, Tags: []string{"site:id-1", "job:j-new"}, Paths: []string{root}},
-		{ID: "cccccccc", ShortID: "cccccccc", Time: testNow, Tags: []string{"site:other"}, Paths: []string{"/x"}},
+		{ID: snapB, ShortID: snapB[:8], Time: testNow, Tags: []string{domain.SiteTag("id-1"), domain.JobTag("j-new")}, Paths: []string{root}},
+		{ID: "cccccccc", ShortID: "cccccccc", Time: testNow, Tags: []string{domain.SiteTag("other")}, Paths: []string{"/x"}},
 	}}
 	h := newHarness(t, func(d *Deps) { d.Repo = repo })
 	h.createSite(`{"name":"a","host":"h","user":"u"}`)
@@ -123,7 +123,7 @@ func TestListSnapshots(t *testing.T) {
 	if a.JobID != "j-old" || a.Size != 100 || a.Files != 3 || a.DataAdded != 90 || a.Paths[0] != root {
 		t.Errorf("snapshot A = %+v", a)
 	}
-	if !reflect.DeepEqual(repo.tags, [][]string{{"site:id-1"}}) {
+	if !reflect.DeepEqual(repo.tags, [][]string{{domain.SiteTag("id-1")}}) {
 		t.Errorf("restic called with tags %v, want one call with the site tag", repo.tags)
 	}
 	wantError(t, h.do("GET", "/api/v1/sites/nope/snapshots", ""), 404, CodeNotFound, `site "nope" not found`)
@@ -315,7 +315,7 @@ func TestCreateRestoreGuardFollowsSymlinks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, func(d *Deps) {
-				d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{"site:id-1"}, Paths: []string{root}}}}
+				d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{domain.SiteTag("id-1")}, Paths: []string{root}}}}
 				d.RestoreGuard = guard
 			})
 			h.createSite(`{"name":"a","host":"h","user":"u"}`)
@@ -331,7 +331,7 @@ func TestCreateRestoreGuardFollowsSymlinks(t *testing.T) {
 		})
 	}
 	h := newHarness(t, func(d *Deps) {
-		d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{"site:id-1"}, Paths: []string{root}}}}
+		d.Repo = &fakeRepo{snaps: []restic.Snapshot{{ID: snapA, ShortID: snapA[:8], Time: testNow, Tags: []string{domain.SiteTag("id-1")}, Paths: []string{root}}}}
 		d.RestoreGuard = guard
 	})
 	h.createSite(`{"name":"a","host":"h","user":"u"}`)

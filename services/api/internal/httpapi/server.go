@@ -21,6 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/satoru/satoru/services/api/internal/web"
+	"github.com/satoru/satoru/shared/disk"
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restore"
 )
 
@@ -84,10 +87,10 @@ func New(d Deps) *echo.Echo {
 		s.streamPing = DefaultStreamPing
 	}
 	if s.expected == nil {
-		s.expected = DefaultExpectedServices
+		s.expected = domain.Services()
 	}
 	if s.diskSpace == nil {
-		s.diskSpace = StatDisk
+		s.diskSpace = disk.Stat
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -261,13 +264,9 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec
 }
 
-var metricsMu sync.Mutex
-
 // newHTTPMetrics registers the API's metrics on reg, reusing collectors
 // already registered there (a second New on one registry).
 func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
-	metricsMu.Lock()
-	defer metricsMu.Unlock()
 	m := &httpMetrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "satoru_api_requests_total",
@@ -279,18 +278,8 @@ func newHTTPMetrics(reg *prometheus.Registry) *httpMetrics {
 			Buckets: []float64{0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
 		}, []string{"method", "route"}),
 	}
-	if err := reg.Register(m.requests); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			m.requests = are.ExistingCollector.(*prometheus.CounterVec)
-		}
-	}
-	if err := reg.Register(m.duration); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			m.duration = are.ExistingCollector.(*prometheus.HistogramVec)
-		}
-	}
+	m.requests = observe.Register(reg, m.requests)
+	m.duration = observe.Register(reg, m.duration)
 	return m
 }
 

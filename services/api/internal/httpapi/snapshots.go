@@ -52,12 +52,6 @@ type Tree struct {
 	Omitted int `json:"omitted,omitempty"`
 }
 
-// siteTag is the restic tag of every snapshot of a site (as the
-// snapshotter writes it).
-func siteTag(uuid string) string { return "site:" + uuid }
-
-const jobTagPrefix = "job:"
-
 var errNoRepo = unavailable(nil, "no restic repository is configured for this API")
 
 func (s *server) listSnapshots(ctx context.Context, siteUUID string) (SnapshotList, error) {
@@ -67,7 +61,7 @@ func (s *server) listSnapshots(ctx context.Context, siteUUID string) (SnapshotLi
 	if s.repo == nil {
 		return SnapshotList{}, errNoRepo
 	}
-	snaps, err := s.repo.Snapshots(ctx, siteTag(siteUUID))
+	snaps, err := s.repo.Snapshots(ctx, domain.SiteTag(siteUUID))
 	if errors.Is(err, restic.ErrNoRepository) {
 		snaps, err = nil, nil // nothing backed up yet
 	}
@@ -84,12 +78,7 @@ func (s *server) listSnapshots(ctx context.Context, siteUUID string) (SnapshotLi
 
 func snapshotView(sn restic.Snapshot) SnapshotView {
 	v := SnapshotView{ID: sn.ID, ShortID: sn.ShortID, Time: sn.Time, Hostname: sn.Host,
-		Tags: orEmpty(sn.Tags), Paths: orEmpty(sn.Paths)}
-	for _, t := range sn.Tags {
-		if id, ok := strings.CutPrefix(t, jobTagPrefix); ok {
-			v.JobID = id
-		}
-	}
+		Tags: orEmpty(sn.Tags), Paths: orEmpty(sn.Paths), JobID: domain.JobOfTags(sn.Tags)}
 	if sm := sn.Summary; sm != nil {
 		v.Size, v.Files = sm.TotalBytesProcessed, sm.TotalFilesProcessed
 		v.FilesNew, v.FilesChanged, v.FilesUnmodified = sm.FilesNew, sm.FilesChanged, sm.FilesUnmodified

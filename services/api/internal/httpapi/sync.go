@@ -43,12 +43,12 @@ func (s *server) createSync(ctx context.Context) (JobAccepted, error) {
 }
 
 func (s *server) getSync(ctx context.Context) (SyncView, error) {
-	st, err := s.store.GetSyncState(ctx, SyncStateID)
+	st, err := s.store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	if err != nil {
 		return SyncView{}, storeError(err, "", "")
 	}
 	if st.ID == "" {
-		st.ID = SyncStateID
+		st.ID = domain.OffsiteSyncStateID
 	}
 	if st.Status == "" {
 		st.Status = domain.HealthUnknown
@@ -92,7 +92,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	snap, err := s.siteLists.get(ctx)
 	var st domain.SyncState
 	if err == nil {
-		st, err = s.store.GetSyncState(ctx, SyncStateID)
+		st, err = s.store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	}
 	wg.Wait()
 	if err != nil {

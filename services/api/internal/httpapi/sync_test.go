@@ -99,7 +99,7 @@ func TestGetSync(t *testing.T) {
 			t.Fatalf("GET /sync = %d %s", rec.Code, rec.Body)
 		}
 		got := decode[map[string]any](t, rec)
-		want := map[string]any{"repo": "offsite", "status": "unknown", "configured": true, "interval_seconds": float64(21600),
+		want := map[string]any{"repo": domain.OffsiteSyncStateID, "status": "unknown", "configured": true, "interval_seconds": float64(21600),
 			"health": "stale", "snapshots_copied": float64(0), "bytes": float64(0), "snapshots_pending": float64(0), "oldest_pending_age_seconds": float64(0)}
 		for k, v := range want {
 			if got[k] != v {
@@ -109,7 +109,7 @@ func TestGetSync(t *testing.T) {
 	})
 	t.Run("state with lag", func(t *testing.T) {
 		h := newHarness(t, withOffsite)
-		h.store.sync = &domain.SyncState{ID: "offsite", Status: domain.HealthSuccess, Repository: "s3:https://s3.example/b/r",
+		h.store.sync = &domain.SyncState{ID: domain.OffsiteSyncStateID, Status: domain.HealthSuccess, Repository: "s3:https://s3.example/b/r",
 			LastAttemptAt: at(-time.Hour), LastSuccessAt: at(-time.Hour), SnapshotsCopied: 3, Bytes: 4096,
 			SnapshotsPending: 1, OldestPendingAt: at(-30 * time.Minute)}
 		got := decode[SyncView](t, h.do("GET", "/api/v1/sync", ""))
@@ -163,7 +163,7 @@ func TestHealth(t *testing.T) {
 		h.store.sites["u3"] = domain.Site{UUID: "u3", Name: "edge-c"}
 		h.store.statuses["u1"] = domain.SiteStatus{Health: domain.HealthState{Status: domain.HealthSuccess}}
 		h.store.statuses["u2"] = domain.SiteStatus{Health: domain.HealthState{Status: domain.HealthFailed, Message: "preflight: host key changed"}}
-		h.store.sync = &domain.SyncState{ID: "offsite", Status: domain.HealthFailed, Error: "offsite repository refused the credentials",
+		h.store.sync = &domain.SyncState{ID: domain.OffsiteSyncStateID, Status: domain.HealthFailed, Error: "offsite repository refused the credentials",
 			LastSuccessAt: at(-2 * time.Hour), SnapshotsPending: 4, OldestPendingAt: at(-3 * time.Hour)}
 		rec := h.do("GET", "/api/v1/health", "")
 		if rec.Code != 200 {
@@ -189,7 +189,7 @@ func TestHealth(t *testing.T) {
 	})
 	t.Run("ok", func(t *testing.T) {
 		h := newHarness(t, setup, func(d *Deps) { d.Disks = disks[:1] })
-		h.store.sync = &domain.SyncState{ID: "offsite", Status: domain.HealthSuccess, LastSuccessAt: at(-time.Hour)}
+		h.store.sync = &domain.SyncState{ID: domain.OffsiteSyncStateID, Status: domain.HealthSuccess, LastSuccessAt: at(-time.Hour)}
 		r := decode[HealthReport](t, h.do("GET", "/api/v1/health", ""))
 		if r.Status != HealthOK || len(r.Problems) != 0 || r.Sites.Total != 0 || r.Sync.Status != SyncOK || r.Sites.Failing == nil {
 			t.Errorf("report = %+v", r)
