@@ -444,7 +444,7 @@ func TestKeys(t *testing.T) {
 		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
-		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "job_timeout_target_seconds",
+		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "preflight_reuse_seconds", "job_timeout_target_seconds",
 		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "restic_b2_retry_seconds", "history_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("Keys() = %q", keys)

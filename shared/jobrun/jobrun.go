@@ -120,7 +120,6 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		return bus.Permanent(err)
 	}
 	log := x.Log.With("site_uuid", req.SiteUUID, "job_id", req.JobID, "job_type", req.Type)
-
 	job, err := x.Store.GetJob(ctx, req.JobID)
 	if err != nil {
 		if x.IsNotFound != nil && x.IsNotFound(err) {
@@ -132,145 +131,203 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 		log.Info("job already finished; dropping duplicate delivery", "status", job.Status)
 		return nil
 	}
-	rec := x.recorder(job, req.Type, log)
+	r := x.newStepRun(job, req.Type, log)
+	if err := x.takeOver(ctx, r); err != nil {
+		return err
+	}
+	work, ended, err := x.gate(ctx, r, pick)
+	if ended {
+		return err
+	}
+	if err := x.start(ctx, r, d.NumDelivered); err != nil {
+		return err
+	}
+	if x.Metrics != nil {
+		x.Metrics.Running.WithLabelValues(string(r.job.Type)).Inc()
+		defer x.Metrics.Running.WithLabelValues(string(r.job.Type)).Dec()
+	}
+	out, cause := x.runWork(ctx, r, work)
+	return x.conclude(ctx, r, out, cause)
+}
+
+// stepRun is one delivery of a job step as Handle's steps fill it in.
+type stepRun struct {
+	job  domain.Job
+	step string // the request's type: the job's own, or a continuation
+	rec  *Recorder
+	log  *slog.Logger
 
 	// A continuation step (the snapshot of a backup) carries on the
 	// attempt the job's first step started, unless the job shows this
-	// step was started before: its worker died, so this is a new attempt.
-	continuation := req.Type != string(job.Type)
-	again := continuation && job.Step == req.Type
-	// resumed: an earlier start of this step never ended (its worker
-	// died); it may have published events it never stored.
-	resumed := again || (!continuation && job.Status == domain.StatusRunning)
+	// step was started before (again): its worker died, so this is a new
+	// attempt. resumed: an earlier start of this step never ended; it may
+	// have published events it never stored.
+	continuation, again, resumed, newAttempt bool
 
-	// A job some worker had (a continuation, or a resumed job) is only
-	// written under its lease, whose holder is then gone: one writer.
-	var lease *bus.Lease
-	held := false
-	if continuation || resumed {
-		if lease, err = x.acquire(ctx, job, req.Type, log); err != nil {
-			return err
-		}
-		held = true
-		if resumed {
-			n, err := rec.Resume(ctx)
-			if err != nil {
-				x.release(lease, log)
-				return bus.RetryAfter(2*time.Second, err)
-			}
-			if n > 0 {
-				log.Info("events of the interrupted attempt recovered from the event stream", "events", n)
-			}
-		}
-	}
+	lease            *bus.Lease
+	started, workEnd time.Time
+}
 
-	if canceled, err := x.Bus.CancelRequested(ctx, job.ID); err != nil {
-		x.release(lease, log)
-		return bus.RetryAfter(2*time.Second, err)
-	} else if canceled {
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{}, time.Time{})
+func (x *Executor) newStepRun(job domain.Job, step string, log *slog.Logger) *stepRun {
+	r := &stepRun{job: job, step: step, rec: x.recorder(job, step, log), log: log}
+	r.continuation = step != string(job.Type)
+	r.again = r.continuation && job.Step == step
+	r.resumed = r.again || (!r.continuation && job.Status == domain.StatusRunning)
+	r.newAttempt = !r.continuation || r.again
+	return r
+}
+
+// takeOver: a job some worker had (a continuation, or a resumed job) is
+// only written under its lease, whose holder is then gone: one writer.
+// A resumed job's events the dead worker published but never stored are
+// recovered first.
+func (x *Executor) takeOver(ctx context.Context, r *stepRun) error {
+	if !r.continuation && !r.resumed {
+		return nil
 	}
-	newAttempt := !continuation || again
-	if newAttempt && x.MaxAttempts > 0 && job.Attempts >= x.MaxAttempts {
-		msg := fmt.Sprintf("worker lost: %d attempts did not finish", job.Attempts)
-		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{}, time.Time{})
-	}
-	work, err := pick(job)
+	lease, err := x.acquire(ctx, r.job, r.step, r.log)
 	if err != nil {
-		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: err.Error()})
-		return x.finish(ctx, job, rec, lease, Outcome{Status: domain.StatusFailed, Error: err.Error()}, time.Time{}, time.Time{})
+		return err
 	}
-	if !held {
-		if lease, err = x.acquire(ctx, job, req.Type, log); err != nil {
-			return err
+	r.lease = lease
+	if !r.resumed {
+		return nil
+	}
+	n, err := r.rec.Resume(ctx)
+	if err != nil {
+		x.release(r.lease, r.log)
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	if n > 0 {
+		r.log.Info("events of the interrupted attempt recovered from the event stream", "events", n)
+	}
+	return nil
+}
+
+// gate ends the job before any work when a cancel was requested, its
+// attempts are used up, or no work fits it (ended is then true and err
+// is Handle's answer); otherwise it returns the work, with the lease held.
+func (x *Executor) gate(ctx context.Context, r *stepRun, pick func(domain.Job) (Work, error)) (work Work, ended bool, err error) {
+	fail := func(msg string) error {
+		r.rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
+		return x.finish(ctx, r.job, r.rec, r.lease, Outcome{Status: domain.StatusFailed, Error: msg}, time.Time{}, time.Time{})
+	}
+	if canceled, err := x.Bus.CancelRequested(ctx, r.job.ID); err != nil {
+		x.release(r.lease, r.log)
+		return nil, true, bus.RetryAfter(2*time.Second, err)
+	} else if canceled {
+		return nil, true, x.finish(ctx, r.job, r.rec, r.lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error()}, time.Time{}, time.Time{})
+	}
+	if r.newAttempt && x.MaxAttempts > 0 && r.job.Attempts >= x.MaxAttempts {
+		return nil, true, fail(fmt.Sprintf("worker lost: %d attempts did not finish", r.job.Attempts))
+	}
+	if work, err = pick(r.job); err != nil {
+		return nil, true, fail(err.Error())
+	}
+	if r.lease == nil {
+		if r.lease, err = x.acquire(ctx, r.job, r.step, r.log); err != nil {
+			return nil, true, err
 		}
 	}
+	return work, false, nil
+}
 
-	started := x.now()
+// start marks the job running under this worker: a first step starts
+// the job (timing its queue), a continuation takes it over (timing the
+// hand-off) and keeps the job's started_at.
+func (x *Executor) start(ctx context.Context, r *stepRun, delivery uint64) error {
+	job := &r.job
+	r.started = x.now()
 	attempts := job.Attempts
-	if newAttempt {
+	if r.newAttempt {
 		attempts++
 	}
-	if continuation {
-		if err := x.Store.ContinueJob(ctx, job.ID, x.Worker, req.Type, attempts, started); err != nil {
-			x.release(lease, log)
+	if r.continuation {
+		if err := x.Store.ContinueJob(ctx, job.ID, x.Worker, r.step, attempts, r.started); err != nil {
+			x.release(r.lease, r.log)
 			return bus.RetryAfter(2*time.Second, err)
 		}
-		if job.HandedOffAt != nil && !again {
-			rec.Time("handoff", started.Sub(*job.HandedOffAt))
+		if job.HandedOffAt != nil && !r.again {
+			r.rec.Time("handoff", r.started.Sub(*job.HandedOffAt))
 		}
 		if job.StartedAt != nil {
-			started = *job.StartedAt
+			r.started = *job.StartedAt
 		}
-		msg := fmt.Sprintf("%s step taken over by %s", req.Type, x.Worker)
-		if again {
-			msg = fmt.Sprintf("%s step started again by %s (attempt %d)", req.Type, x.Worker, attempts)
+		msg := fmt.Sprintf("%s step taken over by %s", r.step, x.Worker)
+		if r.again {
+			msg = fmt.Sprintf("%s step started again by %s (attempt %d)", r.step, x.Worker, attempts)
 		}
-		job.Status, job.Attempts, job.Step = domain.StatusRunning, attempts, req.Type
-		rec.status = domain.StatusRunning
-		rec.Add(ctx, domain.JobEvent{Step: req.Type, Level: domain.LevelInfo, Message: msg})
+		job.Status, job.Attempts, job.Step = domain.StatusRunning, attempts, r.step
+		r.rec.status = domain.StatusRunning
+		r.rec.Add(ctx, domain.JobEvent{Step: r.step, Level: domain.LevelInfo, Message: msg})
 	} else {
-		if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, started); err != nil {
-			x.release(lease, log)
+		if err := x.Store.StartJob(ctx, job.ID, x.Worker, attempts, r.started); err != nil {
+			x.release(r.lease, r.log)
 			return bus.RetryAfter(2*time.Second, err)
 		}
 		if attempts == 1 && !job.CreatedAt.IsZero() {
 			// Later attempts waited for a backoff, not for a worker.
-			rec.Time("queue", started.Sub(job.CreatedAt))
+			r.rec.Time("queue", r.started.Sub(job.CreatedAt))
 		}
+		started := r.started
 		job.Status, job.Attempts, job.StartedAt, job.Step = domain.StatusRunning, attempts, &started, ""
-		rec.status = domain.StatusRunning
-		rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
+		r.rec.status = domain.StatusRunning
+		r.rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
 			Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
 	}
-	log.Info("job step started", "step", req.Type, "attempt", attempts, "delivery", d.NumDelivered)
-	if newAttempt && attempts > 1 && x.Metrics != nil {
+	r.log.Info("job step started", "step", r.step, "attempt", attempts, "delivery", delivery)
+	if r.newAttempt && attempts > 1 && x.Metrics != nil {
 		x.Metrics.Retries.WithLabelValues(string(job.Type)).Inc()
 	}
-	if x.Metrics != nil {
-		x.Metrics.Running.WithLabelValues(string(job.Type)).Inc()
-		defer x.Metrics.Running.WithLabelValues(string(job.Type)).Dec()
-	}
+	return nil
+}
 
+// runWork runs the work under a context that a cancel request or a lost
+// lease ends (cause says which), while two loops renew the lease and
+// write heartbeats and events, so a slow store write never delays a
+// renewal. Work that timed none of its parts is timed as one.
+func (x *Executor) runWork(ctx context.Context, r *stepRun, work Work) (Outcome, error) {
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	if err := x.Bus.WatchCancel(jctx, job.ID, func() { cancel(ErrCanceled) }); err != nil {
-		log.Warn("cannot watch for cancel requests", "err", err)
+	if err := x.Bus.WatchCancel(jctx, r.job.ID, func() { cancel(ErrCanceled) }); err != nil {
+		r.log.Warn("cannot watch for cancel requests", "err", err)
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	// Two loops, so a slow store write never delays a lease renewal.
 	go func() {
 		defer wg.Done()
-		x.renew(jctx, lease, cancel, log)
+		x.renew(jctx, r.lease, cancel, r.log)
 	}()
 	go func() {
 		defer wg.Done()
-		x.heartbeat(jctx, job.ID, rec, log)
+		x.heartbeat(jctx, r.job.ID, r.rec, r.log)
 	}()
-	workStart, timedBefore := x.now(), rec.timedCount()
-	out := work(jctx, job, rec)
-	workEnd := x.now()
-	if rec.timedCount() == timedBefore {
-		// The work timed none of its parts: the step is one part.
-		rec.Time(req.Type, workEnd.Sub(workStart))
+	workStart, timedBefore := x.now(), r.rec.timedCount()
+	out := work(jctx, r.job, r.rec)
+	r.workEnd = x.now()
+	if r.rec.timedCount() == timedBefore {
+		r.rec.Time(r.step, r.workEnd.Sub(workStart))
 	}
 	cause := context.Cause(jctx)
 	cancel(nil)
 	wg.Wait()
+	return out, cause
+}
 
+// conclude acts on how the work ended: shutdown leaves the job running
+// for its redelivery; otherwise it is handed on, retried or finished.
+func (x *Executor) conclude(ctx context.Context, r *stepRun, out Outcome, cause error) error {
 	if ctx.Err() != nil {
 		// Shutdown or crash: leave the job running; its message comes back.
-		_ = rec.Flush(context.WithoutCancel(ctx))
-		x.release(lease, log)
+		_ = r.rec.Flush(context.WithoutCancel(ctx))
+		x.release(r.lease, r.log)
 		return ctx.Err()
 	}
 	if out.Next != "" && cause == nil && !out.Status.Terminal() {
-		return x.handOff(ctx, job, rec, lease, out, workEnd)
+		return x.handOff(ctx, r.job, r.rec, r.lease, out, r.workEnd)
 	}
-	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && job.Attempts < x.MaxAttempts {
-		return x.retry(ctx, job, rec, lease, out)
+	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && r.job.Attempts < x.MaxAttempts {
+		return x.retry(ctx, r.job, r.rec, r.lease, out)
 	}
 	switch {
 	case errors.Is(cause, ErrCanceled):
@@ -278,7 +335,7 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	case errors.Is(cause, bus.ErrLeaseLost):
 		out = Outcome{Status: domain.StatusFailed, Error: "site lease lost while running: " + cause.Error(), Summary: out.Summary}
 	}
-	return x.finish(ctx, job, rec, lease, out, started, workEnd)
+	return x.finish(ctx, r.job, r.rec, r.lease, out, r.started, r.workEnd)
 }
 
 // finish writes a job's final outcome. started and workEnd are when the

@@ -26,175 +26,243 @@ type BackupSettings struct {
 }
 
 // backup removes what pulls of the site killed mid-run left in staging,
-// runs preflight over the site's master connection, checks disk headroom,
-// pulls every target into staging and hands the job to the snapshotter.
-// When every target failed and one of them because its connection was
-// refused, lost or stalled, the attempt is marked for retry.
+// runs preflight over the site's master connection (or reuses checks the
+// site passed moments ago), checks disk headroom, pulls every target into
+// staging and hands the job to the snapshotter. When every target failed
+// and one of them because its connection was refused, lost or stalled,
+// the attempt is marked for retry.
 func (p *Puller) backup(ctx context.Context, job domain.Job, rec *jobrun.Recorder) (result jobrun.Outcome) {
 	began := time.Now()
-	site, status, targets, err := p.load(ctx, job)
-	if err != nil {
+	b := &backupRun{job: job, rec: rec}
+	var err error
+	if b.site, b.status, b.targets, err = p.load(ctx, job); err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
 	}
-	fail := func(msg string, summary map[string]any) jobrun.Outcome {
-		if err := p.putHealth(ctx, status, job, domain.HealthFailed, msg, nil); err != nil {
-			rec.Add(ctx, domain.JobEvent{Step: "health", Level: domain.LevelWarn, Message: "site health (failed) not recorded: " + err.Error()})
-		}
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+	if len(b.targets) == 0 {
+		return p.failBackup(ctx, b, "site has no targets to back up", nil)
 	}
-	if len(targets) == 0 {
-		return fail("site has no targets to back up", nil)
-	}
-
-	// A pull cut short without cleanup (Satoru killed mid-pull) left
-	// received files in staging. They go first, under the site lease (no
-	// pull of the site runs), before the headroom check they could
-	// otherwise fail for good, and before preflight, so an unreachable
-	// site's leftovers go too.
-	for _, c := range pull.RecoverInterrupted(ctx, p.Backup.StagingRoot, site.UUID, targets) {
-		rec.Add(ctx, cleanupEvent(c))
-	}
-
-	controlPath, err := p.masterPath(site, status)
-	if err != nil {
-		return fail(err.Error(), nil)
-	}
-	// A site that passed every check moments ago, unchanged since, goes
-	// straight to the pull (preflight_reuse_seconds).
-	in := preflight.Input{Site: site, Status: status, Targets: targets, ControlPath: controlPath, Reuse: true}
-	res := p.Checker.Run(ctx, in)
+	p.removeLeftovers(ctx, b)
 	// The master outlives a job that went well, so the site's next job
 	// within ControlPersist skips the handshake; a failed one may have
 	// left it broken, so it goes.
-	defer func() { p.releaseMaster(res.SSH, result.Status == domain.StatusFailed) }()
-	for _, ev := range res.Events {
-		rec.Add(ctx, ev)
-	}
-	if res.LearnedHostKey != "" {
-		status.LearnedHostKey = res.LearnedHostKey
-		in.Status = status
-	}
-	if !res.Reused {
-		at := p.now()
-		status.LastPreflightAt = &at
-	}
-	if ctx.Err() != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
-	}
-	if !res.SiteOK() {
-		p.Checker.Forget(site.UUID)
-		out := fail("preflight failed, nothing pulled: "+res.Error(), nil)
-		out.Retry = res.Transient
+	defer func() { p.releaseMaster(b.res.SSH, result.Status == domain.StatusFailed) }()
+	if out, ok := p.checkSite(ctx, b); !ok {
 		return out
 	}
-	b := p.Backup
-	if err := b.headroom().Check(b.StagingRoot, b.RepoPath); err != nil {
-		rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
-		return fail("disk headroom: "+err.Error()+"; nothing pulled", nil)
-	}
-	rec.Add(ctx, domain.JobEvent{Step: "headroom", Message: "free space above the configured headroom on staging and repository"})
-	if err := rec.Flush(ctx); err != nil {
-		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
+	if out, ok := p.checkHeadroom(ctx, b); !ok {
+		return out
 	}
 	rec.Time("preflight", time.Since(began))
-	pullStart := time.Now()
 
-	cfg := pull.Config{
-		SSH:                res.SSH,
-		SSHPath:            p.Checker.SSHPath,
-		RsyncPath:          p.RsyncPath,
-		StagingRoot:        b.StagingRoot,
-		RemoteTmpDir:       p.Checker.RemoteTmpDir,
-		BandwidthLimitKbps: site.BandwidthLimitKbps,
-		IOTimeout:          b.IOTimeout,
-		TargetTimeout:      b.TargetTimeout,
-		ProgressEvery:      b.ProgressEvery,
-	}
-	runs := make([]domain.TargetRun, 0, len(targets))
-	scans := make(map[string]domain.Scan, len(targets))
-	var ok, failed int
-	transient := false
-	var transferred, bytes, files int64
-	for _, t := range targets {
-		if ctx.Err() != nil {
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}
-		}
-		var r pull.Result
-		if msg, bad := res.TargetFailures[t.TargetHash]; bad {
-			// Preflight already found this target unusable: skip it, pull the rest.
-			r = pull.Result{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode, Status: domain.HealthFailed, Error: msg}
-			rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelError, TargetHash: t.TargetHash,
-				Message: fmt.Sprintf("target %s %s skipped: %s", t.TargetHash, t.Path, msg)})
-		} else {
-			r = p.pullTarget(ctx, cfg, site.UUID, t, rec)
-		}
-		run := domain.TargetRun{TargetHash: t.TargetHash, Path: t.Path, Mode: t.Mode, Status: r.Status, Note: r.Note,
-			Error: r.Error, FailedPaths: r.FailedPaths, Files: r.Files, Bytes: r.Bytes, Transferred: r.Transferred,
-			DurationMS: r.Duration.Milliseconds()}
-		runs = append(runs, run)
-		if r.Status == domain.HealthFailed {
-			failed++
-			transient = transient || r.Transient
-		} else {
-			ok++
-		}
-		p.Metrics.Target(site.UUID, string(r.Status), r.Transferred, r.Files)
-		transferred += r.Transferred
-		bytes += r.Bytes
-		files += r.Files
-		scans[t.TargetHash] = domain.Scan{At: p.now(), Status: r.Status, Bytes: r.Bytes, Files: r.Files, Error: r.Error}
-		if err := rec.Flush(ctx); err != nil {
-			return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}
-		}
-	}
-	// Every target's last scan in one write.
-	if err := p.Store.SetTargetScans(ctx, site.UUID, scans); err != nil {
-		rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelWarn,
-			Message: "could not record the targets' last scans: " + err.Error()})
+	pullStart := time.Now()
+	pulled, out, ok := p.pullAll(ctx, b)
+	if !ok {
+		return out
 	}
 	rec.Time("pull", time.Since(pullStart))
-	summary := map[string]any{
-		"targets": len(targets), "targets_pulled": ok, "targets_failed": failed,
-		"bytes_transferred": transferred, "bytes": bytes, "files": files,
+	p.settleChecks(ctx, b, pulled)
+	return p.handOffBackup(ctx, b, pulled)
+}
+
+// backupRun is one backup's pull step as its steps fill it in.
+type backupRun struct {
+	job     domain.Job
+	rec     *jobrun.Recorder
+	site    domain.Site
+	status  domain.SiteStatus
+	targets []domain.Target
+	in      preflight.Input  // what preflight checked
+	res     preflight.Result // what it found, and how to reach the site
+}
+
+// pulledTargets is what the pulls of one backup did.
+type pulledTargets struct {
+	runs                      []domain.TargetRun
+	ok, failed                int
+	transient                 bool // a failed target's connection may come back
+	transferred, bytes, files int64
+}
+
+func (t pulledTargets) summary() map[string]any {
+	return map[string]any{
+		"targets": len(t.runs), "targets_pulled": t.ok, "targets_failed": t.failed,
+		"bytes_transferred": t.transferred, "bytes": t.bytes, "files": t.files,
 	}
+}
+
+// failBackup ends the backup as failed with msg, recorded on the site.
+func (p *Puller) failBackup(ctx context.Context, b *backupRun, msg string, summary map[string]any) jobrun.Outcome {
+	if err := p.putHealth(ctx, b.status, b.job, domain.HealthFailed, msg, nil); err != nil {
+		b.rec.Add(ctx, domain.JobEvent{Step: "health", Level: domain.LevelWarn, Message: "site health (failed) not recorded: " + err.Error()})
+	}
+	return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
+}
+
+// removeLeftovers: a pull cut short without cleanup (Satoru killed
+// mid-pull) left received files in staging. They go first, under the
+// site lease (no pull of the site runs), before the headroom check they
+// could otherwise fail for good, and before preflight, so an unreachable
+// site's leftovers go too.
+func (p *Puller) removeLeftovers(ctx context.Context, b *backupRun) {
+	for _, c := range pull.RecoverInterrupted(ctx, p.Backup.StagingRoot, b.site.UUID, b.targets) {
+		b.rec.Add(ctx, cleanupEvent(c))
+	}
+}
+
+// checkSite runs preflight over the site's master connection. A site
+// that passed every check moments ago, unchanged since, goes straight to
+// the pull (preflight_reuse_seconds). ok is false when the job ends here.
+func (p *Puller) checkSite(ctx context.Context, b *backupRun) (out jobrun.Outcome, ok bool) {
+	controlPath, err := p.masterPath(b.site, b.status)
+	if err != nil {
+		return p.failBackup(ctx, b, err.Error(), nil), false
+	}
+	b.in = preflight.Input{Site: b.site, Status: b.status, Targets: b.targets, ControlPath: controlPath, Reuse: true}
+	b.res = p.Checker.Run(ctx, b.in)
+	for _, ev := range b.res.Events {
+		b.rec.Add(ctx, ev)
+	}
+	if b.res.LearnedHostKey != "" {
+		b.status.LearnedHostKey = b.res.LearnedHostKey
+		b.in.Status = b.status
+	}
+	if !b.res.Reused {
+		at := p.now()
+		b.status.LastPreflightAt = &at
+	}
+	if ctx.Err() != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}, false
+	}
+	if !b.res.SiteOK() {
+		p.Checker.Forget(b.site.UUID)
+		out := p.failBackup(ctx, b, "preflight failed, nothing pulled: "+b.res.Error(), nil)
+		out.Retry = b.res.Transient
+		return out, false
+	}
+	return jobrun.Outcome{}, true
+}
+
+// checkHeadroom refuses to pull when staging or the repository is below
+// the configured free space, then writes the checks' events.
+func (p *Puller) checkHeadroom(ctx context.Context, b *backupRun) (out jobrun.Outcome, ok bool) {
+	if err := p.Backup.headroom().Check(p.Backup.StagingRoot, p.Backup.RepoPath); err != nil {
+		b.rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
+		return p.failBackup(ctx, b, "disk headroom: "+err.Error()+"; nothing pulled", nil), false
+	}
+	b.rec.Add(ctx, domain.JobEvent{Step: "headroom", Message: "free space above the configured headroom on staging and repository"})
+	if err := b.rec.Flush(ctx); err != nil {
+		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}, false
+	}
+	return jobrun.Outcome{}, true
+}
+
+// pullAll pulls the targets one after another, skipping those preflight
+// found unusable, then records every target's last scan in one write.
+// ok is false when the job ends here (canceled, events not written).
+func (p *Puller) pullAll(ctx context.Context, b *backupRun) (t pulledTargets, out jobrun.Outcome, ok bool) {
+	cfg := pull.Config{
+		SSH:                b.res.SSH,
+		SSHPath:            p.Checker.SSHPath,
+		RsyncPath:          p.RsyncPath,
+		StagingRoot:        p.Backup.StagingRoot,
+		RemoteTmpDir:       p.Checker.RemoteTmpDir,
+		BandwidthLimitKbps: b.site.BandwidthLimitKbps,
+		IOTimeout:          p.Backup.IOTimeout,
+		TargetTimeout:      p.Backup.TargetTimeout,
+		ProgressEvery:      p.Backup.ProgressEvery,
+	}
+	t.runs = make([]domain.TargetRun, 0, len(b.targets))
+	scans := make(map[string]domain.Scan, len(b.targets))
+	for _, target := range b.targets {
+		if ctx.Err() != nil {
+			return t, jobrun.Outcome{Status: domain.StatusFailed, Error: ctx.Err().Error()}, false
+		}
+		var r pull.Result
+		if msg, bad := b.res.TargetFailures[target.TargetHash]; bad {
+			// Preflight already found this target unusable: skip it, pull the rest.
+			r = pull.Result{TargetHash: target.TargetHash, Path: target.Path, Mode: target.Mode, Status: domain.HealthFailed, Error: msg}
+			b.rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelError, TargetHash: target.TargetHash,
+				Message: fmt.Sprintf("target %s %s skipped: %s", target.TargetHash, target.Path, msg)})
+		} else {
+			r = p.pullTarget(ctx, cfg, b.site.UUID, target, b.rec)
+		}
+		t.add(target, r)
+		p.Metrics.Target(b.site.UUID, string(r.Status), r.Transferred, r.Files)
+		scans[target.TargetHash] = domain.Scan{At: p.now(), Status: r.Status, Bytes: r.Bytes, Files: r.Files, Error: r.Error}
+		if err := b.rec.Flush(ctx); err != nil {
+			return t, jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}, false
+		}
+	}
+	if err := p.Store.SetTargetScans(ctx, b.site.UUID, scans); err != nil {
+		b.rec.Add(ctx, domain.JobEvent{Step: "pull", Level: domain.LevelWarn,
+			Message: "could not record the targets' last scans: " + err.Error()})
+	}
+	return t, jobrun.Outcome{}, true
+}
+
+// add counts one target's pull.
+func (t *pulledTargets) add(target domain.Target, r pull.Result) {
+	t.runs = append(t.runs, domain.TargetRun{TargetHash: target.TargetHash, Path: target.Path, Mode: target.Mode, Status: r.Status, Note: r.Note,
+		Error: r.Error, FailedPaths: r.FailedPaths, Files: r.Files, Bytes: r.Bytes, Transferred: r.Transferred,
+		DurationMS: r.Duration.Milliseconds()})
+	if r.Status == domain.HealthFailed {
+		t.failed++
+		t.transient = t.transient || r.Transient
+	} else {
+		t.ok++
+	}
+	t.transferred += r.Transferred
+	t.bytes += r.Bytes
+	t.files += r.Files
+}
+
+// settleChecks keeps preflight's reuse window true to what the pulls
+// showed: only a full check that every pull bore out opens it (so a site
+// is checked in full every preflight_reuse_seconds); any failure closes
+// it. A pull that failed after the checks were skipped runs them now, so
+// the job says what is wrong with the site in the checks' own words.
+func (p *Puller) settleChecks(ctx context.Context, b *backupRun, t pulledTargets) {
 	switch {
-	case failed == 0 && res.OK() && !res.Reused:
-		// Only a full check starts the reuse window: every
-		// preflight_reuse_seconds a backup checks everything again.
-		p.Checker.Passed(in)
-	case failed == 0:
+	case t.failed == 0 && b.res.OK() && !b.res.Reused:
+		p.Checker.Passed(b.in)
+	case t.failed == 0:
 		// A pass on reused checks keeps the window the full check opened.
-	case res.Reused:
-		// The checks were skipped and a pull failed: run them now, so the
-		// job says what is wrong with the site in the checks' own words.
-		p.Checker.Forget(site.UUID)
-		if ctx.Err() == nil && !transient {
-			rec.Add(ctx, domain.JobEvent{Step: preflight.StepReused, Level: domain.LevelWarn,
+	case b.res.Reused:
+		p.Checker.Forget(b.site.UUID)
+		if ctx.Err() == nil && !t.transient {
+			b.rec.Add(ctx, domain.JobEvent{Step: preflight.StepReused, Level: domain.LevelWarn,
 				Message: "a pull failed after the remote checks were skipped; running them again"})
+			in := b.in
 			in.Reuse = false
 			for _, ev := range p.Checker.Run(ctx, in).Events {
-				rec.Add(ctx, ev)
+				b.rec.Add(ctx, ev)
 			}
 		}
 	default:
-		p.Checker.Forget(site.UUID)
+		p.Checker.Forget(b.site.UUID)
 	}
-	if ok == 0 {
-		out := fail(fmt.Sprintf("every target failed (%d of %d); no snapshot made", failed, len(targets)), summary)
-		out.Targets = runs
-		// A connection lost, refused or stalled mid-pull may be back on
-		// the next attempt; staging kept the last good copies meanwhile.
-		out.Retry = transient
+}
+
+// handOffBackup passes the job to the snapshotter when any target was
+// pulled; when none was, the job fails (retried when a connection lost,
+// refused or stalled mid-pull may be back: staging kept the last good
+// copies meanwhile).
+func (p *Puller) handOffBackup(ctx context.Context, b *backupRun, t pulledTargets) jobrun.Outcome {
+	summary := t.summary()
+	if t.ok == 0 {
+		out := p.failBackup(ctx, b, fmt.Sprintf("every target failed (%d of %d); no snapshot made", t.failed, len(b.targets)), summary)
+		out.Targets = t.runs
+		out.Retry = t.transient
 		return out
 	}
 	// The snapshotter writes the final health; keep what preflight
 	// learned (a host key, when it ran). Reused checks learned nothing.
-	if !res.Reused {
-		if err := p.Store.PutSiteStatus(ctx, status); err != nil {
+	if !b.res.Reused {
+		if err := p.Store.PutSiteStatus(ctx, b.status); err != nil {
 			return jobrun.Outcome{Status: domain.StatusFailed, Error: "record site status: " + err.Error(), Summary: summary}
 		}
 	}
-	return jobrun.Outcome{Status: domain.StatusRunning, Summary: summary, Targets: runs, Next: events.StepSnapshot}
+	return jobrun.Outcome{Status: domain.StatusRunning, Summary: summary, Targets: t.runs, Next: events.StepSnapshot}
 }
 
 func (p *Puller) pullTarget(ctx context.Context, cfg pull.Config, siteUUID string, t domain.Target, rec *jobrun.Recorder) pull.Result {
