@@ -120,7 +120,7 @@ func (s *Satoru) Start() {
 	cmd.Stderr = p.stderr
 	// If the test binary itself dies (a -timeout panic), satoru goes too.
 	// This is the harness's own hygiene; what satoru does with its
-	// children when it is killed is what the scenarios test.
+	// children when it is killed is what the fault scenarios test.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -202,7 +202,7 @@ func (s *Satoru) parseBanner(lines []string) {
 			s.StoreURI = v
 		}
 		// "token:  in <data_dir>/api-token (send it as ...)": satoru up
-		// generated it, since the suite sets no SATORU_API_TOKEN.
+		// generated it, since Env sets no SATORU_API_TOKEN.
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "token:"); ok {
 			if f := strings.Fields(v); len(f) >= 2 && f[0] == "in" {
 				s.tokenFile = f[1]

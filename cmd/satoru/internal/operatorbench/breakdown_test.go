@@ -1,0 +1,58 @@
+package operatorbench
+
+import (
+	"testing"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+)
+
+func TestStepBreakdown(t *testing.T) {
+	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	started, finished := at(10), at(2000)
+	evs := []domain.JobEvent{
+		{Seq: 1, TS: at(12), Step: "job"},
+		{Seq: 2, TS: at(20), Step: "preflight"},
+		{Seq: 3, TS: at(400), Step: "pull"},
+		{Seq: 4, TS: at(900), Step: "pull"},
+		{Seq: 6, TS: at(1500), Step: "snapshot"},
+		{Seq: 5, TS: at(1000), Step: "snapshot"},
+		{Seq: 7, TS: at(1990), Step: "job"},
+	}
+	for _, tc := range []struct {
+		name    string
+		summary map[string]any
+		want    string
+	}{
+		{"events only", nil,
+			"from events: queue 0.010, job 0.018, preflight 0.380, pull 0.600, snapshot 0.990"},
+		{"with step_seconds", map[string]any{"step_seconds": map[string]any{"pull": 0.6, "preflight": 0.38}},
+			"step_seconds: preflight 0.38, pull 0.6; from events: queue 0.010, job 0.018, preflight 0.380, pull 0.600, snapshot 0.990"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			j := domain.Job{CreatedAt: t0, StartedAt: &started, FinishedAt: &finished, Summary: tc.summary}
+			if got := stepBreakdown(j, append([]domain.JobEvent(nil), evs...)); got != tc.want {
+				t.Errorf("stepBreakdown:\n got %s\nwant %s", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestMedian(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []float64
+		want float64
+	}{
+		{"none", nil, 0},
+		{"odd", []float64{3, 1, 2}, 2},
+		{"even", []float64{4, 1, 3, 2}, 2.5},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := median(tc.in); got != tc.want {
+				t.Errorf("median(%v) = %v, want %v", tc.in, got, tc.want)
+			}
+		})
+	}
+}
