@@ -13,12 +13,15 @@ func TestStepBreakdown(t *testing.T) {
 	started, finished := at(10), at(2000)
 	evs := []domain.JobEvent{
 		{Seq: 1, TS: at(12), Step: "job"},
-		{Seq: 2, TS: at(20), Step: "preflight"},
-		{Seq: 3, TS: at(400), Step: "pull"},
-		{Seq: 4, TS: at(900), Step: "pull"},
-		{Seq: 6, TS: at(1500), Step: "snapshot"},
-		{Seq: 5, TS: at(1000), Step: "snapshot"},
-		{Seq: 7, TS: at(1990), Step: "job"},
+		{Seq: 2, TS: at(400), Step: "host_key"},
+		{Seq: 3, TS: at(401), Step: "ssh_connect"},
+		{Seq: 4, TS: at(403), Step: "headroom"},
+		{Seq: 5, TS: at(405), Step: "pull"},
+		{Seq: 6, TS: at(700), Step: "pull_progress"},
+		{Seq: 7, TS: at(900), Step: "pull"},
+		{Seq: 9, TS: at(1500), Step: "snapshot"},
+		{Seq: 8, TS: at(1000), Step: "snapshot"},
+		{Seq: 10, TS: at(1990), Step: "job"},
 	}
 	for _, tc := range []struct {
 		name    string
@@ -26,9 +29,9 @@ func TestStepBreakdown(t *testing.T) {
 		want    string
 	}{
 		{"events only", nil,
-			"from events: queue 0.010, job 0.018, preflight 0.380, pull 0.600, snapshot 0.990"},
+			"from events: queue 0.010, job 0.492, preflight 0.389, headroom 0.002, pull 0.497, snapshot 0.600, finish 0.010"},
 		{"with step_seconds", map[string]any{"step_seconds": map[string]any{"pull": 0.6, "preflight": 0.38}},
-			"step_seconds: preflight 0.38, pull 0.6; from events: queue 0.010, job 0.018, preflight 0.380, pull 0.600, snapshot 0.990"},
+			"step_seconds: preflight 0.38, pull 0.6; from events: queue 0.010, job 0.492, preflight 0.389, headroom 0.002, pull 0.497, snapshot 0.600, finish 0.010"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			j := domain.Job{CreatedAt: t0, StartedAt: &started, FinishedAt: &finished, Summary: tc.summary}

@@ -330,9 +330,13 @@ func summaryNumber(j domain.Job, key string) (float64, bool) {
 }
 
 // stepBreakdown is the job's time by step: summary.step_seconds when the
-// job has it, and always the steps derived from the events (each event
-// opens its step, which lasts until the next event of another step; the
-// last until finished_at), summed per step name.
+// job has it, and always the steps derived from its events. A step's
+// events mostly report work just done (the preflight reports its checks
+// when they are over, a pull its end, restic its summary), so the time
+// between two events goes to the later one's step, summed per step name;
+// progress events count for their step, the preflight's checks for
+// "preflight", and the time after the last event up to finished_at is
+// "finish". The hand-off to the snapshotter lands in "snapshot".
 func stepBreakdown(j domain.Job, evs []domain.JobEvent) string {
 	var parts []string
 	if m, ok := j.Summary["step_seconds"].(map[string]any); ok {
@@ -353,27 +357,32 @@ func stepBreakdown(j domain.Job, evs []domain.JobEvent) string {
 	slices.SortFunc(evs, func(a, b domain.JobEvent) int { return int(a.Seq - b.Seq) })
 	sums := map[string]time.Duration{"queue": j.StartedAt.Sub(j.CreatedAt)}
 	order := []string{"queue"}
-	for i, e := range evs {
-		end := *j.FinishedAt
-		for _, n := range evs[i+1:] {
-			if n.Step != e.Step {
-				end = n.TS
-				break
-			}
+	add := func(step string, d time.Duration) {
+		if _, seen := sums[step]; !seen {
+			order = append(order, step)
 		}
-		if i > 0 && evs[i-1].Step == e.Step {
-			continue // counted from the step's first event of this stretch
-		}
-		if _, seen := sums[e.Step]; !seen {
-			order = append(order, e.Step)
-		}
-		sums[e.Step] += end.Sub(e.TS)
+		sums[step] += d
 	}
+	prev := *j.StartedAt
+	for _, e := range evs {
+		add(phase(e.Step), e.TS.Sub(prev))
+		prev = e.TS
+	}
+	add("finish", j.FinishedAt.Sub(prev))
 	var ev []string
 	for _, k := range order {
 		ev = append(ev, fmt.Sprintf("%s %.3f", k, sums[k].Seconds()))
 	}
 	return strings.Join(append(parts, "from events: "+strings.Join(ev, ", ")), "; ")
+}
+
+// phase folds an event's step into the job step it belongs to.
+func phase(step string) string {
+	switch step {
+	case "local_tool", "host_key", "ssh_connect", "remote_tool", "target", "preflight":
+		return "preflight"
+	}
+	return strings.TrimSuffix(step, "_progress")
 }
 
 // foreignJobs names the jobs of site the benchmark did not post that ran
