@@ -1,10 +1,7 @@
 package faults
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -70,19 +67,19 @@ func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, roun
 		l := shared
 		l.Data = filepath.Join(root, "worker-"+role)
 		w := newSatoru(t, "satoru "+role, l, []string{role}, satoruEnv(l, join...))
-		w.start()
+		w.Start()
 		workers = append(workers, w)
 	}
-	a := up.api()
+	a := up.API()
 	var sites []string
 	for i, p := range paths {
-		sites = append(sites, a.registerSite(site{name: fmt.Sprintf("first-%d", i), edge: edge, path: p}))
+		sites = append(sites, a.RegisterSite(site{Name: fmt.Sprintf("first-%d", i), Edge: edge, Path: p}))
 	}
 	// Posted at once: the 8 snapshots reach the two snapshotters together.
 	ids := make([]string, len(sites))
 	errs := parallelDo(len(sites), func(i int) error {
 		var err error
-		ids[i], err = postJob(a, sites[i], "backup")
+		ids[i], err = a.TryStartJob(sites[i], "backup")
 		return err
 	})
 	for _, err := range errs {
@@ -94,19 +91,19 @@ func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, roun
 	byWorker := map[string]int{}
 	failed := false
 	for i, id := range ids {
-		j, ended := a.waitJob(id, time.Until(deadline))
+		j, ended := a.WaitJob(id, time.Until(deadline))
 		byWorker[j.Worker]++
 		if !ended || j.Status != domain.StatusSuccess {
 			failed = true
 			t.Errorf("round %d: first backup of site %d: job %s %s (attempts %d, error %q), want success\nevents:\n%s",
-				round, i, id, j.Status, j.Attempts, j.Error, a.dumpEvents(id))
+				round, i, id, j.Status, j.Attempts, j.Error, a.DumpEvents(id))
 		}
 	}
 	// Stopped before the check, so nothing holds the repository.
 	for i := len(workers) - 1; i >= 0; i-- {
-		workers[i].stop()
+		workers[i].Stop()
 	}
-	up.stop()
+	up.Stop()
 	resticCheck(t, shared.Repo)
 	keys, _ := os.ReadDir(filepath.Join(shared.Repo, "keys"))
 	if len(keys) != 1 {
@@ -126,27 +123,4 @@ func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, roun
 		t.FailNow() // the logs of this round are the ones to read
 	}
 	_ = os.RemoveAll(root)
-}
-
-// postJob is startJob without the test's FailNow, for goroutines.
-func postJob(a *api, siteUUID, typ string) (string, error) {
-	body, _ := json.Marshal(map[string]string{"type": typ})
-	req, err := http.NewRequest("POST", a.base+"/api/v1/sites/"+siteUUID+"/jobs", bytes.NewReader(body))
-	if err != nil {
-		return "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+a.token)
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := httpClient.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("POST %s job of %s: %w", typ, siteUUID, err)
-	}
-	defer resp.Body.Close()
-	var out struct {
-		JobID string `json:"job_id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != http.StatusAccepted || out.JobID == "" {
-		return "", fmt.Errorf("POST %s job of %s: status %d, %v", typ, siteUUID, resp.StatusCode, err)
-	}
-	return out.JobID, nil
 }

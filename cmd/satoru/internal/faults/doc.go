@@ -8,5 +8,6 @@
 // Each scenario ends with `restic check` passing, every site's next backup
 // succeeding and no job left running. docs/faults.md lists the scenarios.
 //
-// The package has no code outside its tests.
+// The package has no code outside its tests; the real process, its REST
+// client and the process table helpers are in ../realproc.
 package faults

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -49,7 +50,7 @@ func TestFaults(t *testing.T) {
 // scenario is one satoru installation under test and its sites.
 type scenario struct {
 	t     *testing.T
-	l     layout
+	L     layout
 	up    *satoru
 	sites []string // site uuids
 }
@@ -65,13 +66,13 @@ func newScenario(t *testing.T, l *layout, extra ...string) *scenario {
 	if l != nil {
 		lay = *l
 	}
-	return &scenario{t: t, l: lay, up: startUp(t, lay, extra...)}
+	return &scenario{t: t, L: lay, up: startUp(t, lay, extra...)}
 }
 
 // addSite registers s and remembers it for the next backups.
 func (sc *scenario) addSite(s site) string {
 	sc.t.Helper()
-	uuid := sc.up.api().registerSite(s)
+	uuid := sc.up.API().RegisterSite(s)
 	sc.sites = append(sc.sites, uuid)
 	return uuid
 }
@@ -80,7 +81,7 @@ func (sc *scenario) addSite(s site) string {
 // temporary files included.
 func (sc *scenario) staged(siteUUID string) int64 {
 	var n int64
-	_ = filepath.WalkDir(filepath.Join(sc.l.Staging, siteUUID), func(_ string, d os.DirEntry, err error) error {
+	_ = filepath.WalkDir(filepath.Join(sc.L.Staging, siteUUID), func(_ string, d os.DirEntry, err error) error {
 		if err == nil && d.Type().IsRegular() {
 			if fi, err := d.Info(); err == nil {
 				n += fi.Size()
@@ -97,24 +98,24 @@ func (sc *scenario) staged(siteUUID string) int64 {
 // for this machine) or cond does not hold within 2 minutes.
 func (sc *scenario) killWhen(jobID, what string, cond func() bool) {
 	sc.t.Helper()
-	a := sc.up.api()
+	a := sc.up.API()
 	deadline := time.Now().Add(2 * time.Minute)
 	lastJobPoll := time.Time{}
 	for !cond() {
 		if time.Since(lastJobPoll) > time.Second {
 			lastJobPoll = time.Now()
-			if j := a.job(jobID); j.Status.Terminal() {
-				sc.t.Fatalf("job %s ended %s (%q) before the kill point %q was reached\nevents:\n%s", jobID, j.Status, j.Error, what, a.dumpEvents(jobID))
+			if j := a.Job(jobID); j.Status.Terminal() {
+				sc.t.Fatalf("job %s ended %s (%q) before the kill point %q was reached\nevents:\n%s", jobID, j.Status, j.Error, what, a.DumpEvents(jobID))
 			}
 		}
 		if time.Now().After(deadline) {
-			sc.t.Fatalf("the kill point %q was not reached within 2 minutes (job %s)\nevents:\n%s", what, jobID, a.dumpEvents(jobID))
+			sc.t.Fatalf("the kill point %q was not reached within 2 minutes (job %s)\nevents:\n%s", what, jobID, a.DumpEvents(jobID))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	before := sc.up.kill()
+	before := sc.up.Kill()
 	sc.t.Logf("killed %s", what)
-	checkNoOrphans(sc.t, before, sc.l.dirs())
+	checkNoOrphans(sc.t, before, sc.L.Dirs())
 }
 
 // recover restarts satoru on the same folders and asserts what the issue
@@ -125,7 +126,7 @@ func (sc *scenario) killWhen(jobID, what string, cond func() bool) {
 // it ended.
 func (sc *scenario) recover(jobID, what string, checks ...func(domain.Job)) domain.Job {
 	sc.t.Helper()
-	sc.up.start()
+	sc.up.Start()
 	return sc.settle(jobID, what, checks...)
 }
 
@@ -133,20 +134,20 @@ func (sc *scenario) recover(jobID, what string, checks ...func(domain.Job)) doma
 // satoru).
 func (sc *scenario) settle(jobID, what string, checks ...func(domain.Job)) domain.Job {
 	sc.t.Helper()
-	a := sc.up.api()
+	a := sc.up.API()
 	deadline := time.Now().Add(settleWithin)
-	j, ended := a.waitJob(jobID, settleWithin)
+	j, ended := a.WaitJob(jobID, settleWithin)
 	switch {
 	case !ended:
 		sc.t.Errorf("%s: job %s still %s %s after the fault (attempts %d, worker %q, error %q)\nevents:\n%s",
-			what, jobID, j.Status, settleWithin, j.Attempts, j.Worker, j.Error, a.dumpEvents(jobID))
+			what, jobID, j.Status, settleWithin, j.Attempts, j.Worker, j.Error, a.DumpEvents(jobID))
 	case j.Status != domain.StatusSuccess:
 		sc.t.Errorf("%s: job %s ended %s after %d attempt(s), want success on redelivery; error %q\nevents:\n%s",
-			what, jobID, j.Status, j.Attempts, j.Error, a.dumpEvents(jobID))
+			what, jobID, j.Status, j.Attempts, j.Error, a.DumpEvents(jobID))
 	default:
 		sc.t.Logf("%s: job %s succeeded in attempt %d", what, jobID, j.Attempts)
 	}
-	a.waitNoRunning(deadline)
+	a.WaitNoRunning(deadline)
 	for _, check := range checks {
 		check(j)
 	}
@@ -154,7 +155,7 @@ func (sc *scenario) settle(jobID, what string, checks ...func(domain.Job)) domai
 	// Last, as the issue has it: each scenario ends with the repository
 	// passing `restic check` (run after the next backups, so a repository
 	// the interrupted job never got to create exists by then).
-	resticCheck(sc.t, sc.l.Repo)
+	resticCheck(sc.t, sc.L.Repo)
 	return j
 }
 
@@ -162,20 +163,20 @@ func (sc *scenario) settle(jobID, what string, checks ...func(domain.Job)) domai
 // and nothing may be left running after them.
 func (sc *scenario) nextBackups() {
 	sc.t.Helper()
-	a := sc.up.api()
+	a := sc.up.API()
 	ids := map[string]string{}
 	for _, s := range sc.sites {
-		ids[s] = a.startJob(s, "backup")
+		ids[s] = a.StartJob(s, "backup")
 	}
 	deadline := time.Now().Add(nextBackupWithin)
 	for s, id := range ids {
-		j, ended := a.waitJob(id, time.Until(deadline))
+		j, ended := a.WaitJob(id, time.Until(deadline))
 		if !ended || j.Status != domain.StatusSuccess {
 			sc.t.Errorf("next backup of site %s after the fault: job %s %s (attempts %d, error %q), want success\nevents:\n%s",
-				s, id, j.Status, j.Attempts, j.Error, a.dumpEvents(id))
+				s, id, j.Status, j.Attempts, j.Error, a.DumpEvents(id))
 		}
 	}
-	a.waitNoRunning(time.Now().Add(30 * time.Second))
+	a.WaitNoRunning(time.Now().Add(30 * time.Second))
 }
 
 // summaryInt reads a number from a job's summary (-1 when missing).
@@ -211,7 +212,7 @@ func slowEdge(t *testing.T, name string, files int, size int64, bwKiBps int) sit
 	h := fnv.New64a()
 	h.Write([]byte(name))
 	seedTree(t, dir, files, size, h.Sum64())
-	return site{name: name, edge: edge, path: dir, bwLimit: bwKiBps}
+	return site{Name: name, Edge: edge, Path: dir, BWLimit: bwKiBps}
 }
 
 // isRsyncInto matches the local rsync pulling into a site's staging.
@@ -223,11 +224,11 @@ func isRsyncInto(staging string) func(procInfo) bool {
 
 // hasChild reports whether satoru has a descendant matching m right now.
 func hasChild(s *satoru, m func(procInfo) bool) bool {
-	pid := s.pid()
+	pid := s.PID()
 	if pid == 0 {
 		return false
 	}
-	for _, p := range descendants(pid) {
+	for _, p := range realproc.Descendants(pid) {
 		if m(p) {
 			return true
 		}
@@ -242,8 +243,8 @@ func killMidPull(t *testing.T) {
 	s := slowEdge(t, "pull", files, size, 2048) // ~12 s for 24 MiB
 	sc := newScenario(t, nil)
 	uuid := sc.addSite(s)
-	id := sc.up.api().startJob(uuid, "backup")
-	rsyncInto := isRsyncInto(filepath.Join(sc.l.Staging, uuid))
+	id := sc.up.API().StartJob(uuid, "backup")
+	rsyncInto := isRsyncInto(filepath.Join(sc.L.Staging, uuid))
 	sc.killWhen(id, "mid-pull (rsync running, >= 4 MiB staged)", func() bool {
 		return hasChild(sc.up, rsyncInto) && sc.staged(uuid) >= 4<<20
 	})
@@ -258,9 +259,9 @@ func killMidSnapshot(t *testing.T) {
 	s := slowEdge(t, "snap", files, size, 0)
 	sc := newScenario(t, nil)
 	uuid := sc.addSite(s)
-	id := sc.up.api().startJob(uuid, "backup")
+	id := sc.up.API().StartJob(uuid, "backup")
 	sc.killWhen(id, "mid-snapshot (restic backup running, >= 32 MiB of packs written)", func() bool {
-		return hasChild(sc.up, isRestic("backup")) && dirBytes(filepath.Join(sc.l.Repo, "data")) >= 32<<20
+		return hasChild(sc.up, isRestic("backup")) && dirBytes(filepath.Join(sc.L.Repo, "data")) >= 32<<20
 	})
 	j := sc.recover(id, "backup killed mid-snapshot")
 	wantFiles(t, j, files)
@@ -276,36 +277,36 @@ func killMidPrune(t *testing.T) {
 	dir := filepath.Join(edge.Dir, "data")
 	seedTree(t, dir, 8, 1<<20, 7)
 	sc := newScenario(t, nil, `SATORU_RESTIC_RETENTION_POLICY={"keep_last":1}`)
-	uuid := sc.addSite(site{name: "prune", edge: edge, path: dir})
-	a := sc.up.api()
+	uuid := sc.addSite(site{Name: "prune", Edge: edge, Path: dir})
+	a := sc.up.API()
 	for i := 0; i < 3; i++ {
 		writeRandom(t, filepath.Join(dir, "generation.bin"), gen, uint64(100+i))
-		a.mustSucceed(a.startJob(uuid, "backup"), fmt.Sprintf("backup %d before the retention", i+1), 2*time.Minute)
+		a.MustSucceed(a.StartJob(uuid, "backup"), fmt.Sprintf("backup %d before the retention", i+1), 2*time.Minute)
 	}
-	snaps := countFiles(filepath.Join(sc.l.Repo, "snapshots"))
+	snaps := countFiles(filepath.Join(sc.L.Repo, "snapshots"))
 	if snaps != 3 {
 		t.Fatalf("%d snapshots before the retention, want 3", snaps)
 	}
-	dataBefore := dirBytes(filepath.Join(sc.l.Repo, "data"))
-	id := a.startJob(uuid, "retention")
+	dataBefore := dirBytes(filepath.Join(sc.L.Repo, "data"))
+	id := a.StartJob(uuid, "retention")
 	isPrune := func(p procInfo) bool {
-		return p.Comm == "restic" && (p.hasArg("prune") || p.hasArg("--prune"))
+		return p.Comm == "restic" && (p.HasArg("prune") || p.HasArg("--prune"))
 	}
 	sc.killWhen(id, "mid-prune (restic pruning after forget removed the old snapshots)", func() bool {
-		return countFiles(filepath.Join(sc.l.Repo, "snapshots")) < snaps && hasChild(sc.up, isPrune)
+		return countFiles(filepath.Join(sc.L.Repo, "snapshots")) < snaps && hasChild(sc.up, isPrune)
 	})
-	t.Logf("at the kill: %d snapshot files, %d of %d bytes of packs left", countFiles(filepath.Join(sc.l.Repo, "snapshots")),
-		dirBytes(filepath.Join(sc.l.Repo, "data")), dataBefore)
+	t.Logf("at the kill: %d snapshot files, %d of %d bytes of packs left", countFiles(filepath.Join(sc.L.Repo, "snapshots")),
+		dirBytes(filepath.Join(sc.L.Repo, "data")), dataBefore)
 	sc.recover(id, "retention killed mid-prune", func(j domain.Job) {
 		if j.Status != domain.StatusSuccess {
 			return // reported
 		}
-		if n := snapshotCount(t, sc.l.Repo); n != 1 {
+		if n := snapshotCount(t, sc.L.Repo); n != 1 {
 			t.Errorf("%d snapshots after the retention, want 1 (keep_last 1)", n)
 		}
 		// One generation and the small files stay; two generations were
 		// forgotten and must be pruned, not left behind by the crash.
-		if left := dirBytes(filepath.Join(sc.l.Repo, "data")); left > dataBefore-gen-gen/2 {
+		if left := dirBytes(filepath.Join(sc.L.Repo, "data")); left > dataBefore-gen-gen/2 {
 			t.Errorf("the repository still holds %d bytes of packs (%d before the retention): the forgotten snapshots' data was not pruned", left, dataBefore)
 		}
 	})
@@ -339,9 +340,9 @@ func killMidOffsiteCopy(t *testing.T) {
 		"SATORU_RESTIC_B2_ACCOUNT_ID="+access,
 		"SATORU_RESTIC_B2_ACCOUNT_KEY="+secret)
 	uuid := sc.addSite(s)
-	a := sc.up.api()
-	a.mustSucceed(a.startJob(uuid, "backup"), "backup before the sync", 2*time.Minute)
-	id := a.startSync()
+	a := sc.up.API()
+	a.MustSucceed(a.StartJob(uuid, "backup"), "backup before the sync", 2*time.Minute)
+	id := a.StartSync()
 	sc.killWhen(id, "mid-offsite-copy (restic copy running, packs uploaded)", func() bool {
 		n, _ := s3.Objects(t, "offsite", "satoru/data/")
 		return n >= 1 && hasChild(sc.up, isRestic("copy"))
@@ -350,7 +351,7 @@ func killMidOffsiteCopy(t *testing.T) {
 	t.Logf("at the kill: %d packs (%d bytes) offsite", n, b)
 	sc.recover(id, "offsite sync killed mid-copy", func(domain.Job) {
 		resticCheck(t, offsite, s3.Env()...)
-		if local, remote := snapshotCount(t, sc.l.Repo), snapshotCount(t, offsite, s3.Env()...); remote != local {
+		if local, remote := snapshotCount(t, sc.L.Repo), snapshotCount(t, offsite, s3.Env()...); remote != local {
 			t.Errorf("offsite holds %d snapshots, local %d: the redelivered sync did not copy everything", remote, local)
 		}
 	})
@@ -364,18 +365,18 @@ func edgeKilledMidPull(t *testing.T) {
 	s := slowEdge(t, "edge-crash", files, size, 2048)
 	sc := newScenario(t, nil)
 	uuid := sc.addSite(s)
-	id := sc.up.api().startJob(uuid, "backup")
-	rsyncInto := isRsyncInto(filepath.Join(sc.l.Staging, uuid))
+	id := sc.up.API().StartJob(uuid, "backup")
+	rsyncInto := isRsyncInto(filepath.Join(sc.L.Staging, uuid))
 	waitChild(t, sc.up, 2*time.Minute, "rsync into staging", rsyncInto)
 	for deadline := time.Now().Add(time.Minute); sc.staged(uuid) < 4<<20; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("less than 4 MiB staged a minute into the pull")
 		}
 	}
-	s.edge.Crash(t)
+	s.Edge.Crash(t)
 	t.Logf("edge sshd killed with %d bytes staged", sc.staged(uuid))
 	time.Sleep(3 * time.Second)
-	s.edge.Restart(t)
+	s.Edge.Restart(t)
 	j := sc.settle(id, "backup whose edge sshd was killed mid-pull")
 	wantFiles(t, j, files)
 }
@@ -392,12 +393,12 @@ func fullStagingDisk(t *testing.T) {
 	s := slowEdge(t, "staging-full", 10, 4<<20, 0)
 	sc := newScenario(t, &l)
 	uuid := sc.addSite(s)
-	a := sc.up.api()
-	id := a.startJob(uuid, "backup")
-	j, ended := a.waitJob(id, 2*time.Minute)
+	a := sc.up.API()
+	id := a.StartJob(uuid, "backup")
+	j, ended := a.WaitJob(id, 2*time.Minute)
 	wantDiskFailure(t, a, j, ended, "staging_root", l.Staging)
 	resizeTmpfs(t, mnt, 256)
-	a.waitNoRunning(time.Now().Add(30 * time.Second))
+	a.WaitNoRunning(time.Now().Add(30 * time.Second))
 	sc.nextBackups()
 	resticCheck(t, l.Repo)
 }
@@ -414,12 +415,12 @@ func fullRepositoryDisk(t *testing.T) {
 	s := slowEdge(t, "repo-full", 12, 4<<20, 0)
 	sc := newScenario(t, &l)
 	uuid := sc.addSite(s)
-	a := sc.up.api()
-	id := a.startJob(uuid, "backup")
-	j, ended := a.waitJob(id, 2*time.Minute)
+	a := sc.up.API()
+	id := a.StartJob(uuid, "backup")
+	j, ended := a.WaitJob(id, 2*time.Minute)
 	wantDiskFailure(t, a, j, ended, "restic_repo_path", l.Repo)
 	resizeTmpfs(t, mnt, 512)
-	a.waitNoRunning(time.Now().Add(30 * time.Second))
+	a.WaitNoRunning(time.Now().Add(30 * time.Second))
 	sc.nextBackups()
 	resticCheck(t, l.Repo)
 }
@@ -431,7 +432,7 @@ func fullRepositoryDisk(t *testing.T) {
 func wantDiskFailure(t *testing.T, a *api, j domain.Job, ended bool, key, path string) {
 	t.Helper()
 	if !ended {
-		t.Fatalf("backup onto a full %s: job %s still %s after 2 minutes (attempts %d, error %q)\nevents:\n%s", key, j.ID, j.Status, j.Attempts, j.Error, a.dumpEvents(j.ID))
+		t.Fatalf("backup onto a full %s: job %s still %s after 2 minutes (attempts %d, error %q)\nevents:\n%s", key, j.ID, j.Status, j.Attempts, j.Error, a.DumpEvents(j.ID))
 	}
 	// The job as GET /jobs/{id} returns it: its error, and for a pull its
 	// per-target errors.
@@ -445,7 +446,7 @@ func wantDiskFailure(t *testing.T, a *api, j domain.Job, ended bool, key, path s
 	}
 	if j.Status != domain.StatusFailed || !named {
 		t.Errorf("backup onto a full %s: job %s ended %s with error %q (target errors %q); want failed, saying space ran out on %s (%s)\nevents:\n%s",
-			key, j.ID, j.Status, j.Error, msgs[1:], key, path, a.dumpEvents(j.ID))
+			key, j.ID, j.Status, j.Error, msgs[1:], key, path, a.DumpEvents(j.ID))
 		return
 	}
 	t.Logf("backup onto a full %s failed cleanly: %q", key, msgs)

@@ -2,15 +2,14 @@ package faults
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
 )
 
 // satoruBin is the binary built once for the whole run (TestMain).
@@ -45,7 +44,7 @@ func run(m *testing.M) (int, error) {
 	if err != nil {
 		return 1, err
 	}
-	repoRoot, err = findRoot(wd)
+	repoRoot, err = realproc.FindRoot(wd)
 	if err != nil {
 		return 1, err
 	}
@@ -55,41 +54,10 @@ func run(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(tmp)
 	satoruBin = filepath.Join(tmp, "satoru")
-	if err := build(satoruBin); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := realproc.Build(ctx, repoRoot, satoruBin); err != nil {
 		return 1, err
 	}
 	return m.Run(), nil
-}
-
-// findRoot walks up from dir to the folder holding go.work.
-func findRoot(dir string) (string, error) {
-	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
-			return d, nil
-		}
-		if filepath.Dir(d) == d {
-			return "", fmt.Errorf("no go.work above %s", dir)
-		}
-	}
-}
-
-// build compiles ./cmd/satoru with the tags `make build` uses.
-func build(out string) error {
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		return fmt.Errorf("build satoru: the go tool is not on PATH: %w", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goBin, "build", "-tags", "ferretdb_no_postgresql,ferretdb_no_mysql", "-o", out, "./cmd/satoru")
-	cmd.Dir = repoRoot
-	outp, err := cmd.CombinedOutput()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return fmt.Errorf("go build ./cmd/satoru: exit %d: %s", ee.ExitCode(), strings.TrimSpace(string(outp)))
-		}
-		return fmt.Errorf("go build ./cmd/satoru: %w", err)
-	}
-	return nil
 }

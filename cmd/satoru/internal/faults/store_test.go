@@ -31,7 +31,7 @@ type natsState struct {
 // wrote for workers into <data_dir>/join (rewritten at every start).
 func joinedNATSURL(t *testing.T, s *satoru) string {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.l.Data, "join", "nats-url"))
+	b, err := os.ReadFile(filepath.Join(s.L.Data, "join", "nats-url"))
 	if err != nil {
 		t.Fatalf("read the join file: %v", err)
 	}
@@ -111,36 +111,36 @@ func storeIntactAfterKill(t *testing.T) {
 	quick := slowEdge(t, "intact-a", 4, 256<<10, 0)
 	slow := slowEdge(t, "intact-b", 12, 1<<20, 1024) // ~12 s pull
 	sc := newScenario(t, nil)
-	a := sc.up.api()
+	a := sc.up.API()
 	siteA, siteB := sc.addSite(quick), sc.addSite(slow)
 	var done []string
-	done = append(done, a.mustSucceed(a.startJob(siteA, "preflight"), "preflight of a", time.Minute).ID)
-	done = append(done, a.mustSucceed(a.startJob(siteA, "backup"), "backup of a", 2*time.Minute).ID)
-	done = append(done, a.mustSucceed(a.startJob(siteB, "preflight"), "preflight of b", time.Minute).ID)
+	done = append(done, a.MustSucceed(a.StartJob(siteA, "preflight"), "preflight of a", time.Minute).ID)
+	done = append(done, a.MustSucceed(a.StartJob(siteA, "backup"), "backup of a", 2*time.Minute).ID)
+	done = append(done, a.MustSucceed(a.StartJob(siteB, "preflight"), "preflight of b", time.Minute).ID)
 
-	sitesBefore := a.sites()
+	sitesBefore := a.Sites()
 	targetsBefore := map[string][]domain.Target{}
 	for _, s := range sc.sites {
-		targetsBefore[s] = a.targets(s)
+		targetsBefore[s] = a.Targets(s)
 	}
 	jobsBefore := map[string]domain.Job{}
 	eventsBefore := map[string][]domain.JobEvent{}
 	for _, id := range done {
-		jobsBefore[id] = a.job(id)
-		eventsBefore[id] = a.events(id)
+		jobsBefore[id] = a.Job(id)
+		eventsBefore[id] = a.Events(id)
 	}
 	natsBefore := readNATS(t, joinedNATSURL(t, sc.up))
 
-	id := a.startJob(siteB, "backup")
-	rsyncInto := isRsyncInto(filepath.Join(sc.l.Staging, siteB))
+	id := a.StartJob(siteB, "backup")
+	rsyncInto := isRsyncInto(filepath.Join(sc.L.Staging, siteB))
 	sc.killWhen(id, "mid-job (rsync of site b running, >= 2 MiB staged)", func() bool {
 		return hasChild(sc.up, rsyncInto) && sc.staged(siteB) >= 2<<20
 	})
-	sqliteIntact(t, filepath.Join(sc.l.Data, "store"))
+	sqliteIntact(t, filepath.Join(sc.L.Data, "store"))
 
-	sc.up.start()
-	a = sc.up.api()
-	if got := a.sites(); len(got) != len(sitesBefore) {
+	sc.up.Start()
+	a = sc.up.API()
+	if got := a.Sites(); len(got) != len(sitesBefore) {
 		t.Errorf("after kill -9: %d sites, want %d", len(got), len(sitesBefore))
 	} else {
 		for i := range got {
@@ -150,19 +150,19 @@ func storeIntactAfterKill(t *testing.T) {
 		}
 	}
 	for s, want := range targetsBefore {
-		got := a.targets(s)
+		got := a.Targets(s)
 		if len(got) != len(want) || (len(got) > 0 && (got[0].TargetHash != want[0].TargetHash || got[0].Path != want[0].Path)) {
 			t.Errorf("after kill -9: targets of %s are %+v, were %+v", s, got, want)
 		}
 	}
 	for _, id := range done {
-		want, got := jobsBefore[id], a.job(id)
+		want, got := jobsBefore[id], a.Job(id)
 		if got.Status != want.Status || got.Attempts != want.Attempts || got.Error != want.Error ||
 			got.FinishedAt == nil || !got.FinishedAt.Equal(*want.FinishedAt) {
 			t.Errorf("after kill -9: job %s is %s (attempts %d, finished %v), was %s (attempts %d, finished %v)",
 				id, got.Status, got.Attempts, got.FinishedAt, want.Status, want.Attempts, want.FinishedAt)
 		}
-		wantEv, gotEv := eventsBefore[id], a.events(id)
+		wantEv, gotEv := eventsBefore[id], a.Events(id)
 		if len(gotEv) != len(wantEv) {
 			t.Errorf("after kill -9: job %s has %d events, had %d", id, len(gotEv), len(wantEv))
 			continue
@@ -173,7 +173,7 @@ func storeIntactAfterKill(t *testing.T) {
 			}
 		}
 		// The same events replayed from the SATORU_EVENTS stream.
-		if streamed := a.streamEvents(id, len(wantEv), 15*time.Second); len(streamed) != len(wantEv) {
+		if streamed := a.StreamEvents(id, len(wantEv), 15*time.Second); len(streamed) != len(wantEv) {
 			t.Errorf("after kill -9: the event stream replays %d events of job %s, want %d", len(streamed), id, len(wantEv))
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -18,12 +17,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/remote"
@@ -34,17 +33,6 @@ import (
 var (
 	benchRounds = flag.Int("rounds", 6, "BenchmarkBackupVsTools: measured rounds (each a fresh node and repository; even, so each side goes first equally often); medians are reported")
 	benchTrace  = flag.Bool("trace-steps", true, "BenchmarkBackupVsTools: after the measured rounds, one extra unmeasured round with every ssh, rsync, restic and gzip traced")
-)
-
-// The benchmark site: benchFiles files in benchDirs nested folders, about
-// benchBytes in all, written from a fixed seed so every run backs up the
-// same bytes.
-const (
-	benchFiles      = 5000
-	benchLargeFiles = 120
-	benchDirs       = 400
-	benchBytes      = 200_000_000
-	benchSeed       = 20261125
 )
 
 // retryBudget is how long rounds that had company are run again.
@@ -99,7 +87,7 @@ func BenchmarkBackupVsTools(b *testing.B) {
 	edge := testkit.StartEdgeHost(b)
 	src := filepath.Join(edge.Dir, "site")
 	genStart := time.Now()
-	files, size := benchTree(b, src)
+	files, size := realproc.BenchTree(b, src)
 	warm := filepath.Join(edge.Dir, "warmup")
 	mkdirB(b, warm)
 	for i := range 3 {
@@ -228,7 +216,7 @@ func sshFloor(b *testing.B, edge *testkit.EdgeHost, src string) string {
 	med := func(f func() time.Duration) float64 {
 		var v []float64
 		for range 5 {
-			settleFor(b, 5*time.Second)
+			realproc.Settle(b, 5*time.Second)
 			v = append(v, f().Seconds())
 		}
 		slices.Sort(v)
@@ -264,7 +252,7 @@ func sshFloor(b *testing.B, edge *testkit.EdgeHost, src string) string {
 		}
 		n := len(args)
 		args = slices.Concat(args[:n-3], []string{"--chmod=D0700,F0600", "--info=progress2"}, args[n-3:])
-		settleFor(b, 10*time.Second)
+		realproc.Settle(b, 10*time.Second)
 		start := time.Now()
 		if out, err := exec.Command("rsync", args...).CombinedOutput(); err != nil {
 			b.Fatalf("rsync: %v: %s", err, out)
@@ -439,11 +427,11 @@ func runRound(b *testing.B, edge *testkit.EdgeHost, src, warm string, files int,
 			slices.Reverse(steps)
 		}
 		for _, step := range steps {
-			settle(b)
+			realproc.Settle(b, 20*time.Second)
 			step()
 		}
 	}
-	settle(b)
+	realproc.Settle(b, 20*time.Second)
 	closeMasters(b, n)
 	out.cold = timeSatoru(b, c, w, meter, site, files, size, true, trace)
 	return out
@@ -467,51 +455,6 @@ func closeMasters(b *testing.B, n *Node) {
 			b.Fatalf("close ssh master %s: %v: %s", path, err, out)
 		}
 	}
-}
-
-// settle writes back dirty pages (the previous run's staging and repo)
-// and waits, up to 20 s, for the machine to go quiet (both cores at least
-// 90% idle for a second): other work on a shared 2-core machine would
-// otherwise land inside a measurement.
-func settle(b *testing.B) { settleFor(b, 20*time.Second) }
-
-func settleFor(b *testing.B, maxWait time.Duration) {
-	b.Helper()
-	syscall.Sync()
-	start := time.Now()
-	quiet := 0
-	for quiet < 4 && time.Since(start) < maxWait {
-		busy, all := cpuJiffies()
-		time.Sleep(250 * time.Millisecond)
-		busy2, all2 := cpuJiffies()
-		if all2 > all && float64(busy2-busy)/float64(all2-all) <= 0.10 {
-			quiet++
-		} else {
-			quiet = 0
-		}
-	}
-	if quiet < 4 {
-		b.Logf("machine still busy after %s of waiting; measuring anyway", time.Since(start).Round(time.Second))
-	}
-}
-
-// cpuJiffies reads the machine's busy and total CPU time from /proc/stat
-// (iowait counts as idle).
-func cpuJiffies() (busy, total uint64) {
-	data, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0
-	}
-	line, _, _ := strings.Cut(string(data), "\n")
-	f := strings.Fields(line)
-	for i, v := range f[1:] {
-		n, _ := strconv.ParseUint(v, 10, 64)
-		total += n
-		if i != 3 && i != 4 { // idle, iowait
-			busy += n
-		}
-	}
-	return busy, total
 }
 
 // cpuMeter measures the CPU time the machine spent during a run, and how
@@ -541,12 +484,12 @@ func newCPUMeter(edge *testkit.EdgeHost, tag string) *cpuMeter {
 func (m *cpuMeter) start() {
 	m.masters, m.stopPoll = make(chan uint64, 1), make(chan struct{})
 	go m.pollMasters()
-	m.machine0, _ = cpuJiffies()
+	m.machine0, _ = realproc.CPUJiffies()
 	m.own0 = m.own()
 }
 
 func (m *cpuMeter) stop() {
-	m.machine1, _ = cpuJiffies()
+	m.machine1, _ = realproc.CPUJiffies()
 	m.own1 = m.own()
 	close(m.stopPoll)
 	m.own1 += <-m.masters
@@ -964,113 +907,12 @@ func randHex(b *testing.B, n int) string {
 	return hex.EncodeToString(buf)
 }
 
-// benchTree writes the benchmark site under root from benchSeed: about
-// benchFiles files in benchDirs folders up to five deep, sized like a web
-// site (many small files from 256 B to 128 KiB, three in four of them text,
-// the rest binary; benchLargeFiles binary files from ~0.2 to ~1.5 MB), the
-// large ones scaled so the total is benchBytes. Text compresses, binary
-// does not, as with code and media.
-func benchTree(b *testing.B, root string) (files int, total int64) {
-	b.Helper()
-	rng := rand.New(rand.NewPCG(benchSeed, benchSeed))
-	dirs := []string{"."}
-	depth := map[string]int{".": 0}
-	for i := 1; i < benchDirs; i++ {
-		parent := dirs[rng.IntN(len(dirs))]
-		if depth[parent] >= 5 {
-			parent = "."
-		}
-		d := filepath.Join(parent, fmt.Sprintf("d%03d", i))
-		dirs, depth[d] = append(dirs, d), depth[parent]+1
-	}
-	for _, d := range dirs {
-		mkdirB(b, filepath.Join(root, d))
-	}
-
-	small := benchFiles - benchLargeFiles
-	sizes := make([]int64, benchFiles)
-	var smallSum int64
-	for i := range small {
-		sizes[i] = int64(math.Exp(math.Log(256) + rng.Float64()*(math.Log(128<<10)-math.Log(256))))
-		smallSum += sizes[i]
-	}
-	weights := make([]float64, benchLargeFiles)
-	var wsum float64
-	for i := range weights {
-		weights[i] = 0.25 + 1.5*rng.Float64()
-		wsum += weights[i]
-	}
-	left := int64(benchBytes) - smallSum
-	for i := range weights {
-		sizes[small+i] = int64(float64(left) * weights[i] / wsum)
-	}
-	sizes[benchFiles-1] += int64(benchBytes) - sum(sizes)
-
-	buf := make([]byte, 0, 2<<20)
-	for i, sz := range sizes {
-		text := i < small && rng.IntN(4) != 0
-		ext := ".bin"
-		if text {
-			ext = [...]string{".php", ".js", ".css", ".html", ".txt"}[rng.IntN(5)]
-		}
-		p := filepath.Join(root, dirs[rng.IntN(len(dirs))], fmt.Sprintf("f%04d%s", i, ext))
-		var seed [32]byte
-		for k := range 4 {
-			v := rng.Uint64()
-			for j := range 8 {
-				seed[k*8+j] = byte(v >> (8 * j))
-			}
-		}
-		buf = fill(buf[:0], sz, text, rand.NewChaCha8(seed))
-		if err := os.WriteFile(p, buf, 0o644); err != nil {
-			b.Fatal(err)
-		}
-		total += sz
-	}
-	return len(sizes), total
-}
-
 // mkdirB is mkdir for a benchmark.
 func mkdirB(b *testing.B, path string) {
 	b.Helper()
 	if err := os.MkdirAll(path, 0o755); err != nil {
 		b.Fatal(err)
 	}
-}
-
-func sum(v []int64) int64 {
-	var s int64
-	for _, x := range v {
-		s += x
-	}
-	return s
-}
-
-var benchWords = strings.Fields(`function return array string public private static const var let
-if else for foreach while echo include require class extends new this self null true false
-div span class id href src style width height margin padding color background border font
-the a of to and in is it you that he was for on are with as his they be at one have this from
-user post comment page site config cache session request response header body footer nav
-$id $name $value $data $result $query $row $item $key $i ; { } ( ) [ ] = == => -> :: < > </div>`)
-
-// fill appends n bytes to buf: words and line breaks for text, else the
-// generator's raw bytes.
-func fill(buf []byte, n int64, text bool, g *rand.ChaCha8) []byte {
-	if !text {
-		buf = slices.Grow(buf, int(n))[:n]
-		_, _ = g.Read(buf)
-		return buf
-	}
-	r := rand.New(g)
-	for int64(len(buf)) < n {
-		buf = append(buf, benchWords[r.IntN(len(benchWords))]...)
-		if r.IntN(10) == 0 {
-			buf = append(buf, '\n')
-		} else {
-			buf = append(buf, ' ')
-		}
-	}
-	return buf[:n]
 }
 
 // tracer wraps ssh, rsync, restic and gzip in scripts that log each
