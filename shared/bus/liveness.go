@@ -13,6 +13,7 @@ import (
 
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // Instance is a running service instance's liveness entry in the
@@ -67,18 +68,13 @@ func (in *Infra) Announce(ctx context.Context, service, instance string, log *sl
 	if ttl <= 0 {
 		ttl = DefaultServiceTTL
 	}
-	t := time.NewTicker(max(ttl/3, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
+	tick.Every(ctx, max(ttl/3, 10*time.Millisecond), func() bool {
 		if err := put(); err != nil && ctx.Err() == nil {
 			log.Warn("liveness renewal failed", "key", key, "err", err)
 		}
-	}
+		return true
+	})
+	return nil
 }
 
 // Services lists the live service instances (the entries of the

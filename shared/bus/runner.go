@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // RetryError asks for the message to be redelivered after Delay.
@@ -111,18 +112,12 @@ func (r *Runner) process(ctx context.Context, msg jetstream.Msg) {
 	done := make(chan struct{})
 	go func() { // keeps the message ours while the handler works
 		defer close(done)
-		t := time.NewTicker(r.AckWait / 3)
-		defer t.Stop()
-		for {
-			select {
-			case <-hctx.Done():
-				return
-			case <-t.C:
-				if err := msg.InProgress(); err != nil {
-					r.Log.Warn("in-progress failed", "subject", d.Subject, "err", err)
-				}
+		tick.Every(hctx, r.AckWait/3, func() bool {
+			if err := msg.InProgress(); err != nil {
+				r.Log.Warn("in-progress failed", "subject", d.Subject, "err", err)
 			}
-		}
+			return true
+		})
 	}()
 	err := r.Handle(hctx, d)
 	stop()

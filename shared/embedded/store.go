@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/FerretDB/FerretDB/ferretdb"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // StoreOptions configures the in-process MongoDB-wire store. It serves a
@@ -198,20 +199,14 @@ func StartStore(ctx context.Context, o StoreOptions) (*Store, error) {
 
 // indexLoop indexes new collections every interval until ctx ends.
 func (s *Store) indexLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if n, err := s.IndexIDs(ctx); err != nil && ctx.Err() == nil {
-				s.logger.Warn("indexing _id lookups failed", "error", err)
-			} else if n > 0 {
-				s.logger.Debug("indexed _id lookups", "tables", n)
-			}
+	tick.Every(ctx, every, func() bool {
+		if n, err := s.IndexIDs(ctx); err != nil && ctx.Err() == nil {
+			s.logger.Warn("indexing _id lookups failed", "error", err)
+		} else if n > 0 {
+			s.logger.Debug("indexed _id lookups", "tables", n)
 		}
-	}
+		return true
+	})
 }
 
 // URI is the MongoDB connection string of the socket when there is one

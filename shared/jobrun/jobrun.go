@@ -19,6 +19,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // ErrCanceled is the cause of a job context canceled by request.
@@ -547,20 +548,14 @@ func (x *Executor) renew(ctx context.Context, lease *bus.Lease, cancel context.C
 	if lease == nil {
 		return
 	}
-	t := time.NewTicker(x.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, x.Heartbeat, func() bool {
 		if err := lease.Renew(ctx); err != nil && ctx.Err() == nil {
 			log.Error("site lease lost; stopping job", "err", err)
 			cancel(err)
-			return
+			return false
 		}
-	}
+		return true
+	})
 }
 
 // heartbeatWrite bounds one heartbeat's store writes.
@@ -569,25 +564,19 @@ const heartbeatWrite = 30 * time.Second
 // heartbeat refreshes heartbeat_at and writes the events recorded since
 // the last tick in one batch, every Heartbeat.
 func (x *Executor) heartbeat(ctx context.Context, jobID string, rec *Recorder, log *slog.Logger) {
-	t := time.NewTicker(x.Heartbeat)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	tick.Every(ctx, x.Heartbeat, func() bool {
 		if err := x.Store.HeartbeatJob(ctx, jobID, x.now()); err != nil && ctx.Err() == nil {
 			log.Warn("heartbeat write failed", "err", err)
 		}
 		// Not canceled with the job: a write cut off half-way might be
 		// applied and then written again from the kept batch.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), heartbeatWrite)
+		defer cancel()
 		if err := rec.Flush(wctx); err != nil {
 			log.Warn("events not written at heartbeat; kept for the next", "err", err)
 		}
-		cancel()
-	}
+		return true
+	})
 }
 
 func (x *Executor) release(lease *bus.Lease, log *slog.Logger) {

@@ -30,6 +30,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // Guard guards one restic repository for one Satoru process.
@@ -327,19 +328,13 @@ func (g *Guard) keep(ctx context.Context, lease *bus.Lease) (*Held, error) {
 	h := &Held{lease: lease, stop: stop, done: make(chan struct{})}
 	go func() {
 		defer close(h.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-kctx.Done():
-				return
-			case <-t.C:
-				if err := lease.Renew(kctx); err != nil && kctx.Err() == nil {
-					g.Log.Error("repoguard: lease lost", "key", lease.Key(), "err", err)
-					return
-				}
+		tick.Every(kctx, every, func() bool {
+			if err := lease.Renew(kctx); err != nil && kctx.Err() == nil {
+				g.Log.Error("repoguard: lease lost", "key", lease.Key(), "err", err)
+				return false
 			}
-		}
+			return true
+		})
 	}()
 	return h, nil
 }

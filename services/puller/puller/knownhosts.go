@@ -13,6 +13,7 @@ import (
 
 	"github.com/satoru/satoru/services/puller/internal/preflight"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/tick"
 )
 
 // A site's pinned host key lives in <ssh_known_hosts_dir>/<site>.known_hosts,
@@ -99,14 +100,5 @@ func sweepKnownHosts(ctx context.Context, dir string, sites SiteLister, log *slo
 		}
 	}
 	sweep()
-	t := time.NewTicker(knownHostsSweep)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			sweep()
-		}
-	}
+	tick.Every(ctx, knownHostsSweep, func() bool { sweep(); return true })
 }

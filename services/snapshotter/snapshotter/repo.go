@@ -9,6 +9,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/tick"
 	"github.com/satoru/satoru/shared/units"
 )
 
@@ -141,14 +142,5 @@ func (s *Snapshotter) watchLocks(ctx context.Context, every time.Duration) {
 	if s.Guard == nil || every <= 0 {
 		return
 	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			s.recoverRepo(ctx, nil, "locks")
-		}
-	}
+	tick.Every(ctx, every, func() bool { s.recoverRepo(ctx, nil, "locks"); return true })
 }
