@@ -33,6 +33,13 @@ type RsyncPull struct {
 	// file is renamed, not copied). Outside LocalDir, a receiver killed
 	// mid-file leaves its temp file there, not among the site's files.
 	TempDir string
+	// First marks a pull into an empty staging folder: there is no
+	// previous copy to keep in place, so --delay-updates, --delete-delay
+	// and RsyncPartialDir are left out. They cost rsync 3.4+ several
+	// checked path walks per received file (some 200,000 extra opens for
+	// 5,000 files), which doubled a first pull here; a first pull cut
+	// short is undone by emptying the folder again (services/puller).
+	First bool
 }
 
 // RsyncPartialDir is the folder, inside each folder of the staging copy,
@@ -71,7 +78,7 @@ func ValidateExclude(x string) error {
 //     so a transfer cut short changes no file and deletes nothing. New
 //     folders and symlinks, symlink retargets, type changes and folder
 //     times still apply as rsync meets them. With nothing changed it
-//     costs nothing.
+//     costs nothing. Not for a First pull (nothing to keep).
 func RsyncPullArgs(p RsyncPull) ([]string, error) {
 	e, err := SSHCommandForRsync(p.SSH)
 	if err != nil {
@@ -90,8 +97,11 @@ func RsyncPullArgs(p RsyncPull) ([]string, error) {
 	if p.BWLimitKiBps < 0 {
 		return nil, fmt.Errorf("%w: negative bandwidth limit", ErrInvalidConfig)
 	}
-	args := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args",
-		"--delay-updates", "--delete-delay", "--partial-dir=" + RsyncPartialDir, "-e", e}
+	args := []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args"}
+	if !p.First {
+		args = append(args, "--delay-updates", "--delete-delay", "--partial-dir="+RsyncPartialDir)
+	}
+	args = append(args, "-e", e)
 	if p.TempDir != "" {
 		if err := ValidatePath(p.TempDir); err != nil {
 			return nil, fmt.Errorf("rsync temp dir: %w", err)

@@ -45,6 +45,11 @@ func TestRsyncPullArgs(t *testing.T) {
 				"--exclude=-not-an-option", "--", "edge:/d/", "/b/"),
 		},
 		{
+			name: "first pull: nothing to keep in place, so no delayed updates",
+			p:    RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b/s/t", First: true},
+			want: []string{"-a", "--delete", "--delete-excluded", "--numeric-ids", "--stats", "--protect-args", "-e", e, "--", "edge:/d/", "/b/s/t/"},
+		},
+		{
 			name: "temp dir outside staging",
 			p:    RsyncPull{SSH: ssh, RemoteDir: "/d", LocalDir: "/b/s/t", TempDir: "/b/.pull/s/t/tmp"},
 			want: append(slices.Clone(head), "--temp-dir=/b/.pull/s/t/tmp", "--", "edge:/d/", "/b/s/t/"),

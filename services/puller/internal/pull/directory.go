@@ -69,12 +69,24 @@ func (r *Result) directory(ctx context.Context, c Config, siteUUID string, t dom
 			return
 		}
 	}
-	j, work, err := prepareWork(root, siteUUID, t.TargetHash)
+	// Into an empty folder there is no last good copy to keep in place:
+	// rsync writes straight into it, and a pull that does not finish
+	// empties it again (the work folder's first-pull marker).
+	first, err := emptyDir(staging)
 	if err != nil {
 		r.fail("%s: %v", StepStaging, err)
 		return
 	}
-	args, err := rsyncArgs(c, t, staging, filepath.Join(work, workTmp))
+	j, work, err := prepareWork(root, siteUUID, t.TargetHash, first)
+	if err != nil {
+		r.fail("%s: %v", StepStaging, err)
+		return
+	}
+	tmp := filepath.Join(work, workTmp)
+	if first {
+		tmp = ""
+	}
+	args, err := rsyncArgs(c, t, staging, tmp, first)
 	if err != nil {
 		_ = j.close()
 		_ = os.RemoveAll(work)
@@ -141,15 +153,16 @@ func (r *Result) cleanUp(ctx context.Context, staging, work string, clean bool, 
 		cl.Failed = true
 		cl.Message += "; the rest could not be removed, the next pull tries again: " + err.Error()
 	case failed:
-		cl.Message += "; staging holds the last complete pull"
+		cl.Message += "; " + n.left()
 	}
 	r.Cleanups = append(r.Cleanups, cl)
 }
 
 // rsyncArgs is RsyncPullArgs plus what a pull adds: staging modes and a
 // progress stream, and the configured ssh program.
-func rsyncArgs(c Config, t domain.Target, staging, tmp string) ([]string, error) {
+func rsyncArgs(c Config, t domain.Target, staging, tmp string, first bool) ([]string, error) {
 	args, err := remote.RsyncPullArgs(remote.RsyncPull{
+		First:        first,
 		SSH:          c.SSH,
 		RemoteDir:    t.Path,
 		LocalDir:     staging,

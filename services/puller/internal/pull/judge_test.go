@@ -260,7 +260,7 @@ func TestUnescapeRsync(t *testing.T) {
 
 func TestRsyncArgs(t *testing.T) {
 	c := Config{SSH: sshConfigFor("edge"), BandwidthLimitKbps: 100}
-	args, err := rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/backups/.pull/s/t/tmp")
+	args, err := rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/backups/.pull/s/t/tmp", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +274,7 @@ func TestRsyncArgs(t *testing.T) {
 		}
 	}
 	c.SSHPath = "/opt/ssh/bin/ssh"
-	args, err = rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/tmp")
+	args, err = rsyncArgs(c, dirTarget("/srv/www"), "/backups/s/t", "/tmp", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,7 +283,7 @@ func TestRsyncArgs(t *testing.T) {
 		t.Errorf("-e value: %q", args)
 	}
 	c.SSHPath = "/opt/my ssh"
-	if _, err := rsyncArgs(c, dirTarget("/srv/www"), "/b", "/tmp"); err == nil {
+	if _, err := rsyncArgs(c, dirTarget("/srv/www"), "/b", "/tmp", false); err == nil {
 		t.Error("an ssh path with a space was accepted")
 	}
 	if _, err := insertOptions([]string{"-a", "x", "y"}, "--z"); err == nil {

@@ -603,3 +603,98 @@ func waitFor(t *testing.T, within time.Duration, cond func() bool) {
 		}
 	}
 }
+
+// TestDirectoryFirstPullKilledLeavesNothing: a first pull writes straight
+// into its empty folder (no delayed updates: nothing to keep in place).
+// Killed mid-transfer with its puller, it leaves received files and an
+// rsync temp file in staging; the recovery empties the folder again, as
+// it was, and the next pull brings everything.
+func TestDirectoryFirstPullKilledLeavesNothing(t *testing.T) {
+	h := testkit.StartEdgeHost(t)
+	proxy := testkit.StartProxy(t, net.JoinHostPort(h.Host, strconv.Itoa(h.Port)))
+	src := filepath.Join(h.Dir, "www")
+	for i := range 12 {
+		writeFile(t, filepath.Join(src, fmt.Sprintf("d%d", i%3), fmt.Sprintf("f%02d.bin", i)), randomBytes(t, 384<<10), 0o644)
+	}
+	c := testConfig(t, h)
+	c.SSH.Port = proxy.Port
+	c.BandwidthLimitKbps = 1 << 10
+	target := dirTarget(src)
+	js, err := json.Marshal(helperJob{C: c, T: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(exe, "-test.run=^$")
+	helper.Env = append(os.Environ(), helperEnv+"="+string(js))
+	helper.Stderr = os.Stderr
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "progress "), 10, 64); err == nil && n >= 1<<20 {
+			break
+		}
+	}
+	staging := filepath.Join(c.StagingRoot, testSite, target.TargetHash)
+	rsyncs := processesWith(t, staging)
+	if len(rsyncs) == 0 {
+		t.Fatal("no rsync with the staging path in its argv is running")
+	}
+	for pid := range rsyncs {
+		if args, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(args), "--delay-updates") {
+			t.Errorf("a first pull runs rsync with --delay-updates: %q", strings.ReplaceAll(string(args), "\x00", " "))
+		}
+	}
+	if err := helper.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = helper.Wait()
+	waitFor(t, 5*time.Second, func() bool {
+		for _, pgid := range rsyncs {
+			if len(groupMembers(t, pgid)) > 0 {
+				return false
+			}
+		}
+		return true
+	})
+	var received int
+	_ = filepath.WalkDir(staging, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			received++
+		}
+		return nil
+	})
+	if received == 0 {
+		t.Fatal("the killed first pull left nothing in staging: the test did not kill it mid-transfer")
+	}
+
+	cl := RecoverInterrupted(context.Background(), c.StagingRoot, testSite, []domain.Target{target})
+	t.Logf("cleanups: %+v", cl)
+	if len(cl) != 1 || cl[0].Failed || !strings.Contains(cl[0].Message, "of an unfinished first pull") ||
+		!strings.Contains(cl[0].Message, "staging is empty again") {
+		t.Errorf("RecoverInterrupted = %+v", cl)
+	}
+	if empty, err := emptyDir(staging); err != nil || !empty {
+		entries, _ := os.ReadDir(staging)
+		t.Fatalf("staging after the recovery: empty %v (%v), entries %v", empty, err, entries)
+	}
+	if _, err := os.Lstat(workPath(c.StagingRoot, testSite, target.TargetHash)); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("work folder still there: %v", err)
+	}
+	c.BandwidthLimitKbps = 0
+	res := Directory(context.Background(), c, testSite, target, nil)
+	if res.Status != domain.HealthSuccess {
+		t.Fatalf("pull after recovery: %+v", res)
+	}
+	assertMirror(t, src, staging, nil)
+}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -39,6 +40,11 @@ import (
 //     have read rsync's last lines. The journal serves filesystems that
 //     record no birth time.
 //
+// A first pull (into an empty folder) keeps nothing in place: it runs
+// without delayed updates and temp folder (remote.RsyncPull.First), and
+// its work folder's "first" marker says that undoing it means emptying
+// the folder again.
+//
 // The work folder, <staging_root>/.pull/<site_uuid>/<target_hash>/, lives
 // outside the snapshotted <staging_root>/<site_uuid>/ and exists only while
 // a pull runs or its leftovers wait for removal: finding it when a pull
@@ -67,6 +73,7 @@ const (
 	workTmp     = "tmp"     // rsync --temp-dir
 	workJournal = "created" // what rsync created, one itemized entry a line
 	workStarted = "started" // born when the pull started
+	workFirst   = "first"   // the pull started into an empty staging folder
 )
 
 // Cleanup is one removal of pull leftovers from a target's staging, for
@@ -85,8 +92,9 @@ func workPath(root, siteUUID, targetHash string) string {
 }
 
 // prepareWork creates the work folder, its temp folder, the start marker
-// and an empty journal (0700/0600), returning the open journal.
-func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
+// (and the first-pull marker when first) and an empty journal
+// (0700/0600), returning the open journal.
+func prepareWork(root, siteUUID, targetHash string, first bool) (*journal, string, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
 		return nil, "", err
@@ -101,6 +109,11 @@ func prepareWork(root, siteUUID, targetHash string) (*journal, string, error) {
 	work := filepath.Dir(dir)
 	if err := markStart(filepath.Join(work, workStarted)); err != nil {
 		return nil, "", fmt.Errorf("work folder: %w", err)
+	}
+	if first {
+		if err := createEmpty(filepath.Join(work, workFirst)); err != nil && !errors.Is(err, fs.ErrExist) {
+			return nil, "", fmt.Errorf("work folder: %w", err)
+		}
 	}
 	f, err := os.OpenFile(filepath.Join(work, workJournal), os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
@@ -214,6 +227,11 @@ type removed struct {
 	tempFiles                 int
 	tempBytes                 int64
 	created                   int
+	// firstFiles and firstBytes: what an unfinished first pull had
+	// received (the folder was empty before it).
+	firstFiles int
+	firstBytes int64
+	first      bool // the staging folder was emptied: it held no earlier pull
 }
 
 func (n removed) String() string {
@@ -224,6 +242,9 @@ func (n removed) String() string {
 	}
 	if n.tempFiles > 0 {
 		parts = append(parts, fmt.Sprintf("%s (%d bytes)", plural(n.tempFiles, "rsync temp file"), n.tempBytes))
+	}
+	if n.firstFiles > 0 || n.firstBytes > 0 {
+		parts = append(parts, fmt.Sprintf("%s (%d bytes) of an unfinished first pull", plural(n.firstFiles, "file"), n.firstBytes))
 	}
 	switch {
 	case n.created == 1:
@@ -261,6 +282,15 @@ func cleanLeftovers(ctx context.Context, staging, work string, rollback bool) (r
 		return n, fmt.Errorf("open staging %s: %w", staging, err)
 	}
 	defer root.Close()
+	if _, err := os.Lstat(filepath.Join(work, workFirst)); err == nil && rollback {
+		// The folder was empty when the pull started: all of it is the
+		// pull's, rsync's temp files included. Empty it again.
+		n.first = true
+		if err := emptyFolder(ctx, root, &n); err != nil {
+			return n, err
+		}
+		return n, removeWork(work)
+	}
 	// Partial folders first, also those inside new folders, so the count
 	// says what the pull had received.
 	if err := removePartialDirs(ctx, root, &n); err != nil {
@@ -282,10 +312,66 @@ func cleanLeftovers(ctx context.Context, staging, work string, rollback bool) (r
 	if err := countFiles(ctx, filepath.Join(work, workTmp), &n.tempFiles, &n.tempBytes); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return n, err
 	}
+	return n, removeWork(work)
+}
+
+func removeWork(work string) error {
 	if err := os.RemoveAll(work); err != nil {
-		return n, fmt.Errorf("remove work folder: %w", err)
+		return fmt.Errorf("remove work folder: %w", err)
 	}
-	return n, nil
+	return nil
+}
+
+// emptyFolder removes everything in root (an unfinished first pull's
+// folders, files and rsync temp files), counting files and bytes. root
+// refuses paths that leave it.
+func emptyFolder(ctx context.Context, root *os.Root, n *removed) error {
+	base := root.Name()
+	err := filepath.WalkDir(base, func(p string, d fs.DirEntry, err error) error {
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			n.firstFiles++
+			if fi, err := d.Info(); err == nil {
+				n.firstBytes += fi.Size()
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("count the unfinished first pull: %w", err)
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return fmt.Errorf("empty staging after an unfinished first pull: %w", err)
+	}
+	for _, e := range entries {
+		if err := root.RemoveAll(e.Name()); err != nil {
+			return fmt.Errorf("empty staging after an unfinished first pull: %w", err)
+		}
+	}
+	return nil
+}
+
+// emptyDir reports whether dir has no entries.
+func emptyDir(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return len(names) == 0, err
 }
 
 // undoCreated removes the entries in the journal at path. Only an entry
@@ -505,9 +591,17 @@ func recoverInterrupted(ctx context.Context, staging, work, hash string) (c Clea
 		c.Message += "; the rest could not be removed: " + err.Error()
 		c.Failed = true
 	} else {
-		c.Message += "; staging holds the last complete pull"
+		c.Message += "; " + n.left()
 	}
 	return c, true
+}
+
+// left says what staging holds after a cleanup.
+func (n removed) left() string {
+	if n.first {
+		return "staging is empty again, as before that first pull"
+	}
+	return "staging holds the last complete pull"
 }
 
 // RecoverInterrupted removes the leftovers of every pull of the site that
