@@ -33,6 +33,7 @@ import (
 	"github.com/satoru/satoru/shared/conns"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/embedded"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/observe"
@@ -122,15 +123,30 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 		hook = n.notify.Hook
 		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
 	}
+	// A node that pulls and snapshots (satoru up, satoru worker) takes a
+	// backup's snapshot in process, right after its pull: the data never
+	// leaves the staging that pulled it. The snapshotter's consumer still
+	// takes retention jobs and the snapshot requests of separate pullers.
+	var local map[string]func(domain.Job) (jobrun.Work, error)
+	var snap *snapshotter.Snapshotter
+	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook}
+	if roles.Snapshotter {
+		if snap, err = snapshotter.New(snapDeps); err != nil {
+			return nil, err
+		}
+		if roles.Puller {
+			local = map[string]func(domain.Job) (jobrun.Work, error){events.StepSnapshot: snap.Pick}
+		}
+	}
 	if roles.Puller {
 		n.goService(domain.ServicePuller, func(ctx context.Context) error {
-			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
+			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook, Local: local})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
 			n.goService(domain.ServiceSnapshotter, func(ctx context.Context) error {
-				return snapshotter.Run(ctx, snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
+				return snapshotter.Serve(ctx, snapDeps, snap)
 			}, ctx)
 		}
 		if roles.Syncer {
