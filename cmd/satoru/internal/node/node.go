@@ -39,6 +39,7 @@ import (
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/restore"
+	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -53,6 +54,10 @@ type Roles struct {
 
 // All is every service, as `satoru up` runs them.
 var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true, Scheduler: true}
+
+// Worker is a worker node (`satoru worker`): a puller and a snapshotter
+// over one local staging, each backup snapshotted where it was pulled.
+var Worker = Roles{Puller: true, Snapshotter: true}
 
 // Node is a running Satoru process.
 type Node struct {
@@ -78,6 +83,9 @@ type Node struct {
 	NATSURL string
 	// StoreURI is the store this node uses (the embedded store's socket).
 	StoreURI string
+	// StagingID is the id of staging_root (shared/staging) when this
+	// node pulls or snapshots, else "".
+	StagingID string
 
 	conns  *conns.Conns
 	notify *notify.Jobs // nil without webhook_url; closed after the services stop
@@ -130,6 +138,12 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	var local map[string]func(domain.Job) (jobrun.Work, error)
 	var snap *snapshotter.Snapshotter
 	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook}
+	if roles.Puller || roles.Snapshotter {
+		// Created here (the services read the same) to name it in the banner.
+		if n.StagingID, err = staging.ID(cfg.StagingRoot); err != nil {
+			return nil, fmt.Errorf("config: staging_root: %w", err)
+		}
+	}
 	if roles.Snapshotter {
 		if snap, err = snapshotter.New(snapDeps); err != nil {
 			return nil, err
