@@ -39,6 +39,7 @@ func TestFaults(t *testing.T) {
 		{"full staging disk", fullStagingDisk},
 		{"full repository disk", fullRepositoryDisk},
 		{"concurrent first backups", concurrentFirstBackups},
+		{"worker nodes, one killed mid-pull", workerNodes},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()
