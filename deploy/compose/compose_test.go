@@ -23,7 +23,10 @@ import (
 
 // satoruServices are the compose services that run the satoru image, each
 // running the subcommand of its name.
-var satoruServices = []string{"api", "puller", "snapshotter", "syncer", "scheduler"}
+var satoruServices = []string{"api", "puller", "snapshotter", "worker", "syncer", "scheduler"}
+
+// scalable are the services meant for `docker compose up --scale`.
+var scalable = map[string]bool{"puller": true, "worker": true}
 
 // natsNodes are the NATS cluster's services.
 var natsNodes = []string{"nats-1", "nats-2", "nats-3"}
@@ -281,6 +284,7 @@ func TestSecretsByFile(t *testing.T) {
 				"api":         {"SATORU_API_TOKEN_FILE": "api_token", "SATORU_RESTIC_PASSWORD_FILE": "restic_password"},
 				"puller":      {"SATORU_RESTIC_PASSWORD_FILE": "restic_password"},
 				"snapshotter": {"SATORU_RESTIC_PASSWORD_FILE": "restic_password"},
+				"worker":      {"SATORU_RESTIC_PASSWORD_FILE": "restic_password"},
 				"syncer":      {"SATORU_RESTIC_PASSWORD_FILE": "restic_password"},
 				"grafana":     {"GF_SECURITY_ADMIN_PASSWORD__FILE": "grafana_admin_password"},
 			}
@@ -370,6 +374,7 @@ func TestVolumes(t *testing.T) {
 		// syncer, read by the API and by the pullers' restores.
 		{"puller", "repo", "SATORU_RESTIC_REPO_PATH", false},
 		{"snapshotter", "repo", "SATORU_RESTIC_REPO_PATH", false},
+		{"worker", "repo", "SATORU_RESTIC_REPO_PATH", false},
 		{"syncer", "repo", "SATORU_RESTIC_REPO_PATH", false},
 		{"api", "repo", "SATORU_RESTIC_REPO_PATH", false},
 	} {
@@ -401,6 +406,43 @@ func TestVolumes(t *testing.T) {
 	// The scheduler keeps nothing on disk.
 	if v := service(t, p, "scheduler").Volumes; len(v) > 0 {
 		t.Errorf("scheduler: volumes %+v, want none", v)
+	}
+}
+
+// TestWorkersKeepTheirOwnStaging: the worker service scales (no
+// container name, no host port) and every replica gets a staging volume
+// of its own (anonymous), while the repository is the one named volume
+// every node shares; it reaches the sites with the ssh key.
+func TestWorkersKeepTheirOwnStaging(t *testing.T) {
+	p := loadProject(t)
+	w := service(t, p, "worker")
+	if !slices.Equal(w.Command, types.ShellCommand{"worker"}) {
+		t.Errorf("worker: command %q, want [worker]", w.Command)
+	}
+	if w.ContainerName != "" || len(w.Ports) > 0 {
+		t.Errorf("worker: container_name %q, ports %v: want neither, so it can scale", w.ContainerName, w.Ports)
+	}
+	root := env(w, "SATORU_STAGING_ROOT")
+	var staging *types.ServiceVolumeConfig
+	for i, m := range w.Volumes {
+		if m.Target == root {
+			staging = &w.Volumes[i]
+		}
+	}
+	switch {
+	case root == "" || staging == nil:
+		t.Errorf("worker: no volume at SATORU_STAGING_ROOT %q", root)
+	case staging.Type != types.VolumeTypeVolume || staging.Source != "":
+		t.Errorf("worker: staging is %s volume %q, want an anonymous volume (one per replica, never shared)", staging.Type, staging.Source)
+	}
+	if m, ok := mount(t, w, "repo"); !ok || m.Target != env(w, "SATORU_RESTIC_REPO_PATH") {
+		t.Errorf("worker: the shared repo volume is not mounted at SATORU_RESTIC_REPO_PATH")
+	}
+	if !slices.ContainsFunc(w.Secrets, func(s types.ServiceSecretConfig) bool { return s.Source == "ssh_key" }) {
+		t.Error("worker: secret ssh_key is not mounted")
+	}
+	if !slices.ContainsFunc(networks(w), func(n string) bool { return !p.Networks[n].Internal }) {
+		t.Errorf("worker is only on internal networks %v", networks(w))
 	}
 }
 
@@ -561,7 +603,7 @@ func TestNetworks(t *testing.T) {
 		}
 	}
 	// Out to the sites, and a publishable port.
-	for _, name := range []string{"puller", "syncer", "api", "prometheus", "grafana"} {
+	for _, name := range []string{"puller", "worker", "syncer", "api", "prometheus", "grafana"} {
 		if !slices.ContainsFunc(networks(service(t, p, name)), func(n string) bool { return !internal(n) }) {
 			t.Errorf("%s is only on internal networks %v", name, networks(service(t, p, name)))
 		}
@@ -637,7 +679,7 @@ func TestPrometheusScrapesEveryService(t *testing.T) {
 	for _, name := range satoruServices {
 		s := service(t, p, name)
 		_, port, _ := strings.Cut(env(s, "SATORU_API_LISTEN"), ":")
-		replicated := s.GetScale() > 1
+		replicated := s.GetScale() > 1 || scalable[name]
 		switch {
 		case replicated && static[name+":"+port]:
 			t.Errorf("prometheus.yml: %s has replicas, but a static target reaches only one of them; use dns_sd_configs", name)

@@ -172,6 +172,23 @@ type Job struct {
 	// HandedOffAt is when the job's first step ended and handed it on
 	// (puller -> snapshotter), for the hand-off's share of step_seconds.
 	HandedOffAt *time.Time `bson:"handed_off_at,omitempty" json:"handed_off_at,omitempty"`
+	// HandOff says where the current attempt's first step left the data
+	// its next step reads (a backup's pull, for its snapshot); nil until
+	// the hand-off.
+	HandOff *HandOff `bson:"hand_off,omitempty" json:"hand_off,omitempty"`
+}
+
+// HandOff is where a job's first step left its data for the next step.
+type HandOff struct {
+	// Staging is the id of the staging folder the pull wrote
+	// (shared/staging); only a snapshotter on that staging may snapshot it.
+	Staging string `bson:"staging,omitempty" json:"staging,omitempty"`
+	// Worker is the instance that pulled.
+	Worker string `bson:"worker,omitempty" json:"worker,omitempty"`
+	// Local: the next step runs in the same process, on the same delivery
+	// of the job's request (no request of its own): a lost worker's job is
+	// taken up again from its first step.
+	Local bool `bson:"local,omitempty" json:"local,omitempty"`
 }
 
 // RestoreRequest is what a restore job restores and where.

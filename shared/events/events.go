@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/staging"
 )
 
 // Streams and KV buckets.
@@ -151,6 +152,10 @@ type JobRequest struct {
 	JobID    string `json:"job_id"`
 	SiteUUID string `json:"site_uuid"`
 	Type     string `json:"type"`
+	// Staging is the staging id (shared/staging) of the worker that made
+	// the step this request continues (a backup's pull, for its
+	// snapshot): a continuation runs only on that staging.
+	Staging string `json:"staging,omitempty"`
 }
 
 // Validate reports what is wrong with r, wrapping ErrInvalid.
@@ -164,6 +169,8 @@ func (r JobRequest) Validate() error {
 		return fmt.Errorf("%w: job request %s without type", ErrInvalid, r.JobID)
 	case strings.ContainsAny(r.SiteUUID, ".*> "):
 		return fmt.Errorf("%w: job request %s: site_uuid %q is not a subject token", ErrInvalid, r.JobID, r.SiteUUID)
+	case r.Staging != "" && !staging.ValidID(r.Staging):
+		return fmt.Errorf("%w: job request %s: staging %q is not a staging id", ErrInvalid, r.JobID, r.Staging)
 	}
 	return nil
 }
@@ -174,9 +181,14 @@ func RequestFor(job domain.Job) JobRequest {
 }
 
 // StepRequest is the request that runs step of job: its type, or a
-// continuation (StepSnapshot) the job is handed off to.
+// continuation (StepSnapshot) the job is handed off to, which carries
+// the staging the job's hand-off recorded.
 func StepRequest(job domain.Job, step string) JobRequest {
-	return JobRequest{V: JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: step}
+	r := JobRequest{V: JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: step}
+	if step != string(job.Type) && job.HandOff != nil {
+		r.Staging = job.HandOff.Staging
+	}
+	return r
 }
 
 // Subject is where r is published.

@@ -43,3 +43,22 @@ func TestLeaseKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotRequestCarriesTheStaging: the snapshot hand-off names the
+// staging the pull wrote, and a request naming something that is not a
+// staging id is refused.
+func TestSnapshotRequestCarriesTheStaging(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef"
+	job := domain.Job{ID: "j1", SiteUUID: "s1", Type: domain.JobBackup, HandOff: &domain.HandOff{Staging: id, Worker: "w1"}}
+	if got := StepRequest(job, StepSnapshot).Staging; got != id {
+		t.Errorf("snapshot request staging = %q, want %q", got, id)
+	}
+	if got := RequestFor(job).Staging; got != "" {
+		t.Errorf("first-step request staging = %q, want none", got)
+	}
+	bad := StepRequest(job, StepSnapshot)
+	bad.Staging = "../other"
+	if err := bad.Validate(); err == nil {
+		t.Error("a request with a malformed staging id validated")
+	}
+}

@@ -181,11 +181,11 @@ func (m *mortalStore) ListEvents(ctx context.Context, jobID string) ([]domain.Jo
 	return m.st.ListEvents(ctx, jobID)
 }
 
-func (m *mortalStore) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
+func (m *mortalStore) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, h domain.HandOff, at time.Time) error {
 	if err := m.check(); err != nil {
 		return err
 	}
-	return m.st.HandOffJob(ctx, id, summary, targets, at)
+	return m.st.HandOffJob(ctx, id, summary, targets, h, at)
 }
 
 func (m *mortalStore) ContinueJob(ctx context.Context, id, worker, step string, attempts int, at time.Time) error {
@@ -218,6 +218,13 @@ type worker struct {
 
 func (r *rig) startWorker(t *testing.T, name string, c events.Consumer, maxAttempts int, work jobrun.Work) *worker {
 	t.Helper()
+	return r.startWorkerWith(t, name, c, maxAttempts, work, nil)
+}
+
+// startWorkerWith is startWorker with the executor adjusted by set
+// (a staging id, steps served in process).
+func (r *rig) startWorkerWith(t *testing.T, name string, c events.Consumer, maxAttempts int, work jobrun.Work, set func(*jobrun.Executor)) *worker {
+	t.Helper()
 	nc, err := nats.Connect(r.stack.NATSURL, nats.Name(name))
 	if err != nil {
 		t.Fatal(err)
@@ -241,6 +248,9 @@ func (r *rig) startWorker(t *testing.T, name string, c events.Consumer, maxAttem
 		LeaseRetry: 100 * time.Millisecond, RetryBase: 100 * time.Millisecond,
 		IsNotFound: func(err error) bool { return errors.Is(err, store.ErrNotFound) },
 		Log:        log,
+	}
+	if set != nil {
+		set(x)
 	}
 	pick := func(domain.Job) (jobrun.Work, error) { return work, nil }
 	run := &bus.Runner{Consumer: cons, Workers: 1, AckWait: ackWait, RetryDelay: 100 * time.Millisecond, Log: log,

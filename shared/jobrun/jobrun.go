@@ -36,7 +36,7 @@ type Store interface {
 	FinishJobTargets(ctx context.Context, id string, status domain.JobStatus, errMsg string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
 	AppendEvents(ctx context.Context, jobID string, evs ...domain.JobEvent) error
 	ListEvents(ctx context.Context, jobID string) ([]domain.JobEvent, error)
-	HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error
+	HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, h domain.HandOff, at time.Time) error
 	ContinueJob(ctx context.Context, id, worker, step string, attempts int, at time.Time) error
 }
 
@@ -64,8 +64,9 @@ type Outcome struct {
 	Retry bool
 	// Next, when set, hands the still running job to the service that
 	// takes this step type (e.g. "snapshot"): the summary is saved, the
-	// site lease stays held under the job's id, and the next service
-	// continues the job.
+	// site lease stays held under the job's id, and the next step
+	// continues the job: in this process when Executor.Local serves it,
+	// else by a request to the service that takes it.
 	Next string
 }
 
@@ -100,6 +101,18 @@ type Executor struct {
 	// written (e.g. a webhook). It must not block for long and its
 	// errors are its own: a notification never fails a job.
 	Notify func(ctx context.Context, job domain.Job, out Outcome)
+	// Staging is the id of this worker's staging folder (shared/staging),
+	// "" for a service that keeps no local data. A hand-off records it
+	// and its request carries it, so the next step can refuse to read a
+	// folder that is not the one this step wrote.
+	Staging string
+	// Local picks the work of the continuation steps this process runs
+	// itself (a worker node's snapshot after its pull): such a step runs
+	// right after the one before it, on the same delivery and under the
+	// same site lease, and the request is acked only when the job has
+	// finished. A crash in between leaves the request unacked: it is
+	// delivered again and the job starts over from its first step.
+	Local map[string]func(domain.Job) (Work, error)
 }
 
 func (x *Executor) now() time.Time {
@@ -131,6 +144,16 @@ func (x *Executor) Handle(ctx context.Context, d bus.Delivery, pick func(domain.
 	if job.Status.Terminal() {
 		log.Info("job already finished; dropping duplicate delivery", "status", job.Status)
 		return nil
+	}
+	if req.Staging != "" && req.Type != string(job.Type) {
+		// The request names the staging its step was handed from; it is
+		// what the continuation checks its own against.
+		h := domain.HandOff{}
+		if job.HandOff != nil {
+			h = *job.HandOff
+		}
+		h.Staging = req.Staging
+		job.HandOff = &h
 	}
 	r := x.newStepRun(job, req.Type, log)
 	if err := x.takeOver(ctx, r); err != nil {
@@ -272,6 +295,8 @@ func (x *Executor) start(ctx context.Context, r *stepRun, delivery uint64) error
 		}
 		started := r.started
 		job.Status, job.Attempts, job.StartedAt, job.Step = domain.StatusRunning, attempts, &started, ""
+		// As StartJob: the last attempt's hand-off is not this one's.
+		job.Targets, job.HandOff, job.HandedOffAt = nil, nil, nil
 		r.rec.status = domain.StatusRunning
 		r.rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelInfo,
 			Message: fmt.Sprintf("started by %s (attempt %d)", x.Worker, attempts)})
@@ -325,6 +350,9 @@ func (x *Executor) conclude(ctx context.Context, r *stepRun, out Outcome, cause 
 		return ctx.Err()
 	}
 	if out.Next != "" && cause == nil && !out.Status.Terminal() {
+		if pick, ok := x.Local[out.Next]; ok {
+			return x.continueLocal(ctx, r, out, pick)
+		}
 		return x.handOff(ctx, r.job, r.rec, r.lease, out, r.workEnd)
 	}
 	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && r.job.Attempts < x.MaxAttempts {
@@ -453,10 +481,13 @@ func FailLost(ctx context.Context, st LostStore, b EventBus, job domain.Job, msg
 }
 
 // PendingRequest is the request a running job waits on: after a hand-off
-// (the job holds its pulled targets) the snapshot step's, else its own
-// first step's. Whoever requeues a job whose worker was lost sends it.
+// over the bus (the job holds its pulled targets) the snapshot step's,
+// carrying the staging the pull wrote; else, and after a hand-off in
+// process (whose request is still unacked), its own first step's.
+// Whoever requeues a job whose worker was lost sends it.
 func PendingRequest(job domain.Job) events.JobRequest {
-	if job.Type == domain.JobBackup && job.Targets != nil {
+	local := job.HandOff != nil && job.HandOff.Local
+	if job.Type == domain.JobBackup && job.Targets != nil && !local {
 		return events.StepRequest(job, events.StepSnapshot)
 	}
 	return events.RequestFor(job)
@@ -507,9 +538,11 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
-	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, workEnd); err != nil {
+	h := domain.HandOff{Staging: x.Staging, Worker: x.Worker}
+	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, h, workEnd); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
+	job.HandOff = &h
 	if lease != nil {
 		// Renew once more, marked for the next step, which alone may take
 		// it over; the renewal makes it outlive the hop.
@@ -525,6 +558,59 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 	}
 	rec.log.Info("job handed off", "next", out.Next)
 	return nil
+}
+
+// continueLocal runs the next step of r's job in this process, right
+// after r's work, on the same delivery and under the same lease: the
+// hand-off is recorded as one over the bus would be (summary, targets,
+// handed_off_at, "taken over" event), then the next step's work runs and
+// its outcome is concluded. The request is acked only after that.
+func (x *Executor) continueLocal(ctx context.Context, r *stepRun, out Outcome, pick func(domain.Job) (Work, error)) error {
+	job, rec := r.job, r.rec
+	if err := rec.Flush(ctx); err != nil {
+		x.release(r.lease, r.log)
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
+	h := domain.HandOff{Staging: x.Staging, Worker: x.Worker, Local: true}
+	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, h, r.workEnd); err != nil {
+		// The pull's data stays in staging; the redelivery pulls again.
+		x.release(r.lease, r.log)
+		return bus.RetryAfter(2*time.Second, err)
+	}
+	handed := r.workEnd
+	job.Summary, job.Targets, job.HandOff, job.HandedOffAt = out.Summary, out.Targets, &h, &handed
+	next := &stepRun{job: job, step: out.Next, rec: x.recorder(job, out.Next, r.log), log: r.log,
+		continuation: true, lease: r.lease}
+	// The numbering goes on from this step's events, all written above.
+	next.rec.seq = rec.lastSeq()
+	fail := func(msg string) error {
+		next.rec.Add(ctx, domain.JobEvent{Step: "job", Level: domain.LevelError, Message: msg})
+		return x.finish(ctx, next.job, next.rec, next.lease, Outcome{Status: domain.StatusFailed, Error: msg, Summary: out.Summary}, time.Time{}, time.Time{})
+	}
+	if next.lease != nil {
+		// The renewal loop stopped with the step's work; renew before the
+		// next one starts its own.
+		if err := next.lease.Renew(ctx); err != nil {
+			return fail("site lease lost at the hand-off to " + out.Next + ": " + err.Error())
+		}
+	}
+	if canceled, err := x.Bus.CancelRequested(ctx, job.ID); err != nil {
+		x.release(next.lease, r.log)
+		return bus.RetryAfter(2*time.Second, err)
+	} else if canceled {
+		return x.finish(ctx, next.job, next.rec, next.lease, Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error(), Summary: out.Summary}, time.Time{}, time.Time{})
+	}
+	work, err := pick(next.job)
+	if err != nil {
+		return fail(err.Error())
+	}
+	r.log.Info("job handed off in process", "next", out.Next)
+	if err := x.start(ctx, next, 0); err != nil {
+		return err
+	}
+	out2, cause := x.runWork(ctx, next, work)
+	return x.conclude(ctx, next, out2, cause)
 }
 
 // acquire takes the site lease for step of job, as bus errors: a busy

@@ -53,6 +53,13 @@ func (r *Recorder) Time(name string, d time.Duration) {
 	r.steps = append(r.steps, stepTime{name: name, d: max(d, 0)})
 }
 
+// lastSeq is the last number given to an event (-1 before the first).
+func (r *Recorder) lastSeq() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seq
+}
+
 // timedCount is how many parts were timed so far.
 func (r *Recorder) timedCount() int {
 	r.mu.Lock()

@@ -38,6 +38,9 @@ type Service struct {
 	// Notify, when set, is told every job's final outcome (see
 	// Executor.Notify).
 	Notify func(ctx context.Context, job domain.Job, out Outcome)
+	// Staging and Local: see Executor.
+	Staging string
+	Local   map[string]func(domain.Job) (Work, error)
 }
 
 // Run consumes the service's job requests until ctx ends.
@@ -69,6 +72,8 @@ func (s Service) Run(ctx context.Context) error {
 		Metrics:     observe.NewJobMetrics(s.Registry),
 		Log:         log,
 		Notify:      s.Notify,
+		Staging:     s.Staging,
+		Local:       s.Local,
 	}
 	r := &bus.Runner{
 		Consumer: cons,

@@ -10,11 +10,13 @@ import (
 )
 
 // HandOffJob records a step's summary when one service hands a running
-// job to the next (puller -> snapshotter) at at; the job stays running.
-func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, at time.Time) error {
+// job to the next (puller -> snapshotter) at at, and where it left its
+// data (h); the job stays running.
+func (s *Store) HandOffJob(ctx context.Context, id string, summary map[string]any, targets []domain.TargetRun, h domain.HandOff, at time.Time) error {
 	return s.updateJob(ctx, "hand off job", id, false, bson.D{{Key: "$set", Value: bson.D{
 		{Key: "summary", Value: summary},
 		{Key: "targets", Value: targets},
+		{Key: "hand_off", Value: h},
 		{Key: "heartbeat_at", Value: ts(at)},
 		{Key: "handed_off_at", Value: ts(at)},
 	}}})

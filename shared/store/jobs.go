@@ -172,6 +172,10 @@ func (s *Store) StartJob(ctx context.Context, id, worker string, attempts int, a
 			{Key: "next_attempt_at", Value: ""},
 			{Key: "step", Value: ""},
 			{Key: "handed_off_at", Value: ""},
+			// A new attempt pulls again: the last one's pulled targets and
+			// where they were staged no longer describe this attempt.
+			{Key: "targets", Value: ""},
+			{Key: "hand_off", Value: ""},
 		}},
 	})
 }

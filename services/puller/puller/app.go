@@ -24,6 +24,7 @@ import (
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/restore"
+	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -62,12 +63,20 @@ type Deps struct {
 	Restic restic.Repo
 	// Notify is told every job's final outcome (webhook); nil for none.
 	Notify func(ctx context.Context, job domain.Job, out jobrun.Outcome)
+	// Local picks the work of the steps this process continues itself:
+	// on a worker node, the snapshot of each backup it pulled (see
+	// jobrun.Executor.Local); nil hands every backup over the bus.
+	Local map[string]func(domain.Job) (jobrun.Work, error)
 }
 
 // Run consumes puller job requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
 	// Restores' restic runs are recorded like the snapshotter's, so a
 	// lock left by one killed with this process is cleared at once.
+	stagingID, err := staging.ID(d.Settings.Backup.StagingRoot)
+	if err != nil {
+		return fmt.Errorf("puller: %w", err)
+	}
 	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
 	if err != nil {
 		return err
@@ -114,6 +123,8 @@ func Run(ctx context.Context, d Deps) error {
 		Log:         d.Log,
 		Pick:        p.Pick,
 		Notify:      d.Notify,
+		Staging:     stagingID,
+		Local:       d.Local,
 	}.Run(ctx)
 }
 

@@ -57,7 +57,14 @@ func TestRecoverStaleJobs(t *testing.T) {
 	}
 	// Handed off to the snapshotter, whose request was lost.
 	handed := e.runningJob(t, "job-handed", "site-f", domain.JobBackup, 1, old)
-	if err := e.st.HandOffJob(ctx, handed.ID, map[string]any{"pulled": 1}, []domain.TargetRun{{TargetHash: "h", Path: "/var/www"}}, old); err != nil {
+	if err := e.st.HandOffJob(ctx, handed.ID, map[string]any{"pulled": 1}, []domain.TargetRun{{TargetHash: "h", Path: "/var/www"}}, domain.HandOff{Staging: "0123456789abcdef0123456789abcdef", Worker: "w1"}, old); err != nil {
+		t.Fatal(err)
+	}
+	// Handed off in process (a worker node): its snapshot ran on the
+	// pulling node's delivery of the backup request, which was lost; the
+	// job starts over from the pull, never from a snapshot elsewhere.
+	local := e.runningJob(t, "job-local", "site-g", domain.JobBackup, 1, old)
+	if err := e.st.HandOffJob(ctx, local.ID, map[string]any{"pulled": 1}, []domain.TargetRun{{TargetHash: "h", Path: "/var/www"}}, domain.HandOff{Staging: "0123456789abcdef0123456789abcdef", Worker: "w1", Local: true}, old); err != nil {
 		t.Fatal(err)
 	}
 	// A repository-level job (offsite sync) on its last attempt.
@@ -65,7 +72,7 @@ func TestRecoverStaleJobs(t *testing.T) {
 
 	s := e.scheduler(t, "sched-a", Settings{StaleAfter: 5 * time.Minute, MaxAttempts: max})
 	res := mustTick(t, s, now)
-	want := Recovery{Ran: true, Stale: 6, Failed: 2, Republished: 2, Pending: 1, Busy: 1}
+	want := Recovery{Ran: true, Stale: 7, Failed: 2, Republished: 3, Pending: 1, Busy: 1}
 	if res.Recovery != want {
 		t.Fatalf("recovery = %+v, want %+v", res.Recovery, want)
 	}
@@ -96,10 +103,11 @@ func TestRecoverStaleJobs(t *testing.T) {
 	reqs := e.published(t)
 	var got []string
 	for _, r := range reqs {
-		got = append(got, r.JobID+":"+r.Type)
+		got = append(got, r.JobID+":"+r.Type+":"+r.Staging)
 	}
 	sort.Strings(got)
-	if want := []string{"job-handed:snapshot", "job-queued:backup", "job-retry:backup"}; strings.Join(got, ",") != strings.Join(want, ",") {
+	// The snapshot request names the staging the pull wrote.
+	if want := []string{"job-handed:snapshot:0123456789abcdef0123456789abcdef", "job-local:backup:", "job-queued:backup:", "job-retry:backup:"}; strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Errorf("requests = %q, want %q", got, want)
 	}
 	for _, id := range []string{retry.ID, "job-fresh", "job-held", "job-queued", handed.ID} {

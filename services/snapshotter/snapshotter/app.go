@@ -24,6 +24,7 @@ import (
 	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -63,18 +64,38 @@ type Deps struct {
 
 // Run consumes snapshot and retention requests until ctx ends.
 func Run(ctx context.Context, d Deps) error {
-	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	s, err := New(d)
 	if err != nil {
 		return err
 	}
-	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
-		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
-		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
-	return serve(ctx, d, s)
+	return Serve(ctx, d, s)
 }
 
-// serve runs s as the service: tests hand in their own Snapshotter.
-func serve(ctx context.Context, d Deps, s *Snapshotter) error {
+// New builds the snapshotter of d: a worker node also hands its
+// puller's backups to it in process (Pick as the puller's local
+// snapshot step) while Serve consumes the requests other processes send.
+func New(d Deps) (*Snapshotter, error) {
+	id, err := staging.ID(d.Settings.StagingRoot)
+	if err != nil {
+		return nil, fmt.Errorf("snapshotter: %w", err)
+	}
+	guard, err := repoguard.New(d.Infra, d.Settings.Worker, d.Log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
+		StagingID: id, Worker: d.Settings.Worker,
+		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
+	if d.Registry != nil {
+		s.Metrics = observe.NewSnapshotMetrics(d.Registry)
+	}
+	return s, nil
+}
+
+// Serve runs s as the service until ctx ends: tests hand in their own
+// Snapshotter.
+func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 	if d.Registry != nil {
 		if s.Metrics == nil {
 			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
@@ -109,6 +130,7 @@ func serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		Log:         d.Log,
 		Pick:        s.Pick,
 		Notify:      d.Notify,
+		Staging:     s.StagingID,
 	}.Run(ctx)
 }
 
@@ -121,9 +143,14 @@ type Store interface {
 // Snapshotter snapshots staging into the restic repository and applies
 // the retention policy to it.
 type Snapshotter struct {
-	Store         Store
-	Repo          restic.Repo
-	StagingRoot   string
+	Store       Store
+	Repo        restic.Repo
+	StagingRoot string
+	// StagingID is StagingRoot's id (shared/staging): a backup is
+	// snapshotted only when its pull was made on this staging.
+	StagingID string
+	// Worker is this instance's name, for the guard's message.
+	Worker        string
 	Limit         time.Duration
 	ProgressEvery time.Duration
 	// Retention and RetentionLimit: see Settings.
@@ -171,11 +198,15 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	if summary == nil {
 		summary = map[string]any{}
 	}
-	plan := planSnapshot(ctx, job, rec, s.StagingRoot)
 	fail := func(msg string) jobrun.Outcome {
 		s.recordHealth(ctx, rec, job, domain.HealthFailed, msg, false)
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
 	}
+	if err := s.checkStaging(job); err != nil {
+		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelError, Message: err.Error()})
+		return fail(err.Error())
+	}
+	plan := planSnapshot(ctx, job, rec, s.StagingRoot)
 	if plan.pulled+plan.warned == 0 {
 		return fail("no target was pulled; nothing to snapshot")
 	}
@@ -210,6 +241,29 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	}
 	s.recordHealth(ctx, rec, job, health, msg, true)
 	return jobrun.Outcome{Status: status, Error: msg, Summary: summary, Targets: plan.targets}
+}
+
+// ErrOtherStaging marks a backup whose pull was made on another staging
+// folder than this snapshotter's: its folder here is not the job's data
+// (empty, or another node's older pull), so it is never snapshotted.
+var ErrOtherStaging = errors.New("snapshot refused")
+
+// checkStaging lets a backup be snapshotted only from the staging its
+// pull wrote. A job whose hand-off recorded no staging (handed off by a
+// version before staging ids) is refused too: nothing shows this folder
+// holds its pull.
+func (s *Snapshotter) checkStaging(job domain.Job) error {
+	const fix = "run the puller and the snapshotter of a node in one process (`satoru worker`) or on one staging_root"
+	h := job.HandOff
+	if h == nil || h.Staging == "" {
+		return fmt.Errorf("%w: the pull of this job recorded no staging (handed off by an older version); this snapshotter's staging is %s (%s, worker %s): nothing shows its folder holds this job's data; %s",
+			ErrOtherStaging, s.StagingID, s.StagingRoot, s.Worker, fix)
+	}
+	if h.Staging != s.StagingID {
+		return fmt.Errorf("%w: the pull of this job was made on staging %s (worker %s); this snapshotter's staging is %s (%s, worker %s): its folder is not this job's data; %s",
+			ErrOtherStaging, h.Staging, h.Worker, s.StagingID, s.StagingRoot, s.Worker, fix)
+	}
+	return nil
 }
 
 // snapshotPlan is what one backup snapshots: the site's staging folder

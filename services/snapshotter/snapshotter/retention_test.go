@@ -25,6 +25,7 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/store"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -246,7 +247,9 @@ type harness struct {
 	nc      *nats.Conn
 	repo    restic.Repo
 	staging string
-	policy  config.RetentionPolicy
+	// stagingID is staging's id, which the snapshot requests name.
+	stagingID string
+	policy    config.RetentionPolicy
 }
 
 func newHarness(t *testing.T) *harness {
@@ -277,13 +280,17 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{st: st, infra: infra, nc: nc, repo: repo, staging: filepath.Join(dir, "staging"), policy: cfg.ResticRetentionPolicy}
+	h := &harness{st: st, infra: infra, nc: nc, repo: repo, staging: filepath.Join(dir, "staging"), policy: cfg.ResticRetentionPolicy}
+	if h.stagingID, err = staging.ID(h.staging); err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 func (h *harness) snapshotter(retryLock time.Duration) *Snapshotter {
 	repo := h.repo
 	repo.RetryLock = retryLock
-	s := &Snapshotter{Store: h.st, Repo: repo, StagingRoot: h.staging, Retention: h.policy, RetentionLimit: time.Minute}
+	s := &Snapshotter{Store: h.st, Repo: repo, StagingRoot: h.staging, StagingID: h.stagingID, Worker: "test-snapshotter", Retention: h.policy, RetentionLimit: time.Minute}
 	s.initialised.Store(true) // newHarness made the repository
 	return s
 }
@@ -302,7 +309,7 @@ func (h *harness) serve(t *testing.T, s *Snapshotter) {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := serve(ctx, d, s); err != nil {
+		if err := Serve(ctx, d, s); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 	}()
@@ -379,7 +386,7 @@ func (h *harness) submitSnapshotID(t *testing.T, site, id string) {
 	t.Helper()
 	now := time.Now().UTC()
 	h.submit(t, domain.Job{ID: id, SiteUUID: site, Type: domain.JobBackup, Status: domain.StatusRunning, Attempts: 1,
-		CreatedAt: now, StartedAt: &now, Worker: "test-puller",
+		CreatedAt: now, StartedAt: &now, Worker: "test-puller", HandOff: &domain.HandOff{Staging: h.stagingID, Worker: "test-puller"},
 		Targets: []domain.TargetRun{{TargetHash: stagedTarget, Path: "/data", Mode: domain.ModeDirectory, Status: domain.HealthSuccess}}},
 		events.StepSnapshot)
 }
@@ -389,7 +396,7 @@ func (h *harness) submit(t *testing.T, job domain.Job, reqType string) {
 	if err := h.st.InsertJob(t.Context(), job); err != nil {
 		t.Fatal(err)
 	}
-	req := events.JobRequest{V: events.JobRequestV1, JobID: job.ID, SiteUUID: job.SiteUUID, Type: reqType}
+	req := events.StepRequest(job, reqType)
 	if err := h.infra.Publish(t.Context(), req); err != nil {
 		t.Fatal(err)
 	}

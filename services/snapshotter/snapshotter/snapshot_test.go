@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -87,5 +88,56 @@ func TestSnapshotHealthWriteFailureIsAJobEvent(t *testing.T) {
 	}
 	if st.Health.Status != domain.HealthUnknown || st.LastSuccessAt != nil {
 		t.Errorf("site status written after all: %+v", st)
+	}
+}
+
+// TestSnapshotOfAnotherStagingIsRefused: a snapshot request whose pull
+// was made on another staging (another node), or that names none (an
+// older version's hand-off), is never snapshotted, even though this
+// node's staging holds an older copy of the site: the job and the site
+// health fail, naming both stagings and what to do.
+func TestSnapshotOfAnotherStagingIsRefused(t *testing.T) {
+	h := newHarness(t)
+	h.serve(t, h.snapshotter(0))
+	const other = "ffffffffffffffffffffffffffffffff"
+	for _, tc := range []struct {
+		name    string
+		handOff *domain.HandOff
+		want    []string
+	}{
+		{"another node's pull", &domain.HandOff{Staging: other, Worker: "worker-b"},
+			[]string{"the pull of this job was made on staging " + other + " (worker worker-b)", "this snapshotter's staging is " + h.stagingID, "`satoru worker`"}},
+		{"no staging recorded", nil,
+			[]string{"recorded no staging", "this snapshotter's staging is " + h.stagingID}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			site := uuid.NewString()
+			h.stage(t, site, 10_000) // stale data a snapshot must not present
+			now := time.Now().UTC()
+			id := uuid.NewString()
+			h.submit(t, domain.Job{ID: id, SiteUUID: site, Type: domain.JobBackup, Status: domain.StatusRunning, Attempts: 1,
+				CreatedAt: now, StartedAt: &now, Worker: "worker-b", HandOff: tc.handOff,
+				Targets: []domain.TargetRun{{TargetHash: stagedTarget, Path: "/data", Mode: domain.ModeDirectory, Status: domain.HealthSuccess}}},
+				events.StepSnapshot)
+			job := h.wait(t, id)
+			if job.Status != domain.StatusFailed {
+				t.Fatalf("job %s (%s), want failed", job.Status, job.Error)
+			}
+			st, err := h.st.GetSiteStatus(t.Context(), site)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(job.Error, w) || !strings.Contains(st.Health.Message, w) {
+					t.Errorf("job error %q / health %q: want %q", job.Error, st.Health.Message, w)
+				}
+			}
+			if st.Health.Status != domain.HealthFailed {
+				t.Errorf("site health %s, want failed", st.Health.Status)
+			}
+			if got := h.snapshotIDs(t, site); len(got) != 0 {
+				t.Errorf("snapshots %q made of another node's staging", got)
+			}
+		})
 	}
 }

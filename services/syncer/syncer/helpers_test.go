@@ -87,7 +87,7 @@ func (m *memStore) ListEvents(context.Context, string) ([]domain.JobEvent, error
 	return append([]domain.JobEvent(nil), m.events...), nil
 }
 
-func (m *memStore) HandOffJob(context.Context, string, map[string]any, []domain.TargetRun, time.Time) error {
+func (m *memStore) HandOffJob(context.Context, string, map[string]any, []domain.TargetRun, domain.HandOff, time.Time) error {
 	return nil
 }
 

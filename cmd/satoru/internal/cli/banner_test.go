@@ -27,7 +27,7 @@ func TestBannerTellsHowWorkersJoin(t *testing.T) {
 			[]string{"NATS:   embedded, in-process only (no listener)", "socket ", " only", "extra workers: none can join; set embedded_nats_listen and embedded_store_listen"},
 			[]string{"SATORU_NATS_URL_FILE"}},
 		{"listeners", []string{"SATORU_EMBEDDED_NATS_LISTEN=127.0.0.1:0", "SATORU_EMBEDDED_STORE_LISTEN=127.0.0.1:0"},
-			[]string{"(password required)", "(client certificate required)", "SATORU_NATS_URL_FILE=", "SATORU_MONGO_URI_FILE=", "satoru puller"},
+			[]string{"(password required)", "(client certificate required)", "SATORU_NATS_URL_FILE=", "SATORU_MONGO_URI_FILE=", "satoru worker"},
 			[]string{"none can join"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

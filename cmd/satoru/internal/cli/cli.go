@@ -24,17 +24,20 @@ const usage = `usage: satoru <command> [flags]
 commands:
   up        run every service in this process; with no nats_url and no
             mongo_uri it starts an embedded NATS server and store under data_dir
+  worker    run a worker node against external NATS and MongoDB: a puller
+            and a snapshotter over one local staging_root; a backup's
+            snapshot is taken in this process, right after its pull
   puller    run the puller against external NATS and MongoDB
   snapshotter
-            run the snapshotter against external NATS and MongoDB (beside
-            the pullers whose staging it snapshots)
+            run the snapshotter against external NATS and MongoDB; it only
+            snapshots pulls made on its own staging_root (prefer worker)
   api       run the REST API against external NATS and MongoDB
   syncer    run the offsite syncer against external NATS and MongoDB
   scheduler run the scheduler against external NATS and MongoDB (several
             may run: one leads)
   version   print the version
 
-flags (up, puller, api):
+flags (up, worker and the other service commands):
   --config FILE     YAML config file (default $SATORU_CONFIG)
   --nats-url URL    NATS to use (overrides nats_url)
   --mongo-uri URI   MongoDB to use (overrides mongo_uri); argv is visible to
@@ -57,6 +60,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	switch cmd {
 	case "up":
 		roles = node.All
+	case "worker":
+		roles = node.Worker
 	case domain.ServicePuller:
 		roles = node.Roles{Puller: true}
 	case domain.ServiceAPI:
@@ -158,6 +163,9 @@ func Banner(cmd string, n *node.Node) string {
 		b.WriteString(JoinHelp(n))
 	}
 	fmt.Fprintf(&b, "  data:   %s\n", n.Config.DataDir)
+	if n.StagingID != "" {
+		fmt.Fprintf(&b, "  staging: %s (id %s)\n", n.Config.StagingRoot, n.StagingID)
+	}
 	if n.Roles.Snapshotter {
 		fmt.Fprintf(&b, "  restic: %s", n.Config.ResticRepoPath)
 		if !n.Config.ResticPassword.IsSet() {
@@ -193,7 +201,7 @@ func JoinHelp(n *node.Node) string {
 		env = append(env, "SATORU_MONGO_URI_FILE="+filepath.Join(dir, "mongo-uri"))
 	}
 	return fmt.Sprintf("  extra workers: copy %s (it holds credentials: keep it 0700, files 0600) to the worker host, then\n"+
-		"      %s satoru puller\n", dir, strings.Join(env, " "))
+		"      %s satoru worker\n", dir, strings.Join(env, " "))
 }
 
 func lookup(environ []string, key string) string {

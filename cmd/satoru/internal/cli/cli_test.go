@@ -20,6 +20,8 @@ func TestClientCommandsAreDispatched(t *testing.T) {
 		{name: "usage lists the client commands", args: []string{"help"}, code: 0, stdout: "run <site> preflight|backup|retention [--wait]"},
 		{name: "sites reaches apicmd", args: []string{"sites"}, code: 2, stderr: "satoru sites: missing subcommand"},
 		{name: "health without a token", args: []string{"health"}, code: 1, stderr: "satoru health: no API token"},
+		{name: "usage lists worker", args: []string{"help"}, code: 0, stdout: "worker    run a worker node"},
+		{name: "worker needs NATS and the store", args: []string{"worker"}, code: 2, stderr: "satoru worker: needs nats_url and mongo_uri"},
 		{name: "unknown command", args: []string{"frob"}, code: 2, stderr: `unknown command "frob"`},
 		{name: "sync is not syncer", args: []string{"sync", "frob"}, code: 2, stderr: `satoru sync: unknown subcommand "frob"`},
 	}

@@ -39,6 +39,8 @@ func TestFaults(t *testing.T) {
 		{"full staging disk", fullStagingDisk},
 		{"full repository disk", fullRepositoryDisk},
 		{"concurrent first backups", concurrentFirstBackups},
+		{"worker nodes, one killed mid-pull", workerNodes},
+		{"puller and snapshotter on different stagings", foreignStaging},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()

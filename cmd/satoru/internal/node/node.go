@@ -33,11 +33,13 @@ import (
 	"github.com/satoru/satoru/shared/conns"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/embedded"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/restore"
+	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -52,6 +54,10 @@ type Roles struct {
 
 // All is every service, as `satoru up` runs them.
 var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true, Scheduler: true}
+
+// Worker is a worker node (`satoru worker`): a puller and a snapshotter
+// over one local staging, each backup snapshotted where it was pulled.
+var Worker = Roles{Puller: true, Snapshotter: true}
 
 // Node is a running Satoru process.
 type Node struct {
@@ -77,6 +83,9 @@ type Node struct {
 	NATSURL string
 	// StoreURI is the store this node uses (the embedded store's socket).
 	StoreURI string
+	// StagingID is the id of staging_root (shared/staging) when this
+	// node pulls or snapshots, else "".
+	StagingID string
 
 	conns  *conns.Conns
 	notify *notify.Jobs // nil without webhook_url; closed after the services stop
@@ -122,15 +131,36 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 		hook = n.notify.Hook
 		log.Info("job webhook notifications on", "webhook_url", cfg.RedactedWebhookURL())
 	}
+	// A node that pulls and snapshots (satoru up, satoru worker) takes a
+	// backup's snapshot in process, right after its pull: the data never
+	// leaves the staging that pulled it. The snapshotter's consumer still
+	// takes retention jobs and the snapshot requests of separate pullers.
+	var local map[string]func(domain.Job) (jobrun.Work, error)
+	var snap *snapshotter.Snapshotter
+	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook}
+	if roles.Puller || roles.Snapshotter {
+		// Created here (the services read the same) to name it in the banner.
+		if n.StagingID, err = staging.ID(cfg.StagingRoot); err != nil {
+			return nil, fmt.Errorf("config: staging_root: %w", err)
+		}
+	}
+	if roles.Snapshotter {
+		if snap, err = snapshotter.New(snapDeps); err != nil {
+			return nil, err
+		}
+		if roles.Puller {
+			local = map[string]func(domain.Job) (jobrun.Work, error){events.StepSnapshot: snap.Pick}
+		}
+	}
 	if roles.Puller {
 		n.goService(domain.ServicePuller, func(ctx context.Context) error {
-			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook})
+			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook, Local: local})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
 		if roles.Snapshotter {
 			n.goService(domain.ServiceSnapshotter, func(ctx context.Context) error {
-				return snapshotter.Run(ctx, snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
+				return snapshotter.Serve(ctx, snapDeps, snap)
 			}, ctx)
 		}
 		if roles.Syncer {
