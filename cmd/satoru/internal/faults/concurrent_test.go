@@ -20,9 +20,9 @@ const (
 )
 
 // concurrentFirstBackups: a fresh repository, 8 sites, 8 backups posted at
-// once, run by two worker processes (`satoru up` and a second worker:
-// `satoru puller` + `satoru snapshotter` joined to it, sharing staging and
-// repository), repeated up to 20 times within the budget, each time on a
+// once, run by two worker nodes (`satoru up` and a `satoru worker` joined
+// to it, each with its own staging, one repository), repeated up to 20
+// times within the budget, each time on a
 // fresh data folder. Every round every backup succeeds, `restic check`
 // passes and keys/ holds exactly one key (several `restic init` racing
 // used to leave several keys and a corrupt repository).
@@ -61,21 +61,20 @@ func firstBackupRound(t *testing.T, edge *testkit.EdgeHost, paths []string, roun
 	joinDir := filepath.Join(shared.Data, "join")
 	join := []string{"SATORU_NATS_URL_FILE=" + filepath.Join(joinDir, "nats-url"),
 		"SATORU_MONGO_URI_FILE=" + filepath.Join(joinDir, "mongo-uri")}
-	var workers []*satoru
-	for _, role := range []string{"puller", "snapshotter"} {
-		// The second worker's own data_dir; staging and repository shared.
-		l := shared
-		l.Data = filepath.Join(root, "worker-"+role)
-		w := newSatoru(t, "satoru "+role, l, []string{role}, satoruEnv(l, join...))
-		w.Start()
-		workers = append(workers, w)
-	}
+	// The second node: `satoru worker` with its own data_dir and staging,
+	// the repository shared. Each node snapshots what it pulled, so the
+	// two write the repository at once.
+	l := shared
+	l.Data, l.Staging = filepath.Join(root, "worker"), filepath.Join(root, "worker-staging")
+	w := newSatoru(t, "satoru worker", l, []string{"worker"}, satoruEnv(l, join...))
+	w.Start()
+	workers := []*satoru{w}
 	a := up.API()
 	var sites []string
 	for i, p := range paths {
 		sites = append(sites, a.RegisterSite(site{Name: fmt.Sprintf("first-%d", i), Edge: edge, Path: p}))
 	}
-	// Posted at once: the 8 snapshots reach the two snapshotters together.
+	// Posted at once: the two nodes pull and snapshot them together.
 	ids := make([]string, len(sites))
 	errs := parallelDo(len(sites), func(i int) error {
 		var err error

@@ -19,10 +19,12 @@ import (
 )
 
 // TestBackupRetriesAPullCutMidTransfer cuts the site's connection while
-// the first attempt's rsync is receiving: the failure is transient, so
-// the job is retried after a backoff, the failed attempt's leftovers are
-// removed and reported, and the second attempt pulls and snapshots the
-// whole folder.
+// the first attempt's rsync is receiving (the site's first pull): the
+// failure is transient, so the job is retried after a backoff, the failed
+// attempt's files are removed and reported (the folder is empty again),
+// and the second attempt pulls and snapshots the whole folder. Cuts of
+// later pulls, which keep the last good copy, are in
+// services/puller/internal/pull (lastgood_test.go).
 func TestBackupRetriesAPullCutMidTransfer(t *testing.T) {
 	edge := testkit.StartEdgeHost(t)
 	proxy := testkit.StartProxy(t, net.JoinHostPort(edge.Host, strconv.Itoa(edge.Port)))
@@ -48,9 +50,10 @@ func TestBackupRetriesAPullCutMidTransfer(t *testing.T) {
 	staging := filepath.Join(n.Config.StagingRoot, site, hash)
 
 	id := c.startJob(site, "backup")
-	// Cut once received files wait in a partial folder: mid-transfer.
+	// Cut once received files are in staging: mid-transfer. A first pull
+	// writes straight into its empty folder (no partial folder).
 	deadline := time.Now().Add(60 * time.Second)
-	for !hasPartialFile(staging) {
+	for !hasReceivedFile(staging) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no partial file appeared in %s\n%s", staging, dumpEvents(c.events(id)))
 		}
@@ -67,7 +70,7 @@ func TestBackupRetriesAPullCutMidTransfer(t *testing.T) {
 	}
 	for _, want := range []struct{ step, level, contains string }{
 		{"pull", domain.LevelError, "connection lost"},
-		{"pull_cleanup", "", "staging holds the last complete pull"},
+		{"pull_cleanup", "", "staging is empty again, as before that first pull"},
 		{"retry", "", "next attempt at"},
 		{"snapshot", domain.LevelInfo, ""},
 	} {
@@ -84,6 +87,19 @@ func TestBackupRetriesAPullCutMidTransfer(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.Config.StagingRoot, ".pull", site, hash)); !os.IsNotExist(err) {
 		t.Errorf("the pull's work folder is still there (%v)", err)
 	}
+}
+
+// hasReceivedFile reports whether dir holds any regular file.
+func hasReceivedFile(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			found = true
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found
 }
 
 // hasPartialFile reports whether a file waits in a partial folder under
