@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/cmd/satoru/internal/apicmd"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -150,6 +151,11 @@ func TestHealthListsWorkerNodes(t *testing.T) {
 	if h.Status != "degraded" || !hasPrefix(h.Problems, "node "+idB+" is gone (last seen ") || h.nodeState(idA) != "live/2" {
 		t.Errorf("health with node B gone: %s %q %+v", h.Status, h.Problems, h.Nodes)
 	}
+	// `satoru health` says the same, and fails.
+	r := satoruCLI(t, []string{"SATORU_API_URL=http://" + hub.APIAddr, "SATORU_API_TOKEN=" + testToken}, "health")
+	expect(t, r, apicmd.ExitFailed, "status: degraded", "problem: node "+idB+" is gone")
+	expectLine(t, r, "node "+idA+":", "live, owns 2 site(s)", "puller wa, snapshotter wa")
+	expectLine(t, r, "node "+idB+":", "gone, owns 1 site(s)", "last seen", "puller wb, snapshotter wb")
 }
 
 func hasPrefix(lines []string, prefix string) bool {
