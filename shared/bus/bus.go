@@ -58,6 +58,9 @@ type Infra struct {
 	// Liveness holds the liveness entries of the running service
 	// instances (see Announce).
 	Liveness jetstream.KeyValue
+	// Nodes keeps the last liveness value of the instances that run on a
+	// worker node for events.NodeRetention (see AnnounceNode, NodeRecords).
+	Nodes jetstream.KeyValue
 	// ResticProcs records the restic processes running on the
 	// repository (shared/repoguard).
 	ResticProcs jetstream.KeyValue
@@ -132,6 +135,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 	if err != nil {
 		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketServices, err)
 	}
+	nodes, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      events.BucketNodes,
+		Description: "last liveness value of each worker node's service instances; kept a while after they stop",
+		TTL:         events.NodeRetention,
+		History:     1,
+		Replicas:    replicas,
+		Storage:     jetstream.FileStorage,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketNodes, err)
+	}
 	procs, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      events.BucketResticProcs,
 		Description: "restic processes Satoru runs on the repository; entries outlive a crash",
@@ -142,7 +156,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 	if err != nil {
 		return nil, fmt.Errorf("bus: ensure bucket %s: %w", events.BucketResticProcs, err)
 	}
-	return &Infra{JS: js, Leases: leases, Cancels: cancels, Liveness: services, ResticProcs: procs,
+	return &Infra{JS: js, Leases: leases, Cancels: cancels, Liveness: services, Nodes: nodes, ResticProcs: procs,
 		AckWait: s.AckWait, ServiceTTL: serviceTTL}, nil
 }
 

@@ -24,6 +24,10 @@ type Instance struct {
 	StartedAt   time.Time `json:"started_at"`
 	HeartbeatAt time.Time `json:"heartbeat_at"`
 	Version     string    `json:"version"`
+	// Node is the staging id (shared/staging) of the worker node the
+	// instance runs on; empty for a service without a staging (API,
+	// scheduler, syncer) and in entries written before nodes existed.
+	Node string `json:"node,omitempty"`
 }
 
 // Announce reports service/instance alive until ctx ends: it puts the
@@ -35,6 +39,16 @@ type Instance struct {
 // while NATS reconnects, are logged to log (nil discards) and retried at
 // the next renewal.
 func (in *Infra) Announce(ctx context.Context, service, instance string, log *slog.Logger) error {
+	return in.AnnounceNode(ctx, service, instance, "", log)
+}
+
+// AnnounceNode is Announce for an instance on worker node node (its
+// staging id; "" is Announce): each put also writes the instance's
+// record in SATORU_NODES, and a last one on return, so the node is
+// still listed, with when it was last seen, after its liveness entry is
+// gone. A failed record write is logged, never fatal: the record only
+// serves GET /health.
+func (in *Infra) AnnounceNode(ctx context.Context, service, instance, node string, log *slog.Logger) error {
 	if service == "" || instance == "" {
 		return errors.New("bus: announce: service and instance are required")
 	}
@@ -42,7 +56,16 @@ func (in *Infra) Announce(ctx context.Context, service, instance string, log *sl
 		log = slog.New(slog.DiscardHandler)
 	}
 	key := events.ServiceKey(service, instance)
-	me := Instance{Service: service, Instance: instance, StartedAt: time.Now().UTC(), Version: observe.Version()}
+	me := Instance{Service: service, Instance: instance, StartedAt: time.Now().UTC(), Version: observe.Version(), Node: node}
+	record := func(ctx context.Context, val []byte) {
+		if node == "" || in.Nodes == nil {
+			return
+		}
+		nkey := events.NodeKey(node, service, instance)
+		if _, err := in.Nodes.Put(ctx, nkey, val); err != nil && ctx.Err() == nil {
+			log.Warn("node record not written", "key", nkey, "err", err)
+		}
+	}
 	put := func() error {
 		me.HeartbeatAt = time.Now().UTC()
 		val, err := json.Marshal(me)
@@ -52,6 +75,7 @@ func (in *Infra) Announce(ctx context.Context, service, instance string, log *sl
 		if _, err := in.Liveness.Put(ctx, key, val); err != nil {
 			return fmt.Errorf("bus: announce %s: %w", key, err)
 		}
+		record(ctx, val)
 		return nil
 	}
 	if err := put(); err != nil {
@@ -60,6 +84,11 @@ func (in *Infra) Announce(ctx context.Context, service, instance string, log *sl
 	defer func() {
 		dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 		defer cancel()
+		// The record's heartbeat becomes the stop time: last seen.
+		me.HeartbeatAt = time.Now().UTC()
+		if val, err := json.Marshal(me); err == nil {
+			record(dctx, val)
+		}
 		if err := in.Liveness.Delete(dctx, key); err != nil {
 			log.Warn("liveness entry not deleted; it expires by TTL", "key", key, "err", err)
 		}
@@ -80,19 +109,34 @@ func (in *Infra) Announce(ctx context.Context, service, instance string, log *sl
 // Services lists the live service instances (the entries of the
 // SATORU_SERVICES bucket), by service then instance.
 func (in *Infra) Services(ctx context.Context) ([]Instance, error) {
-	w, err := in.Liveness.WatchAll(ctx, jetstream.IgnoreDeletes())
+	return readInstances(ctx, in.Liveness, events.BucketServices)
+}
+
+// NodeRecords lists the last known value of every service instance that
+// ran on a worker node within events.NodeRetention (the entries of the
+// SATORU_NODES bucket), live or not, by service then instance.
+func (in *Infra) NodeRecords(ctx context.Context) ([]Instance, error) {
+	if in.Nodes == nil {
+		return nil, fmt.Errorf("bus: read %s: bucket not declared", events.BucketNodes)
+	}
+	return readInstances(ctx, in.Nodes, events.BucketNodes)
+}
+
+// readInstances reads every Instance value of bucket kv.
+func readInstances(ctx context.Context, kv jetstream.KeyValue, bucket string) ([]Instance, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("bus: read %s: %w", events.BucketServices, err)
+		return nil, fmt.Errorf("bus: read %s: %w", bucket, err)
 	}
 	defer func() { _ = w.Stop() }()
 	out := []Instance{}
 	for {
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("bus: read %s: %w", events.BucketServices, ctx.Err())
+			return nil, fmt.Errorf("bus: read %s: %w", bucket, ctx.Err())
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, fmt.Errorf("bus: read %s: watcher closed", events.BucketServices)
+				return nil, fmt.Errorf("bus: read %s: watcher closed", bucket)
 			}
 			if e == nil { // every current entry was delivered
 				sort.Slice(out, func(i, j int) bool {

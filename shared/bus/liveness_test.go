@@ -103,3 +103,59 @@ func TestAnnounceExpires(t *testing.T) {
 		t.Error("Announce without a service succeeded")
 	}
 }
+
+// A worker node's instances leave a record that outlives their liveness
+// entries: after a clean stop the instance is no longer live, but its
+// record says which node it ran on and when it was last seen. Old
+// entries without a node still parse.
+func TestAnnounceNodeRecord(t *testing.T) {
+	const ttl = 2 * time.Second
+	in := startLiveness(t, ttl)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 2)
+	const node = "0123456789abcdef0123456789abcdef"
+	go func() { done <- in.AnnounceNode(ctx, "puller", "w1", node, nil) }()
+	go func() { done <- in.Announce(ctx, "api", "w1", nil) }()
+	live := waitServices(t, in, 5*time.Second, func(l []bus.Instance) bool { return len(l) == 2 })
+	if live[0].Node != "" || live[1].Node != node {
+		t.Fatalf("liveness entries = %+v", live)
+	}
+	// An entry as written before nodes existed.
+	old := []byte(`{"service":"snapshotter","instance":"old","started_at":"2026-01-01T00:00:00Z","heartbeat_at":"2026-01-01T00:00:00Z","version":"v0"}`)
+	if _, err := in.Liveness.Put(ctx, events.ServiceKey("snapshotter", "old"), old); err != nil {
+		t.Fatal(err)
+	}
+	waitServices(t, in, 5*time.Second, func(l []bus.Instance) bool {
+		return len(l) == 3 && l[2].Instance == "old" && l[2].Node == "" && l[2].Version == "v0"
+	})
+
+	recs, err := in.NodeRecords(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Service != "puller" || recs[0].Instance != "w1" || recs[0].Node != node {
+		t.Fatalf("node records = %+v (only the instance with a node has one)", recs)
+	}
+	cancel()
+	for range 2 {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	stopped := time.Now()
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer rcancel()
+	recs, err = in.NodeRecords(rctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 1 || recs[0].Node != node {
+		t.Fatalf("node records after stop = %+v", recs)
+	}
+	// The last put is the stop: last seen is about now, not a renewal ago.
+	if d := stopped.Sub(recs[0].HeartbeatAt); d < 0 || d > time.Second {
+		t.Errorf("record heartbeat %s, stopped %s", recs[0].HeartbeatAt, stopped)
+	}
+	waitServices(t, in, 0, func(l []bus.Instance) bool { return len(l) == 1 && l[0].Instance == "old" })
+}

@@ -97,6 +97,10 @@ type SiteStatus struct {
 	LastScanAt      *time.Time  `bson:"last_scan_at,omitempty" json:"last_scan_at,omitempty"`
 	LastSuccessAt   *time.Time  `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
 	LastJobID       string      `bson:"last_job_id,omitempty" json:"last_job_id,omitempty"`
+	// LastStagingID is the staging (node) whose snapshot of the site last
+	// succeeded: that staging holds the site's baseline, so the node
+	// "owns" the site until another node backs it up.
+	LastStagingID string `bson:"last_staging_id,omitempty" json:"last_staging_id,omitempty"`
 	// LastRetentionAt is when a retention job last applied the policy to
 	// the site's snapshots. Retention does not change Health.
 	LastRetentionAt *time.Time `bson:"last_retention_at,omitempty" json:"last_retention_at,omitempty"`

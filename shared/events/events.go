@@ -25,11 +25,20 @@ const (
 	// BucketServices holds one liveness entry per running service
 	// instance, keyed by ServiceKey; its TTL ends an entry nobody renews.
 	BucketServices = "SATORU_SERVICES"
+	// BucketNodes keeps the last liveness value of each service instance
+	// that runs on a worker node (one with a staging), keyed by NodeKey,
+	// for NodeRetention after its last renewal: it outlives the liveness
+	// entry, so a node that has gone away is still known.
+	BucketNodes = "SATORU_NODES"
 	// BucketResticProcs records the restic processes Satoru runs on the
 	// repository, keyed by ResticProcKey, so a lock left by one that died
 	// is cleared at once (shared/repoguard). No TTL: an entry outlives a
 	// crash on purpose.
 	BucketResticProcs = "SATORU_RESTIC_PROCS"
+
+	// NodeRetention is how long a node's record stays after its last
+	// renewal (the TTL of BucketNodes): a node gone longer is forgotten.
+	NodeRetention = 7 * 24 * time.Hour
 
 	// RepoSite stands in for the site of repository-level jobs.
 	RepoSite = "_repo"
@@ -133,6 +142,12 @@ func keyToken(s string) string {
 
 // ServiceKey is the KV key of a service instance's liveness entry.
 func ServiceKey(service, instance string) string { return service + "." + instance }
+
+// NodeKey is the KV key of a service instance's record in BucketNodes:
+// the node (staging id) first, so one node's records share a prefix.
+func NodeKey(node, service, instance string) string {
+	return node + "." + service + "." + instance
+}
 
 // CancelKey is the KV key of a job's cancel request.
 func CancelKey(jobID string) string { return "job." + jobID }

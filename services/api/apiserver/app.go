@@ -120,3 +120,7 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	}
 	return nil
 }
+
+// NodeRecords lists the worker nodes' instance records for GET
+// /api/v1/health (Deps.Nodes). *bus.Infra satisfies it.
+type NodeRecords = httpapi.NodeRecords

@@ -427,6 +427,11 @@ func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.He
 	if snapshotted && h == domain.HealthSuccess {
 		st.LastSuccessAt = &at
 	}
+	if snapshotted {
+		// The staging now holds the site's newest baseline (a warning
+		// snapshot too): the site's next pull is incremental only here.
+		st.LastStagingID = s.StagingID
+	}
 	return s.Store.PutSiteStatus(ctx, st)
 }
 

@@ -91,6 +91,26 @@ func TestSnapshotHealthWriteFailureIsAJobEvent(t *testing.T) {
 	}
 }
 
+// TestSnapshotRecordsItsStaging: a snapshot records on the site which
+// staging holds its baseline (the node that owns the site in health).
+func TestSnapshotRecordsItsStaging(t *testing.T) {
+	h := newHarness(t)
+	h.serve(t, h.snapshotter(0))
+	site := uuid.NewString()
+	h.stage(t, site, 10_000)
+	job := h.wait(t, h.submitSnapshot(t, site))
+	if job.Status != domain.StatusSuccess {
+		t.Fatalf("job %s: %s", job.Status, job.Error)
+	}
+	st, err := h.st.GetSiteStatus(t.Context(), site)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.stagingID == "" || st.LastStagingID != h.stagingID || st.LastSuccessAt == nil {
+		t.Errorf("site status %+v, want last_staging_id %s", st, h.stagingID)
+	}
+}
+
 // TestSnapshotOfAnotherStagingIsRefused: a snapshot request whose pull
 // was made on another staging (another node), or that names none (an
 // older version's hand-off), is never snapshotted, even though this
@@ -132,8 +152,8 @@ func TestSnapshotOfAnotherStagingIsRefused(t *testing.T) {
 					t.Errorf("job error %q / health %q: want %q", job.Error, st.Health.Message, w)
 				}
 			}
-			if st.Health.Status != domain.HealthFailed {
-				t.Errorf("site health %s, want failed", st.Health.Status)
+			if st.Health.Status != domain.HealthFailed || st.LastStagingID != "" {
+				t.Errorf("site health %s, last staging %q; want failed and none", st.Health.Status, st.LastStagingID)
 			}
 			if got := h.snapshotIDs(t, site); len(got) != 0 {
 				t.Errorf("snapshots %q made of another node's staging", got)

@@ -128,6 +128,26 @@ func writeHealth(w io.Writer, h client.HealthReport, now time.Time) error {
 		}
 		fmt.Fprintf(kv, "services:\t%s\n", clean(orDash(line)))
 	}
+	// Worker nodes (stagings): what runs there now, or when it went away.
+	for _, n := range h.Nodes {
+		var live, all []string
+		for _, in := range n.Instances {
+			all = append(all, in.Service+" "+in.Instance)
+			if in.Live {
+				live = append(live, in.Service+" "+in.Instance)
+			}
+		}
+		line := fmt.Sprintf("%s, owns %d site(s), %d running job(s)", n.Status, n.SitesOwned, n.RunningJobs)
+		if n.Status == "live" {
+			line += ": " + strings.Join(live, ", ")
+		} else {
+			line += ", last seen " + ago(n.LastSeen, now) + " (" + n.LastSeen.UTC().Format(time.RFC3339) + "): " + strings.Join(all, ", ")
+		}
+		fmt.Fprintf(kv, "node %s:\t%s\n", clean(n.Node), clean(line))
+	}
+	if h.NodesError != "" {
+		fmt.Fprintf(kv, "nodes:\terror: %s\n", clean(h.NodesError))
+	}
 	by := h.Sites.ByStatus
 	fmt.Fprintf(kv, "sites:\t%d: %d success, %d warning, %d failed, %d unknown\n", h.Sites.Total,
 		by[domain.HealthSuccess], by[domain.HealthWarning], by[domain.HealthFailed], by[domain.HealthUnknown])

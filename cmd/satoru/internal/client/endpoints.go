@@ -180,6 +180,19 @@ type HealthReport struct {
 			} `json:"instances"`
 		} `json:"services"`
 	} `json:"liveness,omitempty"`
+	Nodes []struct {
+		Node      string `json:"node"`
+		Status    string `json:"status"`
+		Instances []struct {
+			Service  string `json:"service"`
+			Instance string `json:"instance"`
+			Live     bool   `json:"live"`
+		} `json:"instances"`
+		LastSeen    time.Time `json:"last_seen"`
+		RunningJobs int       `json:"running_jobs"`
+		SitesOwned  int       `json:"sites_owned"`
+	} `json:"nodes"`
+	NodesError string `json:"nodes_error,omitempty"`
 }
 
 // Sites.

@@ -23,7 +23,9 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
+	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/testkit"
 )
 
@@ -212,6 +214,15 @@ func TestDashboardE2E(t *testing.T) {
 
 	t.Run("overview", func(t *testing.T) {
 		b := b.with(t)
+		// A worker that ran here two hours ago and stopped: its record in
+		// SATORU_NODES, as its last announce left it.
+		const goneNode = "deadbeefdeadbeefdeadbeefdeadbeef"
+		seen := time.Now().Add(-2 * time.Hour).UTC()
+		rec, _ := json.Marshal(bus.Instance{Service: domain.ServicePuller, Instance: "old-worker", Node: goneNode,
+			StartedAt: seen.Add(-time.Hour), HeartbeatAt: seen, Version: "test"})
+		if _, err := n.Infra.Nodes.Put(context.Background(), events.NodeKey(goneNode, domain.ServicePuller, "old-worker"), rec); err != nil {
+			t.Fatal(err)
+		}
 		b.click("#nav-overview")
 		b.waitJS(`document.querySelector('tr[data-testid="site-row"] [data-status="success"]') !== null`, "the site shown healthy")
 		if n := b.text(`[data-testid="count-success"] .count-n`); n != "1" {
@@ -228,6 +239,29 @@ func TestDashboardE2E(t *testing.T) {
 		}
 		if eval[int](b, `document.querySelectorAll('[data-testid="disk-row"]').length`) == 0 {
 			t.Error("no disk headroom rows")
+		}
+		// Worker nodes: this node, live, owning the site it backed up;
+		// the gone one with when it was last seen.
+		b.waitJS(`document.querySelectorAll('tr[data-testid="node-row"]').length === 2`, "two node rows")
+		type nodeRow struct {
+			Node   string   `json:"node"`
+			Status string   `json:"status"`
+			Cells  []string `json:"cells"`
+		}
+		rows := eval[[]nodeRow](b, `Array.from(document.querySelectorAll('tr[data-testid="node-row"]')).map(r =>
+			({node: r.dataset.node, status: r.dataset.status, cells: Array.from(r.cells).map(c => c.textContent)}))`)
+		byNode := map[string]nodeRow{}
+		for _, r := range rows {
+			byNode[r.Node] = r
+		}
+		inst := n.Config.InstanceName
+		if r := byNode[n.StagingID]; r.Status != "live" || len(r.Cells) != 6 || r.Cells[1] != "live" ||
+			r.Cells[2] != "puller "+inst+", snapshotter "+inst || r.Cells[3] != "1" || r.Cells[5] != "now" {
+			t.Errorf("this node's row = %+v", r)
+		}
+		if r := byNode[goneNode]; r.Status != "gone" || len(r.Cells) != 6 || r.Cells[2] != "puller old-worker" ||
+			r.Cells[3] != "0" || !strings.Contains(r.Cells[5], "2 h ago") {
+			t.Errorf("the gone node's row = %+v", r)
 		}
 		b.screenshot(artifacts, "dashboard-overview.png")
 	})

@@ -106,7 +106,7 @@ func TestBackupStepTimesAndPreflightReuse(t *testing.T) {
 
 	m := samples(t, scrape(t, n))
 	for _, k := range stepKeys {
-		series := `satoru_job_step_seconds_count{step="` + k + `",type="backup"}`
+		series := `satoru_job_step_seconds_count{node="` + n.StagingID + `",step="` + k + `",type="backup"}`
 		if m[series] < 3 {
 			t.Errorf("%s = %v, want >= 3 (three backups reached it)", series, m[series])
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -87,8 +88,18 @@ func TestMetricsAfterBackups(t *testing.T) {
 	// The job document is written just before the gauges: poll briefly.
 	var body []byte
 	var got map[string]float64
-	okStatus := `satoru_site_last_status{site="` + good + `"}`
-	badStatus := `satoru_site_last_status{site="` + bad + `"}`
+	// Every service metric of a process with a staging carries the node
+	// (its staging id); the exposition sorts labels by name.
+	if n.StagingID == "" {
+		t.Fatal("the node has no staging id")
+	}
+	ser := func(name string, labels ...string) string {
+		labels = append(labels, `node="`+n.StagingID+`"`)
+		sort.Strings(labels)
+		return name + "{" + strings.Join(labels, ",") + "}"
+	}
+	okStatus := ser("satoru_site_last_status", `site="`+good+`"`)
+	badStatus := ser("satoru_site_last_status", `site="`+bad+`"`)
 	for deadline := time.Now().Add(5 * time.Second); ; {
 		body = scrape(t, n)
 		got = samples(t, body)
@@ -110,8 +121,7 @@ func TestMetricsAfterBackups(t *testing.T) {
 	}
 
 	site := func(name, s string, extra ...string) string {
-		labels := append([]string{`site="` + s + `"`}, extra...)
-		return name + "{" + strings.Join(labels, ",") + "}"
+		return ser(name, append([]string{`site="` + s + `"`}, extra...)...)
 	}
 	check := func(series string, ok func(float64) bool, want string) {
 		t.Helper()
@@ -145,16 +155,16 @@ func TestMetricsAfterBackups(t *testing.T) {
 	check(site("satoru_puller_targets_total", good, `status="success"`), is(1), "1")
 	check(site("satoru_puller_targets_total", bad, `status="failed"`), is(1), "1")
 	check(site("satoru_snapshotter_data_added_bytes_total", good), positive, "> 0")
-	check(`satoru_jobs_finished_total{status="success",type="backup"}`, is(1), "1")
-	check(`satoru_jobs_finished_total{status="failed",type="backup"}`, is(1), "1")
-	check(`satoru_disk_free_bytes{path="`+n.Config.StagingRoot+`"}`, positive, "> 0")
-	check(`satoru_disk_free_bytes{path="`+n.Config.ResticRepoPath+`"}`, positive, "> 0")
-	check(`satoru_disk_size_bytes{path="`+n.Config.StagingRoot+`"}`, positive, "> 0")
-	check(`satoru_disk_min_free_bytes{path="`+n.Config.StagingRoot+`"}`, positive, "> 0 (5 % of the disk by default)")
+	check(ser("satoru_jobs_finished_total", `status="success"`, `type="backup"`), is(1), "1")
+	check(ser("satoru_jobs_finished_total", `status="failed"`, `type="backup"`), is(1), "1")
+	check(ser("satoru_disk_free_bytes", `path="`+n.Config.StagingRoot+`"`), positive, "> 0")
+	check(ser("satoru_disk_free_bytes", `path="`+n.Config.ResticRepoPath+`"`), positive, "> 0")
+	check(ser("satoru_disk_size_bytes", `path="`+n.Config.StagingRoot+`"`), positive, "> 0")
+	check(ser("satoru_disk_min_free_bytes", `path="`+n.Config.StagingRoot+`"`), positive, "> 0 (5 % of the disk by default)")
 	// The history pass runs a minute after the scheduler leads; its
 	// counters are there from the start, and nothing is 90 days old.
-	check(`satoru_history_deleted_total{kind="jobs"}`, is(0), "0")
-	check(`satoru_history_deleted_total{kind="events"}`, is(0), "0")
+	check(ser("satoru_history_deleted_total", `kind="jobs"`), is(0), "0")
+	check(ser("satoru_history_deleted_total", `kind="events"`), is(0), "0")
 	if !bytes.Contains(body, []byte("\nsatoru_build_info{")) {
 		t.Error("satoru_build_info missing")
 	}

@@ -137,13 +137,21 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	// takes retention jobs and the snapshot requests of separate pullers.
 	var local map[string]func(domain.Job) (jobrun.Work, error)
 	var snap *snapshotter.Snapshotter
-	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook}
 	if roles.Puller || roles.Snapshotter {
 		// Created here (the services read the same) to name it in the banner.
 		if n.StagingID, err = staging.ID(cfg.StagingRoot); err != nil {
 			return nil, fmt.Errorf("config: staging_root: %w", err)
 		}
 	}
+	// The services' metrics carry the node (the staging id) in a process
+	// that has one, so a fleet's series tell the workers apart. All the
+	// services of the process share the label: they share series (job
+	// metrics), whose label names must agree.
+	var reg prometheus.Registerer = n.Registry
+	if n.StagingID != "" {
+		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": n.StagingID}, n.Registry)
+	}
+	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: reg, Log: log, Notify: hook}
 	if roles.Snapshotter {
 		if snap, err = snapshotter.New(snapDeps); err != nil {
 			return nil, err
@@ -154,7 +162,7 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	}
 	if roles.Puller {
 		n.goService(domain.ServicePuller, func(ctx context.Context) error {
-			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Restic: repo, Notify: hook, Local: local})
+			return puller.Run(ctx, puller.Deps{Settings: PullerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: reg, Log: log, Restic: repo, Notify: hook, Local: local})
 		}, ctx)
 	}
 	if roles.Snapshotter || roles.Syncer {
@@ -169,13 +177,13 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 				return nil, err
 			}
 			n.goService(domain.ServiceSyncer, func(ctx context.Context) error {
-				return syncer.Run(ctx, syncer.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log, Notify: hook})
+				return syncer.Run(ctx, syncer.Deps{Settings: settings, Store: n.Store, Infra: n.Infra, Registry: reg, Log: log, Notify: hook})
 			}, ctx)
 		}
 	}
 	if roles.Scheduler {
 		n.goService(domain.ServiceScheduler, func(ctx context.Context) error {
-			return scheduler.Run(ctx, scheduler.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: n.Registry, Log: log})
+			return scheduler.Run(ctx, scheduler.Deps{Settings: SchedulerSettings(cfg), Store: n.Store, Infra: n.Infra, Registry: reg, Log: log})
 		}, ctx)
 	}
 	if roles.API {
@@ -415,6 +423,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		Log:        n.Log.With("service", domain.ServiceAPI),
 		Repo:       repo,
 		Services:   n.Infra,
+		Nodes:      n.Infra,
 		Events:     n.Infra,
 		Schedules:  n.Store,
 		// This process's puller sees the same filesystem, so a restore
@@ -510,7 +519,13 @@ func (n *Node) goService(name string, run func(context.Context) error, ctx conte
 		go func() {
 			defer close(announced)
 			log := n.Log.With("service", name)
-			if err := n.Infra.Announce(actx, name, n.Config.InstanceName, log); err != nil && actx.Err() == nil {
+			// A puller or snapshotter runs on this node's staging: its
+			// entry names the node, and leaves a node record.
+			node := ""
+			if name == domain.ServicePuller || name == domain.ServiceSnapshotter {
+				node = n.StagingID
+			}
+			if err := n.Infra.AnnounceNode(actx, name, n.Config.InstanceName, node, log); err != nil && actx.Err() == nil {
 				log.Error("cannot announce the service alive; GET /health will miss it", "err", err)
 			}
 		}()

@@ -89,6 +89,13 @@ type Liveness interface {
 	Services(ctx context.Context) ([]bus.Instance, error)
 }
 
+// NodeRecords lists the last value of every service instance that ran
+// on a worker node, live or not (bucket SATORU_NODES, bus.AnnounceNode).
+// *bus.Infra satisfies it.
+type NodeRecords interface {
+	NodeRecords(ctx context.Context) ([]bus.Instance, error)
+}
+
 // EventSource follows the job step events of stream SATORU_EVENTS for
 // GET /events/stream (see bus.FollowEvents for the filter's meaning).
 // *bus.Infra satisfies it.
@@ -146,6 +153,9 @@ type Deps struct {
 	// ExpectedServices are the services that must have a live instance;
 	// nil means domain.Services().
 	ExpectedServices []string
+	// Nodes, with Services, makes GET /health list the worker nodes that
+	// have gone away too; without it only live nodes are listed.
+	Nodes NodeRecords
 
 	// SiteListMaxAge is how old the snapshot of all sites and statuses
 	// that GET /sites and GET /health answer from may be before it is

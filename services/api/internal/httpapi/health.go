@@ -52,6 +52,12 @@ type HealthReport struct {
 	// Liveness lists the services and their live instances; left out
 	// when the API has no liveness source (Deps.Services).
 	Liveness *LivenessHealth `json:"liveness,omitempty"`
+	// Nodes are the worker nodes (stagings) seen within the node record
+	// retention, live or gone; empty without a liveness source.
+	Nodes []NodeHealth `json:"nodes"`
+	// NodesError is set when the node records could not be read; Nodes
+	// then lists the live nodes only.
+	NodesError string `json:"nodes_error,omitempty"`
 }
 
 // Service liveness statuses.
@@ -287,7 +293,8 @@ func LivenessOf(instances []bus.Instance, readErr error, expected []string, now 
 
 // Judge sets r.Status and r.Problems from its parts: degraded when a
 // service check failed, the service liveness could not be read or an
-// expected service has no live instance, a site failed or warned, the offsite copy failed
+// expected service has no live instance, a node that owns sites is gone
+// (or the node records cannot be read), a site failed or warned, the offsite copy failed
 // or is stale, or a disk is low or cannot be measured. An offsite copy
 // that is not configured is not a problem.
 func Judge(r *HealthReport) {
@@ -308,6 +315,7 @@ func Judge(r *HealthReport) {
 			}
 		}
 	}
+	r.Problems = append(r.Problems, nodeProblems(r.Nodes, r.NodesError)...)
 	if n := r.Sites.ByStatus[domain.HealthFailed]; n > 0 {
 		r.Problems = append(r.Problems, fmt.Sprintf("%d site(s) failed their last backup", n))
 	}

@@ -58,6 +58,7 @@ type server struct {
 	siteLists    *siteLists
 	services     Liveness
 	expected     []string
+	nodes        NodeRecords
 
 	ctx        context.Context // the server's lifetime (Deps.Context)
 	events     EventSource
@@ -76,7 +77,7 @@ func New(d Deps) *echo.Echo {
 		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
 		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
-		services: d.Services, expected: d.ExpectedServices,
+		services: d.Services, expected: d.ExpectedServices, nodes: d.Nodes,
 		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
 		restoreGuard: d.RestoreGuard, siteDeleted: d.SiteDeleted,
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/store"
 )
 
 // SyncView is the answer of GET /sync: the sync_state document with what
@@ -62,7 +63,7 @@ func (s *server) getSync(ctx context.Context) (SyncView, error) {
 // sync and disk headroom, measured concurrently where they wait.
 func (s *server) health(ctx context.Context) (HealthReport, error) {
 	now := s.now().UTC()
-	r := HealthReport{CheckedAt: now, Disks: make([]DiskHealth, len(s.disks))}
+	r := HealthReport{CheckedAt: now, Disks: make([]DiskHealth, len(s.disks)), Nodes: []NodeHealth{}}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -80,6 +81,17 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 			instances, livenessErr = s.services.Services(lctx)
 		}()
 	}
+	var records []bus.Instance
+	var recordsErr error
+	if s.services != nil && s.nodes != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			records, recordsErr = s.nodes.NodeRecords(nctx)
+		}()
+	}
 	for i, d := range s.disks {
 		wg.Add(1)
 		go func() {
@@ -94,6 +106,10 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	if err == nil {
 		st, err = s.store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	}
+	var running []domain.Job
+	if err == nil && s.services != nil {
+		running, err = s.store.ListJobs(ctx, store.JobFilter{Status: domain.StatusRunning, Limit: store.MaxJobLimit})
+	}
 	wg.Wait()
 	if err != nil {
 		return HealthReport{}, storeError(err, "", "")
@@ -103,6 +119,10 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	r.Sync = SyncHealthAt(st, s.offsite, s.syncInterval, now)
 	if s.services != nil {
 		r.Liveness = LivenessOf(instances, livenessErr, s.expected, now)
+		if recordsErr != nil {
+			r.NodesError = recordsErr.Error()
+		}
+		r.Nodes = NodesOf(instances, livenessErr, records, snap.Statuses, running, now)
 	}
 	Judge(&r)
 	return r, nil

@@ -421,6 +421,7 @@ async function overviewPage(view, signal) {
       countsCard(health),
       sitesCard(sites.sites, jobByID, nextBackup, schedules !== null),
       h('div', { class: 'columns narrow-wide' }, syncCard(health.sync), disksCard(health.disks || [])),
+      nodesCard(health.nodes || [], health.nodes_error),
     );
     body.dataset.loadedAt = String(Date.now());
   };
@@ -495,6 +496,25 @@ function disksCard(disks) {
     h('td', { class: 'nowrap' }, [d.min_free_bytes ? fmtBytes(d.min_free_bytes) : null, d.min_free_bytes && d.min_free_percent ? ', ' : null,
       d.min_free_percent ? d.min_free_percent + ' %' : null, !d.min_free_bytes && !d.min_free_percent ? '—' : null])));
   return section('Disk headroom', table(['Disk', 'Path', 'Status', 'Free', 'Size', 'Minimum free'], rows, { id: 'disks-table' }));
+}
+
+// Worker nodes: a node is a staging folder (its id); it owns the sites
+// whose last snapshot was taken from it. A gone node shows when it was
+// last seen and what ran there.
+function nodesCard(nodes, error) {
+  const note = error ? h('p', { class: 'error-text' }, 'Node records unavailable: ' + error) : null;
+  if (!nodes.length) return section('Worker nodes', empty('No worker node has run yet.'), note);
+  const rows = nodes.map((n) => {
+    const insts = (n.instances || []).filter((i) => n.status !== 'live' || i.live);
+    return h('tr', { 'data-testid': 'node-row', 'data-node': n.node, 'data-status': n.status },
+      h('td', { class: 'mono', title: n.node }, shortID(n.node)),
+      h('td', null, badge(n.status)),
+      h('td', null, insts.map((i) => i.service + ' ' + i.instance).join(', ') || '—'),
+      h('td', { 'data-testid': 'node-sites' }, fmtNum(n.sites_owned || 0)),
+      h('td', null, fmtNum(n.running_jobs || 0)),
+      h('td', null, n.status === 'live' ? h('span', { class: 'muted' }, 'now') : when(n.last_seen)));
+  });
+  return section('Worker nodes', table(['Node', 'Status', 'Instances', 'Sites owned', 'Running jobs', 'Last seen'], rows, { id: 'nodes-table' }), note);
 }
 
 // ---------------------------------------------------------------- add site
