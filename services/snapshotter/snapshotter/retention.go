@@ -110,7 +110,7 @@ func (s *Snapshotter) forget(rctx, jctx context.Context, job domain.Job, rec *jo
 	}
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false)
-		rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)})
+		rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf("no restic repository at %s yet: nothing to forget", restic.RedactLocation(s.Repo.Repository))})
 		return res, true, nil
 	}
 	for k, v := range retentionData(res) {
