@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/testkit"
 )
 
@@ -38,7 +39,9 @@ func (s *syncBuffer) String() string {
 
 // The repository itself at an s3: URL (the in-process S3 server), its
 // credentials from files: a backup succeeds, the API lists, browses and
-// downloads its snapshots, a restore works, retention forgets and prunes,
+// downloads its snapshots, a restore works, retention waits for another
+// process's maintenance lease (a backup meanwhile does not), then forgets
+// and prunes,
 // /health shows the repository as remote without a disk figure, and the
 // credentials appear in no job event, API answer or log line.
 func TestRepositoryOnS3(t *testing.T) {
@@ -104,7 +107,7 @@ func TestRepositoryOnS3(t *testing.T) {
 	dirPath := filepath.Join(n.Config.StagingRoot, site, domain.TargetHash(domain.ModeDirectory, src))
 
 	var jobs []string
-	backup := func(i int) {
+	backupSite := func(site string, i int) {
 		id := c.startJob(site, "backup")
 		jobs = append(jobs, id)
 		j := c.waitJob(id, 120*time.Second)
@@ -115,6 +118,7 @@ func TestRepositoryOnS3(t *testing.T) {
 			t.Errorf("backup %d: the headroom event does not say the repository is not measured:\n%s", i, dumpEvents(c.events(id)))
 		}
 	}
+	backup := func(i int) { backupSite(site, i) }
 	backup(1)
 	if n, _ := s3.Objects(t, "shared-repo", "satoru/snapshots/"); n != 1 {
 		t.Fatalf("%d snapshot objects in the bucket, want 1", n)
@@ -157,12 +161,51 @@ func TestRepositoryOnS3(t *testing.T) {
 		t.Errorf("restored doc.txt = %q, %v", got, err)
 	}
 
-	// A second backup, then retention (keep_last 1) forgets the first
-	// and prunes the bucket.
+	// Another process's maintenance (an offsite copy, say) holds the
+	// maintenance lease: retention waits for it, saying so, while a backup
+	// still runs at once. Then retention (keep_last 1) forgets the first
+	// snapshot and prunes the bucket.
+	other, err := repoguard.New(n.Infra, "other-process", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := other.Maintenance(context.Background(), "sync-elsewhere", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			other.Release(held)
+		}
+	})
 	write("doc.txt", "second version\n")
 	backup(2)
 	ret := c.startJob(site, "retention")
 	jobs = append(jobs, ret)
+	deadline := time.Now().Add(60 * time.Second)
+	for !hasEvent(c.events(ret), "retention", domain.LevelInfo, "waiting for the repository's maintenance lease") {
+		if time.Now().After(deadline) {
+			t.Fatalf("retention does not wait for the maintenance lease:\n%s", dumpEvents(c.events(ret)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !hasEvent(c.events(ret), "retention", domain.LevelInfo, "other-process") {
+		t.Errorf("the wait does not name the holder:\n%s", dumpEvents(c.events(ret)))
+	}
+	// Another site: the retention holds this site's lease.
+	src2 := filepath.Join(edge.Dir, "more")
+	mkdir(t, src2)
+	if err := os.WriteFile(filepath.Join(src2, "more.txt"), []byte("more\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site2 := c.registerSite(edge, siteOpts{name: "edge-s3-repo-2", targets: []map[string]any{{"mode": "directory", "path": src2}}})
+	backupSite(site2, 3)
+	if j := c.job(ret); j.Status.Terminal() {
+		t.Fatalf("retention ended (%s) while another maintenance held the lease", j.Status)
+	}
+	other.Release(held)
+	released = true
 	j := c.waitJob(ret, 120*time.Second)
 	if j.Status != domain.StatusSuccess || summaryInt(j, "removed") != 1 {
 		t.Fatalf("retention: %s %q %v\n%s", j.Status, j.Error, j.Summary, dumpEvents(c.events(ret)))
