@@ -270,3 +270,61 @@ func TestRepositoryOnS3(t *testing.T) {
 		t.Errorf("the API answers checked do not name the repository; the check proves little")
 	}
 }
+
+// Two workers (own staging each) joined to a hub share one repository in
+// an S3 bucket: both initialise it at start (once, under the init lease),
+// then back up one site each at the same time, and the API on the hub,
+// which reads the same bucket, lists both snapshots.
+func TestWorkersShareAnS3Repository(t *testing.T) {
+	const keyID, secret = "AKIASATOREPO0002", "shared-s3-secret-7d41"
+	edge := testkit.StartEdgeHost(t)
+	s3 := testkit.StartS3(t, keyID, secret)
+	s3.Bucket(t, "fleet")
+	shared := []string{
+		"SATORU_RESTIC_REPO_PATH=" + s3.Repository("fleet", "satoru"),
+		"SATORU_RESTIC_REPO_ACCOUNT_ID=" + keyID,
+		"SATORU_RESTIC_REPO_ACCOUNT_KEY=" + secret,
+		"SATORU_RESTIC_PASSWORD=shared-repo-password",
+	}
+	dir := t.TempDir()
+	hub, _ := startNode(t, loadConfig(t, hubEnv(dir, shared...)), Roles{API: true})
+	c := newClient(t, hub)
+	for _, name := range []string{"w1", "w2"} {
+		env := append(append(joinEnv(hub), shared...), "SATORU_JOB_WORKER_CONCURRENCY=1", "SATORU_INSTANCE_NAME="+name)
+		startNode(t, loadConfig(t, testEnv(filepath.Join(dir, name), env...)), Worker)
+	}
+	var sites, ids []string
+	for _, name := range []string{"fleet-a", "fleet-b"} {
+		src := filepath.Join(edge.Dir, name)
+		mkdir(t, src)
+		if err := os.WriteFile(filepath.Join(src, "f.txt"), []byte(name+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		sites = append(sites, c.registerSite(edge, siteOpts{name: name, targets: []map[string]any{{"mode": "directory", "path": src}}}))
+	}
+	for _, site := range sites {
+		ids = append(ids, c.startJob(site, "backup"))
+	}
+	workers := map[string]bool{}
+	for i, id := range ids {
+		j := c.waitJob(id, 120*time.Second)
+		if j.Status != domain.StatusSuccess {
+			t.Fatalf("backup %d: %s %q\n%s", i, j.Status, j.Error, dumpEvents(c.events(id)))
+		}
+		workers[j.Worker] = true
+	}
+	if len(workers) != 2 {
+		t.Errorf("both backups ran on %v; want one per worker", workers)
+	}
+	if n, _ := s3.Objects(t, "fleet", "satoru/keys/"); n != 1 {
+		t.Errorf("%d keys in the bucket, want 1 (one init)", n)
+	}
+	for _, site := range sites {
+		var out struct {
+			Snapshots []snapshotView `json:"snapshots"`
+		}
+		if code := c.do("GET", "/api/v1/sites/"+site+"/snapshots", nil, &out); code != http.StatusOK || len(out.Snapshots) != 1 {
+			t.Errorf("snapshots of %s: %d %+v", site, code, out.Snapshots)
+		}
+	}
+}
