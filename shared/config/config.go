@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/satoru/satoru/shared/restic"
 )
 
 // EnvPrefix starts every environment variable that sets a key.
@@ -30,57 +32,61 @@ const EnvPrefix = "SATORU_"
 // Config is the whole configuration. Durations are typed; the keys give
 // them in whole hours, seconds or days (see Keys and the field comments).
 type Config struct {
-	StagingRoot            string          // staging_root
-	ResticRepoPath         string          // restic_repo_path
-	ResticPasswordFile     string          // restic_password_file (read at Load into ResticPassword)
-	ResticPassword         Secret          // SATORU_RESTIC_PASSWORD or the contents of restic_password_file
-	ResticRetentionPolicy  RetentionPolicy // restic_retention_policy
-	ResticSyncInterval     time.Duration   // restic_sync_interval_hours
-	ResticB2Repository     string          // restic_b2_repository
-	ResticB2AccountID      Secret          // restic_b2_account_id or the contents of restic_b2_account_id_file
-	ResticB2AccountIDFile  string          // restic_b2_account_id_file
-	ResticB2AccountKey     Secret          // restic_b2_account_key or the contents of restic_b2_account_key_file
-	ResticB2AccountKeyFile string          // restic_b2_account_key_file
-	ResticBin              string          // restic_bin ("" = find it)
-	JobWorkerConcurrency   int             // job_worker_concurrency
-	SiteScanInterval       time.Duration   // site_scan_interval_hours
-	RetentionInterval      time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
-	SchedulerTick          time.Duration   // scheduler_tick_seconds
-	NATSURL                string          // nats_url or the contents of nats_url_file ("" with MongoURI "" = embedded); may hold credentials
-	NATSURLFile            string          // nats_url_file (read at Load into NATSURL)
-	NATSReplicas           int             // nats_replicas: copies of each stream and KV bucket (3 on a 3-node cluster)
-	MongoURI               string          // mongo_uri or the contents of mongo_uri_file; may hold a password: print RedactedMongoURI
-	MongoURIFile           string          // mongo_uri_file (read at Load into MongoURI)
-	MongoDatabase          string          // mongo_database
-	DataDir                string          // data_dir
-	APIListen              string          // api_listen
-	APIToken               Secret          // SATORU_API_TOKEN or the contents of api_token_file
-	APITokenFile           string          // api_token_file
-	EmbeddedNATSListen     string          // embedded_nats_listen
-	EmbeddedStoreListen    string          // embedded_store_listen
-	StagingMinFreeBytes    int64           // staging_min_free_bytes
-	StagingMinFreePercent  int             // staging_min_free_percent
-	SSHConnectTimeout      time.Duration   // ssh_connect_timeout_seconds
-	SSHKnownHostsDir       string          // ssh_known_hosts_dir (Load fills "" with <data_dir>/ssh)
-	RemoteTmpDir           string          // remote_tmp_dir
-	JobAckWait             time.Duration   // job_ack_wait_seconds
-	JobHeartbeat           time.Duration   // job_heartbeat_seconds
-	SiteLease              time.Duration   // site_lease_seconds
-	JobMaxAttempts         int             // job_max_attempts
-	JobRetryBase           time.Duration   // job_retry_base_seconds: first backoff after a transient failure
-	JobStaleAfter          time.Duration   // job_stale_after_seconds
-	JobTimeoutPreflight    time.Duration   // job_timeout_preflight_seconds
-	PreflightReuse         time.Duration   // preflight_reuse_seconds: a backup skips the remote checks of a site that passed them this recently with the same settings; 0 = never
-	JobTimeoutTarget       time.Duration   // job_timeout_target_seconds: one target's pull
-	JobTimeoutSnapshot     time.Duration   // job_timeout_snapshot_seconds: one restic backup
-	JobTimeoutRetention    time.Duration   // job_timeout_retention_seconds: one forget --prune
-	JobTimeoutSync         time.Duration   // job_timeout_sync_seconds: one offsite copy
-	ResticB2Retry          time.Duration   // restic_b2_retry_seconds: how long restic may keep retrying an offsite repository that fails
-	HistoryRetention       time.Duration   // history_retention_days
-	LogLevel               string          // log_level: debug, info, warn, error
-	LogFormat              string          // log_format: text, json
-	InstanceName           string          // instance_name (Load fills "" with <hostname>-<pid>)
-	WebhookURL             string          // webhook_url ("" = off); may hold a token: print RedactedWebhookURL
+	StagingRoot              string          // staging_root
+	ResticRepoPath           string          // restic_repo_path: a local path or a restic backend location (s3:, rest:, b2:, sftp:, azure:, gs:, rclone:); print restic.RedactLocation
+	ResticRepoAccountID      Secret          // SATORU_RESTIC_REPO_ACCOUNT_ID or the contents of restic_repo_account_id_file
+	ResticRepoAccountIDFile  string          // restic_repo_account_id_file
+	ResticRepoAccountKey     Secret          // SATORU_RESTIC_REPO_ACCOUNT_KEY or the contents of restic_repo_account_key_file
+	ResticRepoAccountKeyFile string          // restic_repo_account_key_file
+	ResticPasswordFile       string          // restic_password_file (read at Load into ResticPassword)
+	ResticPassword           Secret          // SATORU_RESTIC_PASSWORD or the contents of restic_password_file
+	ResticRetentionPolicy    RetentionPolicy // restic_retention_policy
+	ResticSyncInterval       time.Duration   // restic_sync_interval_hours
+	ResticB2Repository       string          // restic_b2_repository
+	ResticB2AccountID        Secret          // restic_b2_account_id or the contents of restic_b2_account_id_file
+	ResticB2AccountIDFile    string          // restic_b2_account_id_file
+	ResticB2AccountKey       Secret          // restic_b2_account_key or the contents of restic_b2_account_key_file
+	ResticB2AccountKeyFile   string          // restic_b2_account_key_file
+	ResticBin                string          // restic_bin ("" = find it)
+	JobWorkerConcurrency     int             // job_worker_concurrency
+	SiteScanInterval         time.Duration   // site_scan_interval_hours
+	RetentionInterval        time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
+	SchedulerTick            time.Duration   // scheduler_tick_seconds
+	NATSURL                  string          // nats_url or the contents of nats_url_file ("" with MongoURI "" = embedded); may hold credentials
+	NATSURLFile              string          // nats_url_file (read at Load into NATSURL)
+	NATSReplicas             int             // nats_replicas: copies of each stream and KV bucket (3 on a 3-node cluster)
+	MongoURI                 string          // mongo_uri or the contents of mongo_uri_file; may hold a password: print RedactedMongoURI
+	MongoURIFile             string          // mongo_uri_file (read at Load into MongoURI)
+	MongoDatabase            string          // mongo_database
+	DataDir                  string          // data_dir
+	APIListen                string          // api_listen
+	APIToken                 Secret          // SATORU_API_TOKEN or the contents of api_token_file
+	APITokenFile             string          // api_token_file
+	EmbeddedNATSListen       string          // embedded_nats_listen
+	EmbeddedStoreListen      string          // embedded_store_listen
+	StagingMinFreeBytes      int64           // staging_min_free_bytes
+	StagingMinFreePercent    int             // staging_min_free_percent
+	SSHConnectTimeout        time.Duration   // ssh_connect_timeout_seconds
+	SSHKnownHostsDir         string          // ssh_known_hosts_dir (Load fills "" with <data_dir>/ssh)
+	RemoteTmpDir             string          // remote_tmp_dir
+	JobAckWait               time.Duration   // job_ack_wait_seconds
+	JobHeartbeat             time.Duration   // job_heartbeat_seconds
+	SiteLease                time.Duration   // site_lease_seconds
+	JobMaxAttempts           int             // job_max_attempts
+	JobRetryBase             time.Duration   // job_retry_base_seconds: first backoff after a transient failure
+	JobStaleAfter            time.Duration   // job_stale_after_seconds
+	JobTimeoutPreflight      time.Duration   // job_timeout_preflight_seconds
+	PreflightReuse           time.Duration   // preflight_reuse_seconds: a backup skips the remote checks of a site that passed them this recently with the same settings; 0 = never
+	JobTimeoutTarget         time.Duration   // job_timeout_target_seconds: one target's pull
+	JobTimeoutSnapshot       time.Duration   // job_timeout_snapshot_seconds: one restic backup
+	JobTimeoutRetention      time.Duration   // job_timeout_retention_seconds: one forget --prune
+	JobTimeoutSync           time.Duration   // job_timeout_sync_seconds: one offsite copy
+	ResticB2Retry            time.Duration   // restic_b2_retry_seconds: how long restic may keep retrying an offsite repository that fails
+	HistoryRetention         time.Duration   // history_retention_days
+	LogLevel                 string          // log_level: debug, info, warn, error
+	LogFormat                string          // log_format: text, json
+	InstanceName             string          // instance_name (Load fills "" with <hostname>-<pid>)
+	WebhookURL               string          // webhook_url ("" = off); may hold a token: print RedactedWebhookURL
 }
 
 // Default is the configuration with no file and no environment. Unlike
@@ -226,6 +232,9 @@ func (c Config) Validate() error {
 	}
 	for _, e := range c.crashTimings() {
 		bad(e.key, "%s", e.msg)
+	}
+	if _, err := restic.CredentialsEnv(c.ResticRepoPath, c.ResticRepoAccountID.Value(), c.ResticRepoAccountKey.Value()); err != nil {
+		bad("restic_repo_account_id", "with restic_repo_account_key for restic_repo_path %s: %v", restic.RedactLocation(c.ResticRepoPath), err)
 	}
 	if c.ResticB2AccountID.IsSet() != c.ResticB2AccountKey.IsSet() {
 		bad("restic_b2_account_key", "restic_b2_account_id and restic_b2_account_key must be set together")
@@ -414,6 +423,8 @@ var secretFiles = []struct {
 	secret            func(*Config) *Secret
 }{
 	{"restic_password", "restic_password_file", func(c *Config) *string { return &c.ResticPasswordFile }, func(c *Config) *Secret { return &c.ResticPassword }},
+	{"restic_repo_account_id", "restic_repo_account_id_file", func(c *Config) *string { return &c.ResticRepoAccountIDFile }, func(c *Config) *Secret { return &c.ResticRepoAccountID }},
+	{"restic_repo_account_key", "restic_repo_account_key_file", func(c *Config) *string { return &c.ResticRepoAccountKeyFile }, func(c *Config) *Secret { return &c.ResticRepoAccountKey }},
 	{"restic_b2_account_id", "restic_b2_account_id_file", func(c *Config) *string { return &c.ResticB2AccountIDFile }, func(c *Config) *Secret { return &c.ResticB2AccountID }},
 	{"restic_b2_account_key", "restic_b2_account_key_file", func(c *Config) *string { return &c.ResticB2AccountKeyFile }, func(c *Config) *Secret { return &c.ResticB2AccountKey }},
 	{"api_token", "api_token_file", func(c *Config) *string { return &c.APITokenFile }, func(c *Config) *Secret { return &c.APIToken }},
@@ -674,7 +685,24 @@ const (
 
 var specs = []spec{
 	strSpec("staging_root", func(c *Config) *string { return &c.StagingRoot }, required),
-	strSpec("restic_repo_path", func(c *Config) *string { return &c.ResticRepoPath }, required),
+	{
+		// A rest: URL may carry a password: shown redacted, and its
+		// check's messages name the scheme only.
+		name: "restic_repo_path",
+		set: func(c *Config, v value) error {
+			if err := checkRepoLocation(v.text); err != nil {
+				return err
+			}
+			c.ResticRepoPath = v.text
+			return nil
+		},
+		show:  func(c Config) string { return restic.RedactLocation(c.ResticRepoPath) },
+		check: func(c Config) error { return checkRepoLocation(c.ResticRepoPath) },
+	},
+	secretSpec("restic_repo_account_id", true, func(c *Config) *Secret { return &c.ResticRepoAccountID }),
+	strSpec("restic_repo_account_id_file", func(c *Config) *string { return &c.ResticRepoAccountIDFile }, nil),
+	secretSpec("restic_repo_account_key", true, func(c *Config) *Secret { return &c.ResticRepoAccountKey }),
+	strSpec("restic_repo_account_key_file", func(c *Config) *string { return &c.ResticRepoAccountKeyFile }, nil),
 	strSpec("restic_password_file", func(c *Config) *string { return &c.ResticPasswordFile }, nil),
 	secretSpec("restic_password", true, func(c *Config) *Secret { return &c.ResticPassword }),
 	{
@@ -782,6 +810,14 @@ func noControl(s string) error {
 		return errors.New("must not contain NUL, newline or carriage return")
 	}
 	return nil
+}
+
+// checkRepoLocation accepts a local path or a restic backend location.
+func checkRepoLocation(s string) error {
+	if err := noControl(s); err != nil {
+		return err
+	}
+	return restic.CheckLocation(s)
 }
 
 func required(s string) error {

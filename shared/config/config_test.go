@@ -438,7 +438,8 @@ func TestSecretsNeverPrinted(t *testing.T) {
 
 func TestKeys(t *testing.T) {
 	keys := Keys()
-	want := []string{"staging_root", "restic_repo_path", "restic_password_file", "restic_password", "restic_retention_policy",
+	want := []string{"staging_root", "restic_repo_path", "restic_repo_account_id", "restic_repo_account_id_file",
+		"restic_repo_account_key", "restic_repo_account_key_file", "restic_password_file", "restic_password", "restic_retention_policy",
 		"restic_sync_interval_hours", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
 		"restic_b2_account_key", "restic_b2_account_key_file", "restic_bin", "job_worker_concurrency", "nats_replicas", "site_scan_interval_hours",
 		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
@@ -580,10 +581,12 @@ func TestWebhookURL(t *testing.T) {
 // naming the key and the fix; the owner's modes are fine.
 func TestSecretFilesOpenToOthersRefused(t *testing.T) {
 	keys := map[string]string{
-		"restic_password_file":       "SATORU_RESTIC_PASSWORD_FILE",
-		"api_token_file":             "SATORU_API_TOKEN_FILE",
-		"restic_b2_account_id_file":  "SATORU_RESTIC_B2_ACCOUNT_ID_FILE",
-		"restic_b2_account_key_file": "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE",
+		"restic_password_file":         "SATORU_RESTIC_PASSWORD_FILE",
+		"api_token_file":               "SATORU_API_TOKEN_FILE",
+		"restic_b2_account_id_file":    "SATORU_RESTIC_B2_ACCOUNT_ID_FILE",
+		"restic_b2_account_key_file":   "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE",
+		"restic_repo_account_id_file":  "SATORU_RESTIC_REPO_ACCOUNT_ID_FILE",
+		"restic_repo_account_key_file": "SATORU_RESTIC_REPO_ACCOUNT_KEY_FILE",
 	}
 	for key, env := range keys {
 		for _, mode := range []os.FileMode{0o644, 0o640, 0o604, 0o620, 0o602} {
@@ -675,5 +678,92 @@ func TestConnectionStringFiles(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// restic_repo_path takes a local path or a restic backend location; its
+// credentials come by file or environment and are never printed, nor is
+// a password in a rest: URL.
+func TestRepoLocation(t *testing.T) {
+	for _, loc := range []string{"./repos/restic", "/srv/restic", "s3:http://127.0.0.1:9000/bucket/repo",
+		"rest:https://satoru:url-pass-ZZZ@backup.example:8000/", "sftp:backup@host:/srv/restic", "b2:bucket:repo",
+		"azure:container:/repo", "gs:bucket:/repo", "rclone:remote:bucket/path"} {
+		env := []string{"SATORU_RESTIC_REPO_PATH=" + loc}
+		if strings.HasPrefix(loc, "b2:") {
+			env = append(env, "SATORU_RESTIC_REPO_ACCOUNT_ID=a", "SATORU_RESTIC_REPO_ACCOUNT_KEY=b")
+		}
+		c, err := Load("", env)
+		if err != nil {
+			t.Errorf("restic_repo_path %q refused: %v", loc, err)
+			continue
+		}
+		if c.ResticRepoPath != loc {
+			t.Errorf("ResticRepoPath = %q, want %q", c.ResticRepoPath, loc)
+		}
+	}
+
+	bad := []struct {
+		name string
+		env  []string
+		want []string
+	}{
+		{"unknown scheme", []string{"SATORU_RESTIC_REPO_PATH=ftp://host/repo"}, []string{"restic_repo_path", `unknown restic backend "ftp"`, "SATORU_RESTIC_REPO_PATH"}},
+		{"empty location", []string{"SATORU_RESTIC_REPO_PATH=s3:"}, []string{"restic_repo_path", "needs the repository"}},
+		{"b2 without credentials", []string{"SATORU_RESTIC_REPO_PATH=b2:bucket:repo"}, []string{"restic_repo_account_id", "b2: repository needs an account id and key"}},
+		{"half a pair", []string{"SATORU_RESTIC_REPO_PATH=s3:http://h/b", "SATORU_RESTIC_REPO_ACCOUNT_ID=id-only"}, []string{"restic_repo_account_id", "both"}},
+		{"local with credentials", []string{"SATORU_RESTIC_REPO_ACCOUNT_ID=i", "SATORU_RESTIC_REPO_ACCOUNT_KEY=k-secret"}, []string{"restic_repo_account_id", "takes no account id"}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Load("", tc.env)
+			if err == nil {
+				t.Fatal("Load accepted it")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "k-secret") {
+				t.Errorf("error shows the key: %v", err)
+			}
+		})
+	}
+
+	// The account id and key are env-only or by file, never in the file.
+	cfgFile := writeFile(t, "satoru.yaml", "restic_repo_account_key: key-in-file\n")
+	if _, err := Load(cfgFile, nil); err == nil || !strings.Contains(err.Error(), "SATORU_RESTIC_REPO_ACCOUNT_KEY or restic_repo_account_key_file") {
+		t.Errorf("account key in the config file: err = %v", err)
+	}
+
+	id := writeFile(t, "id", "s3-id-XXX\n")
+	key := writeFile(t, "key", "s3-key-YYY\n")
+	c, err := Load("", []string{
+		"SATORU_RESTIC_REPO_PATH=s3:http://127.0.0.1:9000/bucket/repo",
+		"SATORU_RESTIC_REPO_ACCOUNT_ID_FILE=" + id, "SATORU_RESTIC_REPO_ACCOUNT_KEY_FILE=" + key,
+	})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if c.ResticRepoAccountID.Value() != "s3-id-XXX" || c.ResticRepoAccountKey.Value() != "s3-key-YYY" {
+		t.Errorf("credentials not read from files")
+	}
+	rest, err := Load("", []string{"SATORU_RESTIC_REPO_PATH=rest:https://satoru:url-pass-ZZZ@backup.example:8000/",
+		"SATORU_RESTIC_REPO_ACCOUNT_ID=rest-user", "SATORU_RESTIC_REPO_ACCOUNT_KEY=rest-pass-WWW"})
+	if err != nil {
+		t.Fatalf("Load rest: %v", err)
+	}
+	jc, _ := json.Marshal(c)
+	jr, _ := json.Marshal(rest)
+	for _, out := range []string{c.String(), fmt.Sprintf("%#v", c), string(jc), rest.String(), fmt.Sprintf("%+v", rest), string(jr)} {
+		for _, secret := range []string{"s3-id-XXX", "s3-key-YYY", "url-pass-ZZZ", "rest-pass-WWW"} {
+			if strings.Contains(out, secret) {
+				t.Errorf("output shows %q: %s", secret, out)
+			}
+		}
+	}
+	if !strings.Contains(rest.String(), "restic_repo_path=rest:https://satoru:[redacted]@backup.example:8000/") ||
+		!strings.Contains(c.String(), "restic_repo_account_key=[redacted]") {
+		t.Errorf("String() should show the location redacted and that the key is set: %s | %s", rest, c)
 	}
 }

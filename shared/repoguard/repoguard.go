@@ -287,6 +287,37 @@ func (g *Guard) deadIn(ctx context.Context, repos []restic.Repo) ([]Proc, error)
 // holds it, and keeps it renewed until Release. purpose names the holder
 // in the lease.
 func (g *Guard) Hold(ctx context.Context, key, purpose string) (*Held, error) {
+	return g.hold(ctx, key, purpose, nil)
+}
+
+// Maintenance takes the cluster-wide maintenance lease
+// (events.RepoMaintenanceKey) for purpose ("retention <job>", "sync
+// <job>"), waiting while another process's maintenance holds it. Prune and
+// the offsite copy hold it, so two of them never run at once on any host:
+// restic's own locks would make the second fail after --retry-lock instead.
+// Backups never take it: restic's shared locks keep prune from breaking
+// them. waiting, when set, is told once who holds the lease.
+func (g *Guard) Maintenance(ctx context.Context, purpose string, waiting func(holder string)) (*Held, error) {
+	return g.hold(ctx, events.RepoMaintenanceKey, purpose, waiting)
+}
+
+// TryMaintenance takes the maintenance lease only when it is free: nil
+// and the holder's description when another process holds it. For
+// best-effort work (a clean-up prune) that the next retention redoes.
+func (g *Guard) TryMaintenance(ctx context.Context, purpose string) (*Held, string, error) {
+	h := bus.LeaseHolder{JobID: purpose + ":" + uuid.NewString(), Worker: g.Instance}
+	lease, err := g.Infra.AcquireKey(ctx, events.RepoMaintenanceKey, h)
+	if errors.Is(err, bus.ErrLeaseHeld) {
+		return nil, err.Error(), nil
+	}
+	if err != nil {
+		return nil, "", fmt.Errorf("repoguard: lease %s: %w", events.RepoMaintenanceKey, err)
+	}
+	held, err := g.keep(ctx, lease)
+	return held, "", err
+}
+
+func (g *Guard) hold(ctx context.Context, key, purpose string, waiting func(holder string)) (*Held, error) {
 	// A holder of its own, so two goroutines of one process never both
 	// "take over" the same lease.
 	h := bus.LeaseHolder{JobID: purpose + ":" + uuid.NewString(), Worker: g.Instance}
@@ -301,6 +332,10 @@ func (g *Guard) Hold(ctx context.Context, key, purpose string) (*Held, error) {
 		}
 		if !errors.Is(err, bus.ErrLeaseHeld) {
 			return nil, fmt.Errorf("repoguard: lease %s: %w", key, err)
+		}
+		if waiting != nil {
+			waiting(err.Error())
+			waiting = nil
 		}
 		t := time.NewTimer(poll)
 		select {

@@ -28,10 +28,66 @@ const testPassword = "repoguard-test-password-5b1c"
 // test's NATS server and races its own goroutines (and the other child)
 // to initialise one repository, then prints how many inits it did.
 func TestMain(m *testing.M) {
-	if os.Getenv("REPOGUARD_CHILD") == "1" {
+	switch os.Getenv("REPOGUARD_CHILD") {
+	case "1":
 		os.Exit(child())
+	case "maintenance":
+		os.Exit(maintenanceChild())
 	}
 	os.Exit(m.Run())
+}
+
+// childGuard joins the test's NATS server as its own process.
+func childGuard(ctx context.Context, name string) (*Guard, func(), error) {
+	nc, err := bus.Connect(os.Getenv("REPOGUARD_NATS"), name)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	infra, err := bus.Ensure(ctx, js, bus.Settings{LeaseTTL: 30 * time.Second, AckWait: 30 * time.Second})
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	g, err := New(infra, name, slog.New(slog.DiscardHandler))
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	g.Poll = 20 * time.Millisecond
+	return g, nc.Close, nil
+}
+
+// maintenanceChild takes the maintenance lease REPOGUARD_ROUNDS times,
+// holding it 150 ms each, and prints each holding's start and end (Unix
+// nanoseconds) for TestMaintenanceLeaseAcrossProcesses.
+func maintenanceChild() int {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	g, closeNC, err := childGuard(ctx, "maint-"+strconv.Itoa(os.Getpid()))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	defer closeNC()
+	rounds, _ := strconv.Atoi(os.Getenv("REPOGUARD_ROUNDS"))
+	for range rounds {
+		held, err := g.Maintenance(ctx, "child", nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "maintenance:", err)
+			return 1
+		}
+		start := time.Now().UnixNano()
+		time.Sleep(150 * time.Millisecond)
+		end := time.Now().UnixNano()
+		g.Release(held)
+		fmt.Printf("held %d %d\n", start, end)
+	}
+	return 0
 }
 
 func child() int {
@@ -335,5 +391,164 @@ func waitFor(t *testing.T, ok func() bool, what string) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Two processes each take the maintenance lease three times (as a
+// retention's prune and an offsite copy would): no two holdings overlap.
+// Without the lease the children's 150 ms holdings run side by side.
+func TestMaintenanceLeaseAcrossProcesses(t *testing.T) {
+	n := startNATS(t)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const procs, rounds = 2, 3
+	outs := make([]*strings.Builder, procs)
+	cmds := make([]*exec.Cmd, procs)
+	for i := range cmds {
+		outs[i] = &strings.Builder{}
+		c := exec.Command(self, "-test.run", "^$")
+		c.Env = append(os.Environ(), "REPOGUARD_CHILD=maintenance", "REPOGUARD_NATS="+n.ClientURL(), "REPOGUARD_ROUNDS="+strconv.Itoa(rounds))
+		c.Stdout, c.Stderr = outs[i], outs[i]
+		cmds[i] = c
+	}
+	for _, c := range cmds {
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type span struct{ start, end int64 }
+	var spans []span
+	for i, c := range cmds {
+		if err := c.Wait(); err != nil {
+			t.Fatalf("child %d: %v\n%s", i, err, outs[i])
+		}
+		for _, line := range strings.Split(strings.TrimSpace(outs[i].String()), "\n") {
+			var sp span
+			if _, err := fmt.Sscanf(line, "held %d %d", &sp.start, &sp.end); err != nil {
+				t.Fatalf("child %d printed %q", i, line)
+			}
+			spans = append(spans, sp)
+		}
+	}
+	if len(spans) != procs*rounds {
+		t.Fatalf("%d holdings, want %d", len(spans), procs*rounds)
+	}
+	for i, a := range spans {
+		for _, b := range spans[i+1:] {
+			if a.start < b.end && b.start < a.end {
+				t.Fatalf("two maintenance holdings overlap: %v and %v", a, b)
+			}
+		}
+	}
+}
+
+// While one process holds the maintenance lease, another process's
+// TryMaintenance is refused naming the holder, its Maintenance waits
+// (told once who holds it) until the lease is released, and a restic
+// backup of the repository runs at once: backups never wait for it.
+func TestMaintenanceLeaseWaitsButNeverBlocksABackup(t *testing.T) {
+	n := startNATS(t)
+	g1, g2 := testGuard(t, n), testGuard(t, n)
+	g1.Instance, g2.Instance = "worker-one", "worker-two"
+	g2.Poll = 20 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	held, err := g1.Maintenance(ctx, "retention-job1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h, holder, err := g2.TryMaintenance(ctx, "cleanup"); err != nil || h != nil || !strings.Contains(holder, "worker-one") {
+		t.Fatalf("TryMaintenance while held = %v, %q, %v; want refused naming worker-one", h, holder, err)
+	}
+
+	var waits atomic.Int32
+	var waitedFor atomic.Value
+	got := make(chan *Held, 1)
+	go func() {
+		h, err := g2.Maintenance(ctx, "sync-job2", func(holder string) { waits.Add(1); waitedFor.Store(holder) })
+		if err != nil {
+			t.Error(err)
+		}
+		got <- h
+	}()
+
+	// A backup meanwhile: restic's own locks, not the lease, guard it.
+	repoDir := filepath.Join(t.TempDir(), "repo")
+	repo := restic.Repo{Bin: testkit.ResticBin(t), Repository: repoDir, Password: testPassword, CacheDir: t.TempDir()}
+	if _, err := g1.EnsureInit(ctx, repo); err != nil {
+		t.Fatal(err)
+	}
+	data := t.TempDir()
+	if err := os.WriteFile(filepath.Join(data, "f"), []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g2.Track(repo).Backup(ctx, restic.BackupOptions{Paths: []string{data}}, nil); err != nil {
+		t.Fatalf("backup while the maintenance lease is held: %v", err)
+	}
+
+	select {
+	case <-got:
+		t.Fatal("a second maintenance got the lease while the first held it")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if waits.Load() != 1 || !strings.Contains(fmt.Sprint(waitedFor.Load()), "worker-one") {
+		t.Fatalf("waiting told %d time(s), holder %v; want once, naming worker-one", waits.Load(), waitedFor.Load())
+	}
+	g1.Release(held)
+	select {
+	case h := <-got:
+		if h == nil {
+			t.Fatal("no lease")
+		}
+		g2.Release(h)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiting maintenance did not get the released lease")
+	}
+	if waits.Load() != 1 {
+		t.Fatalf("waiting told %d times, want once", waits.Load())
+	}
+}
+
+// EnsureInit works on a repository at an s3: URL (the in-process S3
+// server): two guards racing initialise it once, and it opens.
+func TestEnsureInitS3(t *testing.T) {
+	n := startNATS(t)
+	s3 := testkit.StartS3(t, "repoguard-id", "repoguard-secret")
+	s3.Bucket(t, "shared")
+	bin := testkit.ResticBin(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	repo := restic.Repo{Bin: bin, Repository: s3.Repository("shared", "satoru"), Password: testPassword, Env: s3.Env()}
+	var created atomic.Int32
+	var wg sync.WaitGroup
+	for range 2 {
+		g := testGuard(t, n)
+		r := repo
+		r.CacheDir = t.TempDir()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := g.EnsureInit(ctx, r)
+			if err != nil {
+				t.Error(err)
+			}
+			if c {
+				created.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if created.Load() != 1 {
+		t.Fatalf("%d inits, want 1", created.Load())
+	}
+	if keys, _ := s3.Objects(t, "shared", "satoru/keys/"); keys != 1 {
+		t.Fatalf("%d keys in the bucket, want 1", keys)
+	}
+	repo.CacheDir = t.TempDir()
+	if err := repo.Open(ctx); err != nil {
+		t.Fatalf("open after init: %v", err)
 	}
 }

@@ -183,6 +183,12 @@ func TestCredentialsEnv(t *testing.T) {
 		{"half a pair", "s3:https://s3.example/b", "0041", "", nil, "both"},
 		{"local with keys", "/srv/offsite", "0041", "K004-secret", nil, "takes no account id"},
 		{"local without keys", "/srv/offsite", "", "", nil, ""},
+		{"rest", "rest:https://host:8000/repo/", "satoru", "rest-secret",
+			[]string{"RESTIC_REST_USERNAME=satoru", "RESTIC_REST_PASSWORD=rest-secret"}, ""},
+		{"rest without keys (URL user info)", "rest:https://u:p@host:8000/", "", "", nil, ""},
+		{"azure", "azure:container:/repo", "acct", "azure-secret",
+			[]string{"AZURE_ACCOUNT_NAME=acct", "AZURE_ACCOUNT_KEY=azure-secret", "AZURE_ACCOUNT_SAS="}, ""},
+		{"sftp with keys", "sftp:user@host:/srv/restic", "id", "sftp-secret", nil, "takes no account id"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -200,6 +206,49 @@ func TestCredentialsEnv(t *testing.T) {
 				t.Errorf("CredentialsEnv = %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+func TestCheckLocation(t *testing.T) {
+	good := []string{"./repos/restic", "repos/restic", "/srv/restic", "local:/srv/restic",
+		"s3:http://127.0.0.1:9000/bucket/repo", "rest:https://u:p@host:8000/", "b2:bucket:repo",
+		"sftp:user@host:/srv/restic", "azure:container:/repo", "gs:bucket:/repo", "rclone:remote:bucket/path",
+		"./ftp:thing"}
+	for _, loc := range good {
+		if err := CheckLocation(loc); err != nil {
+			t.Errorf("CheckLocation(%q) = %v, want nil", loc, err)
+		}
+	}
+	bad := map[string]string{
+		"":                          "must not be empty",
+		"ftp://host/repo":           `unknown restic backend "ftp"`,
+		"S3:https://s3.example/b/r": `unknown restic backend "S3"`,
+		"s3:":                       "needs the repository",
+		"local:":                    "needs a path",
+	}
+	for loc, want := range bad {
+		if err := CheckLocation(loc); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckLocation(%q) = %v, want an error with %q", loc, err, want)
+		}
+	}
+}
+
+func TestLocalPath(t *testing.T) {
+	tests := []struct {
+		loc, want string
+		local     bool
+	}{
+		{"/srv/restic", "/srv/restic", true},
+		{"local:/srv/restic", "/srv/restic", true},
+		{"repos/restic", "repos/restic", true},
+		{"s3:http://127.0.0.1:9000/b/r", "", false},
+		{"sftp:user@host:/srv/restic", "", false},
+	}
+	for _, tc := range tests {
+		got, ok := LocalPath(tc.loc)
+		if got != tc.want || ok != tc.local {
+			t.Errorf("LocalPath(%q) = %q, %v; want %q, %v", tc.loc, got, ok, tc.want, tc.local)
+		}
 	}
 }
 

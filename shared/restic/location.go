@@ -3,6 +3,7 @@ package restic
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 )
 
@@ -54,30 +55,85 @@ func RedactLocation(location string) string {
 // an account's key id and key from: B2_ACCOUNT_ID/B2_ACCOUNT_KEY for b2:,
 // AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3: (Backblaze B2's
 // S3-compatible endpoint among others; AWS_SESSION_TOKEN is set empty so
-// an inherited one cannot spoil the signature). Give both or neither; b2:
-// needs them, s3: without them uses restic's own sources (instance
-// roles). Other backends take no key pair here. Errors name no value.
+// an inherited one cannot spoil the signature), RESTIC_REST_USERNAME/
+// RESTIC_REST_PASSWORD for rest: and AZURE_ACCOUNT_NAME/AZURE_ACCOUNT_KEY
+// for azure:. Give both or neither; b2: needs them, the others without
+// them use the backend's own sources (instance roles, URL user info,
+// inherited variables). Other backends take no key pair here. Errors name
+// no value.
 func CredentialsEnv(location, keyID, key string) ([]string, error) {
 	if (keyID == "") != (key == "") {
 		return nil, errors.New("give both the account key id and the key, or neither")
 	}
-	switch scheme := Scheme(location); scheme {
-	case "b2":
-		if keyID == "" {
-			return nil, errors.New("a b2: repository needs an account id and key")
-		}
-		return []string{"B2_ACCOUNT_ID=" + keyID, "B2_ACCOUNT_KEY=" + key}, nil
-	case "s3":
-		if keyID == "" {
-			return nil, nil
-		}
-		return []string{"AWS_ACCESS_KEY_ID=" + keyID, "AWS_SECRET_ACCESS_KEY=" + key, "AWS_SESSION_TOKEN="}, nil
-	default:
-		if keyID != "" {
-			return nil, fmt.Errorf("a %s repository takes no account id and key (only b2: and s3: do)", scheme)
-		}
+	scheme := Scheme(location)
+	if scheme == "b2" && keyID == "" {
+		return nil, errors.New("a b2: repository needs an account id and key")
+	}
+	if keyID == "" {
 		return nil, nil
 	}
+	switch scheme {
+	case "b2":
+		return []string{"B2_ACCOUNT_ID=" + keyID, "B2_ACCOUNT_KEY=" + key}, nil
+	case "s3":
+		return []string{"AWS_ACCESS_KEY_ID=" + keyID, "AWS_SECRET_ACCESS_KEY=" + key, "AWS_SESSION_TOKEN="}, nil
+	case "rest":
+		return []string{"RESTIC_REST_USERNAME=" + keyID, "RESTIC_REST_PASSWORD=" + key}, nil
+	case "azure":
+		return []string{"AZURE_ACCOUNT_NAME=" + keyID, "AZURE_ACCOUNT_KEY=" + key, "AZURE_ACCOUNT_SAS="}, nil
+	default:
+		return nil, fmt.Errorf("a %s repository takes no account id and key (only b2:, s3:, rest: and azure: do)", scheme)
+	}
+}
+
+// schemeLike is a location that starts the way a backend URL does
+// ("ftp:...", "S3:..."), as opposed to a path ("./repo", "/srv/repo").
+var schemeLike = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]*):`)
+
+// CheckLocation accepts a local path (relative or absolute, "local:"
+// prefix allowed) or a location of one of restic's backends with
+// something after the prefix. Anything else that starts like a URL is
+// refused, naming its scheme only: a typo ("S3:", "ftp:") would otherwise
+// become a local folder named after the URL.
+func CheckLocation(location string) error {
+	if strings.TrimSpace(location) == "" {
+		return errors.New("must not be empty")
+	}
+	if Scheme(location) != "local" {
+		_, rest, _ := strings.Cut(location, ":")
+		if strings.TrimSpace(rest) == "" {
+			return fmt.Errorf("a %s: location needs the repository after %q", Scheme(location), Scheme(location)+":")
+		}
+		return nil
+	}
+	if m := schemeLike.FindStringSubmatch(location); m != nil && m[1] != "local" {
+		return fmt.Errorf("unknown restic backend %q: give a local path (write ./%s for a folder of that name) or a location starting with one of %s",
+			m[1], m[1]+":...", strings.Join(remoteBackends(), ": ")+":")
+	}
+	if strings.TrimPrefix(location, "local:") == "" {
+		return errors.New("a local: location needs a path")
+	}
+	return nil
+}
+
+func remoteBackends() []string {
+	var out []string
+	for _, b := range backends {
+		if b != "local" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// LocalPath is the folder of a local repository ("local:" removed) and
+// true, or "" and false for a backend URL, which has no local folder to
+// check for free space, protect from restores or stat.
+func LocalPath(location string) (string, bool) {
+	if Scheme(location) != "local" {
+		return "", false
+	}
+	return strings.TrimPrefix(location, "local:"), true
 }
 
 // IsAccessDenied reports whether err is a restic failure in which the

@@ -86,7 +86,7 @@ func Run(ctx context.Context, d Deps) error {
 	if d.Registry != nil {
 		p.Metrics = observe.NewPullMetrics(d.Registry)
 		disks := observe.NewDiskMetrics(d.Registry)
-		for _, path := range []string{d.Settings.Backup.StagingRoot, d.Settings.Backup.RepoPath} {
+		for _, path := range d.Settings.Backup.headroomPaths() {
 			disks.Watch(path, d.Settings.Backup.MinFreeBytes, d.Settings.Backup.MinFreePercent)
 		}
 	}
@@ -132,6 +132,17 @@ func Run(ctx context.Context, d Deps) error {
 // (staging_min_free_bytes / staging_min_free_percent).
 func (b BackupSettings) headroom() disk.Headroom {
 	return disk.Headroom{MinFreeBytes: b.MinFreeBytes, MinFreePercent: b.MinFreePercent}
+}
+
+// headroomPaths are the folders whose free space is checked and watched:
+// staging, and the repository when it is a local folder (a backend URL has
+// no local free space; statting it would measure a folder named after it).
+func (b BackupSettings) headroomPaths() []string {
+	paths := []string{b.StagingRoot}
+	if dir, ok := restic.LocalPath(b.RepoPath); ok {
+		paths = append(paths, dir)
+	}
+	return paths
 }
 
 // NewChecker builds the preflight checker, resolving local tools once.

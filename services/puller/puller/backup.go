@@ -15,7 +15,7 @@ import (
 // BackupSettings are what a backup's pull step needs beyond preflight.
 type BackupSettings struct {
 	StagingRoot    string
-	RepoPath       string // local restic repo, for the headroom check
+	RepoPath       string // restic_repo_path, for the headroom check when it is a local folder
 	MinFreeBytes   int64
 	MinFreePercent int
 	TargetTimeout  time.Duration
@@ -145,11 +145,15 @@ func (p *Puller) checkSite(ctx context.Context, b *backupRun) (out jobrun.Outcom
 // checkHeadroom refuses to pull when staging or the repository is below
 // the configured free space, then writes the checks' events.
 func (p *Puller) checkHeadroom(ctx context.Context, b *backupRun) (out jobrun.Outcome, ok bool) {
-	if err := p.Backup.headroom().Check(p.Backup.StagingRoot, p.Backup.RepoPath); err != nil {
+	paths, msg := p.Backup.headroomPaths(), "free space above the configured headroom on staging and repository"
+	if len(paths) == 1 {
+		msg = "free space above the configured headroom on staging (the repository is at a backend URL: no local free space to check)"
+	}
+	if err := p.Backup.headroom().Check(paths...); err != nil {
 		b.rec.Add(ctx, domain.JobEvent{Step: "headroom", Level: domain.LevelError, Message: err.Error()})
 		return p.failBackup(ctx, b, "disk headroom: "+err.Error()+"; nothing pulled", nil), false
 	}
-	b.rec.Add(ctx, domain.JobEvent{Step: "headroom", Message: "free space above the configured headroom on staging and repository"})
+	b.rec.Add(ctx, domain.JobEvent{Step: "headroom", Message: msg})
 	if err := b.rec.Flush(ctx); err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: err.Error()}, false
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/remote"
+	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/restore"
 )
 
@@ -384,9 +385,11 @@ func (p *Puller) prepareSiteDest(ctx context.Context, ssh remote.SSHConfig, dest
 // guard is the restore guard: the configured areas, and always the
 // staging root, the repository and the ssh control folder.
 func (p *Puller) guard(stagingRoot string) restore.Guard {
+	// A repository at a backend URL is no local area ("" is skipped).
+	repoDir, _ := restic.LocalPath(p.Restic.Repository)
 	areas := append([]restore.Area{
 		{Key: "staging_root", Path: stagingRoot},
-		{Key: "restic_repo_path", Path: p.Restic.Repository},
+		{Key: "restic_repo_path", Path: repoDir},
 		{Key: "the ssh control folder", Path: p.Backup.ControlDir},
 	}, p.Protected...)
 	return restore.Guard{Areas: areas}

@@ -210,7 +210,7 @@ func (s *Snapshotter) snapshot(ctx context.Context, job domain.Job, rec *jobrun.
 	if plan.pulled+plan.warned == 0 {
 		return fail("no target was pulled; nothing to snapshot")
 	}
-	s.recoverRepo(ctx, rec, "snapshot")
+	s.recoverRepo(ctx, rec, "snapshot", false)
 
 	// The shared side of the repository lock: backups run side by side,
 	// but not while this process prunes.
@@ -339,7 +339,7 @@ func (s *Snapshotter) backup(ctx, sctx context.Context, job domain.Job, rec *job
 		rec.Add(ctx, domain.JobEvent{Step: "snapshot", Level: domain.LevelError, Message: "restic backup failed: " + err.Error()})
 		if leftData(ctx, err) {
 			release() // the clean-up holds the repository alone
-			s.cleanup(ctx, rec, "snapshot", "a failed backup")
+			s.cleanup(ctx, rec, "snapshot", "a failed backup", false)
 		}
 		return sum, false, fmt.Errorf("snapshot: %w", err)
 	}

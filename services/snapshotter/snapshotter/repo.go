@@ -46,8 +46,11 @@ func (s *Snapshotter) ensureRepo(ctx context.Context) (created bool, err error) 
 // when they died (a crash, kill -9), at once rather than after restic's
 // 30-minute staleness rule; when one of them was a backup, the data it
 // wrote and never indexed is pruned away too. rec, when not nil, gets the
-// job's events. It costs one KV listing when nothing died.
-func (s *Snapshotter) recoverRepo(ctx context.Context, rec *jobrun.Recorder, step string) {
+// job's events. It costs one KV listing when nothing died. maintaining
+// says the caller (retention) holds the maintenance lease and this
+// process's repository lock alone, which the clean-up then does not take
+// again.
+func (s *Snapshotter) recoverRepo(ctx context.Context, rec *jobrun.Recorder, step string, maintaining bool) {
 	if s.Guard == nil {
 		return
 	}
@@ -69,7 +72,7 @@ func (s *Snapshotter) recoverRepo(ctx context.Context, rec *jobrun.Recorder, ste
 		"cleared the repository locks of %d restic process(es) that died (crash or kill)", len(dead)),
 		map[string]any{"dead_restic_processes": len(dead)})
 	if backups > 0 {
-		s.cleanup(ctx, rec, step, fmt.Sprintf("%d restic backup(s) died", backups))
+		s.cleanup(ctx, rec, step, fmt.Sprintf("%d restic backup(s) died", backups), maintaining)
 	}
 }
 
@@ -78,15 +81,33 @@ func (s *Snapshotter) recoverRepo(ctx context.Context, rec *jobrun.Recorder, ste
 // unlimited: nothing is repacked), holds this process's repository lock
 // exclusively, waits at most cleanupRetryLock for other processes and runs
 // at most cleanupLimit; what it cannot do now the next retention does.
-func (s *Snapshotter) cleanup(ctx context.Context, rec *jobrun.Recorder, step, why string) {
+// It is maintenance: unless maintaining (the caller holds both already), it
+// takes the cluster-wide maintenance lease when free and is skipped when
+// another process's prune or offsite copy holds it, never waiting for one.
+func (s *Snapshotter) cleanup(ctx context.Context, rec *jobrun.Recorder, step, why string, maintaining bool) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupLimit)
 	defer cancel()
-	release, err := s.repoLock.Exclusive(cctx, nil)
-	if err != nil {
-		s.event(ctx, rec, step, domain.LevelWarn, "repository clean-up skipped: "+err.Error(), nil)
-		return
+	if !maintaining {
+		if s.Guard != nil {
+			held, holder, err := s.Guard.TryMaintenance(cctx, "cleanup")
+			if err != nil {
+				s.event(ctx, rec, step, domain.LevelWarn, "repository clean-up skipped: "+err.Error(), nil)
+				return
+			}
+			if held == nil {
+				s.event(ctx, rec, step, domain.LevelWarn, fmt.Sprintf(
+					"repository clean-up after %s skipped: another maintenance holds the repository (%s); the next retention prunes it", why, holder), nil)
+				return
+			}
+			defer s.Guard.Release(held)
+		}
+		release, err := s.repoLock.Exclusive(cctx, nil)
+		if err != nil {
+			s.event(ctx, rec, step, domain.LevelWarn, "repository clean-up skipped: "+err.Error(), nil)
+			return
+		}
+		defer release()
 	}
-	defer release()
 	repo := s.Repo
 	repo.RetryLock = cleanupRetryLock
 	res, err := repo.Prune(cctx, restic.PruneOptions{MaxUnused: "unlimited"})
@@ -125,7 +146,7 @@ func (s *Snapshotter) event(ctx context.Context, rec *jobrun.Recorder, step stri
 // and what a crash of the previous run left is cleared. Failures are
 // logged; jobs try again.
 func (s *Snapshotter) prepareRepo(ctx context.Context) {
-	s.recoverRepo(ctx, nil, "start")
+	s.recoverRepo(ctx, nil, "start", false)
 	created, err := s.ensureRepo(ctx)
 	switch {
 	case err != nil:
@@ -142,5 +163,5 @@ func (s *Snapshotter) watchLocks(ctx context.Context, every time.Duration) {
 	if s.Guard == nil || every <= 0 {
 		return
 	}
-	tick.Every(ctx, every, func() bool { s.recoverRepo(ctx, nil, "locks"); return true })
+	tick.Every(ctx, every, func() bool { s.recoverRepo(ctx, nil, "locks", false); return true })
 }

@@ -34,9 +34,11 @@ func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
 // policy over the site's snapshots, then restic prune, as two steps, so
 // that a prune cut short (a crash, kill -9) is finished by the job's next
 // attempt: forget finds nothing more to remove then, and prune runs
-// because the attempt is not the first. It holds the exclusive side of the
+// because the attempt is not the first. It holds the cluster-wide
+// maintenance lease (repoguard.Maintenance), so no other retention or
+// offsite copy runs meanwhile on any host, then the exclusive side of the
 // repository lock, so none of this process's backups runs while prune
-// does; other processes are waited for by restic's --retry-lock. Locks of
+// does; other processes' backups are waited for by restic's --retry-lock. Locks of
 // restic processes that died are cleared first (repoguard); a lock still
 // there after the wait is cleared when restic judges it stale (older than
 // 30 minutes), then the step runs once more. The site's health is not
@@ -58,6 +60,18 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		return fail("restic_retention_policy: " + err.Error())
 	}
 
+	// The maintenance lease first: waiting for another process's prune or
+	// offsite copy must not hold this process's backups back, which the
+	// exclusive side of the repository lock would.
+	if s.Guard != nil {
+		held, err := s.Guard.Maintenance(ctx, "retention-"+job.ID, func(holder string) {
+			rec.Add(ctx, domain.JobEvent{Step: step, Message: "waiting for the repository's maintenance lease: " + holder})
+		})
+		if err != nil {
+			return fail("waiting for the repository's maintenance lease: " + err.Error())
+		}
+		defer s.Guard.Release(held)
+	}
 	release, err := s.repoLock.Exclusive(ctx, func(n int) {
 		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
 			"waiting for %d backup(s) in this process to finish before pruning", n)})
@@ -66,7 +80,7 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 		return fail("waiting for the repository: " + err.Error())
 	}
 	defer release()
-	s.recoverRepo(ctx, rec, step)
+	s.recoverRepo(ctx, rec, step, true)
 
 	rctx, cancel := jobrun.WithLimit(ctx, s.RetentionLimit)
 	defer cancel()
@@ -110,7 +124,7 @@ func (s *Snapshotter) forget(rctx, jctx context.Context, job domain.Job, rec *jo
 	}
 	if errors.Is(err, restic.ErrNoRepository) {
 		s.initialised.Store(false)
-		rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf("no restic repository at %s yet: nothing to forget", s.Repo.Repository)})
+		rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf("no restic repository at %s yet: nothing to forget", restic.RedactLocation(s.Repo.Repository))})
 		return res, true, nil
 	}
 	for k, v := range retentionData(res) {

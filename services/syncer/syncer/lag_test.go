@@ -83,7 +83,9 @@ func TestRemoteRepo(t *testing.T) {
 			[]string{"AWS_ACCESS_KEY_ID=0041", "AWS_SECRET_ACCESS_KEY=K004secret", "AWS_SESSION_TOKEN="}, ""},
 		{"not configured", "", "", "", nil, "restic_b2_repository is not set"},
 		{"b2 without keys", "b2:bucket:satoru", "", "", nil, "restic_b2_account_id"},
-		{"keys for a backend that takes none", "rest:https://u:pw@h/", "0041", "K004secret", nil, "rest:https://u:[redacted]@h/"},
+		{"keys for a backend that takes none", "sftp:backup@h:/srv/offsite", "0041", "K004secret", nil, "sftp:backup@h:/srv/offsite with"},
+		{"rest", "rest:https://h:8000/satoru/", "satoru", "K004secret",
+			[]string{"RESTIC_REST_USERNAME=satoru", "RESTIC_REST_PASSWORD=K004secret"}, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -64,7 +64,8 @@ func (s *Syncer) Pick(job domain.Job) (jobrun.Work, error) {
 
 // sync is one offsite sync: make sure the offsite repository exists
 // (initialised with the local chunker parameters), copy every local
-// snapshot it lacks, then measure what is still pending. Restic runs:
+// snapshot it lacks, then measure what is still pending, all under the
+// repository's maintenance lease (repoguard.Maintenance). Restic runs:
 // `cat config` once per process (plus `init` the first time), `copy`,
 // and the two snapshot listings side by side. Events and state writes use
 // the job's ctx; restic runs use sctx, bounded by Limit.
@@ -72,6 +73,20 @@ func (s *Syncer) sync(ctx context.Context, job domain.Job, rec *jobrun.Recorder)
 	run := &syncRun{rec: rec, repo: restic.RedactLocation(s.Remote.Repository)}
 	if out, ok := s.loadState(ctx, run); !ok {
 		return out
+	}
+	// The cluster-wide maintenance lease: no retention (prune) runs on any
+	// host while the copy reads the repository, nor a second copy. Waiting
+	// for it does not count against the sync's limit.
+	if s.Guard != nil {
+		held, err := s.Guard.Maintenance(ctx, "sync-"+job.ID, func(holder string) {
+			rec.Add(ctx, domain.JobEvent{Step: "sync", Message: "waiting for the repository's maintenance lease: " + holder})
+		})
+		if err != nil {
+			msg := "waiting for the repository's maintenance lease: " + err.Error()
+			rec.Add(ctx, domain.JobEvent{Step: "sync", Level: domain.LevelError, Message: msg})
+			return jobrun.Outcome{Status: domain.StatusFailed, Error: msg}
+		}
+		defer s.Guard.Release(held)
 	}
 	sctx, cancel := jobrun.WithLimit(ctx, s.Limit)
 	defer cancel()

@@ -313,3 +313,19 @@ func TestWriteHealthNodes(t *testing.T) {
 		}
 	}
 }
+
+// `satoru health` shows a repository at a backend URL as remote, with no
+// free-space figures.
+func TestWriteHealthRemoteRepository(t *testing.T) {
+	var h client.HealthReport
+	if err := json.Unmarshal([]byte(`{"status":"ok","disks":[{"name":"restic_repo_path","path":"s3:http://127.0.0.1:9000/b/r","status":"remote","note":"no local free space to check"}]}`), &h); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	if err := writeHealth(&b, h, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "remote at s3:http://127.0.0.1:9000/b/r: no local free space to check") || strings.Contains(b.String(), "free of") {
+		t.Errorf("health output:\n%s", b.String())
+	}
+}

@@ -167,8 +167,12 @@ func writeHealth(w io.Writer, h client.HealthReport, now time.Time) error {
 	fmt.Fprintf(kv, "offsite:\t%s\n", clean(sync))
 	for _, d := range h.Disks {
 		line := fmt.Sprintf("%s %s free of %s (%.1f%%) at %s", d.Status, units.Bytes(d.FreeBytes), units.Bytes(d.TotalBytes), d.FreePercent, d.Path)
-		if d.Error != "" {
+		switch {
+		case d.Error != "":
 			line = d.Status + ": " + d.Error
+		case d.Status == "remote":
+			// A backend URL has no local free space: no figures to show.
+			line = "remote at " + d.Path + ": " + d.Note
 		}
 		fmt.Fprintf(kv, "disk %s:\t%s\n", clean(d.Name), clean(line))
 	}

@@ -62,3 +62,20 @@ func TestBannerTellsHowWorkersJoin(t *testing.T) {
 		})
 	}
 }
+
+// The banner names a repository at a backend URL with its password
+// redacted and says every worker shares it.
+func TestBannerRemoteRepository(t *testing.T) {
+	cfg, err := config.Load("", []string{"SATORU_DATA_DIR=" + t.TempDir(), "SATORU_API_TOKEN=banner-test-token",
+		"SATORU_RESTIC_PASSWORD=banner-pw", "SATORU_RESTIC_REPO_PATH=rest:https://satoru:rest-pass-77@backup.example:8000/satoru/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := Banner("worker", &node.Node{Config: cfg, Roles: node.Roles{Snapshotter: true}})
+	if !strings.Contains(b, "restic: rest:https://satoru:[redacted]@backup.example:8000/satoru/ (remote: shared by every worker)") {
+		t.Errorf("banner lacks the redacted remote repository:\n%s", b)
+	}
+	if strings.Contains(b, "rest-pass-77") || strings.Contains(b, "banner-pw") {
+		t.Errorf("banner shows a secret:\n%s", b)
+	}
+}

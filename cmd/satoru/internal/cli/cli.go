@@ -167,7 +167,10 @@ func Banner(cmd string, n *node.Node) string {
 		fmt.Fprintf(&b, "  staging: %s (id %s)\n", n.Config.StagingRoot, n.StagingID)
 	}
 	if n.Roles.Snapshotter {
-		fmt.Fprintf(&b, "  restic: %s", n.Config.ResticRepoPath)
+		fmt.Fprintf(&b, "  restic: %s", restic.RedactLocation(n.Config.ResticRepoPath))
+		if _, local := restic.LocalPath(n.Config.ResticRepoPath); !local {
+			b.WriteString(" (remote: shared by every worker)")
+		}
 		if !n.Config.ResticPassword.IsSet() {
 			fmt.Fprintf(&b, " (password in %s: keep a copy elsewhere, the backups are lost without it)", node.ResticPasswordFile(n.Config))
 		}

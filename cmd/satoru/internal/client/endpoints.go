@@ -168,6 +168,7 @@ type HealthReport struct {
 		TotalBytes  int64   `json:"total_bytes"`
 		FreePercent float64 `json:"free_percent"`
 		Error       string  `json:"error,omitempty"`
+		Note        string  `json:"note,omitempty"`
 	} `json:"disks"`
 	Liveness *struct {
 		Error    string `json:"error,omitempty"`

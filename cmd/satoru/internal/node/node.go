@@ -231,15 +231,19 @@ func PullerSettings(cfg config.Config) puller.Settings {
 // generated secrets), staging, the repository, and the secret files the
 // config names.
 func ProtectedAreas(cfg config.Config) []restore.Area {
+	// A repository at a backend URL is no local area ("" is skipped).
+	repoDir, _ := restic.LocalPath(cfg.ResticRepoPath)
 	return []restore.Area{
 		{Key: "data_dir", Path: cfg.DataDir},
 		{Key: "staging_root", Path: cfg.StagingRoot},
-		{Key: "restic_repo_path", Path: cfg.ResticRepoPath},
+		{Key: "restic_repo_path", Path: repoDir},
 		{Key: "ssh_known_hosts_dir", Path: cfg.SSHKnownHostsDir},
 		{Key: "restic_password_file", Path: cfg.ResticPasswordFile},
 		{Key: "api_token_file", Path: cfg.APITokenFile},
 		{Key: "restic_b2_account_id_file", Path: cfg.ResticB2AccountIDFile},
 		{Key: "restic_b2_account_key_file", Path: cfg.ResticB2AccountKeyFile},
+		{Key: "restic_repo_account_id_file", Path: cfg.ResticRepoAccountIDFile},
+		{Key: "restic_repo_account_key_file", Path: cfg.ResticRepoAccountKeyFile},
 	}
 }
 
@@ -306,13 +310,20 @@ func SyncerSettings(cfg config.Config, local restic.Repo) (syncer.Settings, erro
 	return s, nil
 }
 
-// ResticRepo is the local repository, with its password from
-// SATORU_RESTIC_PASSWORD or restic_password_file, or else one generated
-// once into <data_dir>/restic-password (0600). Losing that password loses
-// the backups: the start-up banner says where it is.
+// ResticRepo is Satoru's repository (restic_repo_path: a folder or a
+// backend URL shared by every worker), with its credentials
+// (restic_repo_account_id / _key) in restic's environment only, and its
+// password from SATORU_RESTIC_PASSWORD or restic_password_file, or else
+// one generated once into <data_dir>/restic-password (0600). Losing that
+// password loses the backups: the start-up banner says where it is.
 func ResticRepo(cfg config.Config) (restic.Repo, error) {
+	env, err := restic.CredentialsEnv(cfg.ResticRepoPath, cfg.ResticRepoAccountID.Value(), cfg.ResticRepoAccountKey.Value())
+	if err != nil {
+		return restic.Repo{}, fmt.Errorf("config: restic_repo_path %s with restic_repo_account_id/restic_repo_account_key: %w",
+			restic.RedactLocation(cfg.ResticRepoPath), err)
+	}
 	repo := restic.Repo{Bin: restic.FindBin(cfg.ResticBin), Repository: cfg.ResticRepoPath, RetryLock: 5 * time.Minute,
-		CacheDir: filepath.Join(cfg.DataDir, "restic-cache")}
+		CacheDir: filepath.Join(cfg.DataDir, "restic-cache"), Env: env}
 	if cfg.ResticPassword.IsSet() {
 		repo.Password = cfg.ResticPassword.Value()
 		return repo, nil
@@ -435,11 +446,24 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 		SyncInterval:      cfg.ResticSyncInterval,
 		Disks: []apiserver.DiskCheck{
 			{Name: "staging_root", Path: cfg.StagingRoot, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
-			{Name: "restic_repo_path", Path: cfg.ResticRepoPath, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
+			repoDisk(cfg),
 		},
 	})
 	n.goService(domain.ServiceAPI, func(ctx context.Context) error { return apiserver.Serve(ctx, ln, h) }, ctx)
 	return nil
+}
+
+// repoDisk is the repository's line in /health's disks: its folder, or
+// its redacted location marked remote (a backend URL has no local free
+// space).
+func repoDisk(cfg config.Config) apiserver.DiskCheck {
+	d := apiserver.DiskCheck{Name: "restic_repo_path", MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent}
+	if dir, ok := restic.LocalPath(cfg.ResticRepoPath); ok {
+		d.Path = dir
+	} else {
+		d.Path, d.Remote = restic.RedactLocation(cfg.ResticRepoPath), true
+	}
+	return d
 }
 
 func (n *Node) restoreGuard() *restore.Guard {

@@ -29,3 +29,24 @@ func TestSchedulerSettingsHistoryRetention(t *testing.T) {
 		})
 	}
 }
+
+// A repository at a backend URL is no local area a restore must avoid;
+// a local one (with or without local:) is, and so are its secret files.
+func TestProtectedAreasOfARemoteRepository(t *testing.T) {
+	areas := func(repo string) map[string]string {
+		cfg := config.Default()
+		cfg.ResticRepoPath = repo
+		cfg.ResticRepoAccountKeyFile = "/etc/satoru/repo-key"
+		m := map[string]string{}
+		for _, a := range ProtectedAreas(cfg) {
+			m[a.Key] = a.Path
+		}
+		return m
+	}
+	if got := areas("s3:http://127.0.0.1:9000/b/r"); got["restic_repo_path"] != "" || got["restic_repo_account_key_file"] != "/etc/satoru/repo-key" {
+		t.Errorf("remote repository areas = %v", got)
+	}
+	if got := areas("local:/srv/restic"); got["restic_repo_path"] != "/srv/restic" {
+		t.Errorf("local repository areas = %v", got)
+	}
+}

@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/testkit"
 )
 
@@ -41,12 +43,40 @@ func TestOffsiteSyncThroughSatoruUp(t *testing.T) {
 		}
 	}
 
+	// Another process's retention holds the maintenance lease: the copy
+	// waits for it, saying so, and runs once it is released.
+	other, err := repoguard.New(n.Infra, "other-process", slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held, err := other.Maintenance(context.Background(), "retention-elsewhere", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			other.Release(held)
+		}
+	})
 	var queued struct {
 		JobID string `json:"job_id"`
 	}
 	if code := c.do("POST", "/api/v1/sync", nil, &queued); code != http.StatusAccepted {
 		t.Fatalf("POST /sync: %d", code)
 	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !hasEvent(c.events(queued.JobID), "sync", domain.LevelInfo, "waiting for the repository's maintenance lease: bus: lease repo.maintenance is held by other-process") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sync does not wait for the maintenance lease:\n%s", dumpEvents(c.events(queued.JobID)))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if j := c.job(queued.JobID); j.Status.Terminal() {
+		t.Fatalf("the sync ended (%s) while another maintenance held the lease", j.Status)
+	}
+	other.Release(held)
+	released = true
 	j := c.waitJob(queued.JobID, 120*time.Second)
 	if j.Status != domain.StatusSuccess {
 		t.Fatalf("sync: %s %q\n%s", j.Status, j.Error, dumpEvents(c.events(queued.JobID)))

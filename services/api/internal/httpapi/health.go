@@ -33,6 +33,9 @@ const (
 	DiskOK    = "ok"
 	DiskLow   = "low"
 	DiskError = "error"
+	// DiskRemote is a repository at a backend URL (s3:, rest:, ...): it
+	// has no local free space, so none is reported or judged.
+	DiskRemote = "remote"
 )
 
 // DefaultSyncInterval stands in for an unset sync interval (the config
@@ -129,6 +132,9 @@ type DiskCheck struct {
 	Path           string
 	MinFreeBytes   int64
 	MinFreePercent int
+	// Remote marks a repository at a backend URL (Path is then its
+	// redacted location): nothing local to measure.
+	Remote bool
 }
 
 // DiskSpace is what statfs says about a filesystem (disk.Stat).
@@ -145,6 +151,8 @@ type DiskHealth struct {
 	MinFreeBytes   int64   `json:"min_free_bytes"`
 	MinFreePercent int     `json:"min_free_percent"`
 	Error          string  `json:"error,omitempty"`
+	// Note says why a remote repository has no figures.
+	Note string `json:"note,omitempty"`
 }
 
 // SummarizeSites counts sites by the health in their status (a site no
@@ -222,6 +230,11 @@ func SyncHealthAt(st domain.SyncState, configured bool, interval time.Duration, 
 // error measuring it) against its minimum.
 func DiskHealthOf(d DiskCheck, space DiskSpace, err error) DiskHealth {
 	h := DiskHealth{Name: d.Name, Path: d.Path, MinFreeBytes: d.MinFreeBytes, MinFreePercent: d.MinFreePercent}
+	if d.Remote {
+		h.Status, h.Note = DiskRemote, "a restic repository at a backend URL has no local free space to check"
+		h.MinFreeBytes, h.MinFreePercent = 0, 0
+		return h
+	}
 	if err != nil {
 		h.Status, h.Error = DiskError, err.Error()
 		return h

@@ -152,3 +152,18 @@ func TestJudge(t *testing.T) {
 		})
 	}
 }
+
+// A repository at a backend URL is reported remote, with a note and no
+// figures or minimum, even when its space "measures" (it is never asked).
+func TestDiskHealthOfRemote(t *testing.T) {
+	d := DiskCheck{Name: "restic_repo_path", Path: "s3:http://127.0.0.1:9000/b/r", MinFreePercent: 5, Remote: true}
+	h := DiskHealthOf(d, DiskSpace{FreeBytes: 1, TotalBytes: 100}, nil)
+	if h.Status != DiskRemote || h.FreeBytes != 0 || h.TotalBytes != 0 || h.MinFreePercent != 0 || h.Note == "" || h.Path != d.Path {
+		t.Errorf("DiskHealthOf(remote) = %+v", h)
+	}
+	r := HealthReport{Sites: SitesHealth{ByStatus: map[domain.Health]int{}}, Sync: SyncHealth{Status: SyncNotConfigured}, Disks: []DiskHealth{h}}
+	Judge(&r)
+	if r.Status != HealthOK || len(r.Problems) != 0 {
+		t.Errorf("a remote repository made /health %s: %v", r.Status, r.Problems)
+	}
+}

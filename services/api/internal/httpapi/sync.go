@@ -96,6 +96,10 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if d.Remote {
+				r.Disks[i] = DiskHealthOf(d, DiskSpace{}, nil)
+				return
+			}
 			space, err := s.diskSpace(d.Path)
 			r.Disks[i] = DiskHealthOf(d, space, err)
 		}()

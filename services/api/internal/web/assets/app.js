@@ -491,6 +491,7 @@ function disksCard(disks) {
     h('td', null, badge(d.status)),
     d.error
       ? h('td', { colspan: 2 }, h('span', { class: 'error-text' }, d.error))
+      : d.status === 'remote' ? h('td', { colspan: 2 }, d.note || 'remote repository: no local free space')
       : [h('td', { class: 'nowrap' }, fmtBytes(d.free_bytes) + ' (' + (d.free_percent || 0).toFixed(1) + ' %)'),
         h('td', { class: 'nowrap' }, fmtBytes(d.total_bytes))],
     h('td', { class: 'nowrap' }, [d.min_free_bytes ? fmtBytes(d.min_free_bytes) : null, d.min_free_bytes && d.min_free_percent ? ', ' : null,
