@@ -291,31 +291,7 @@ func TestDirectoryRecoversFromKilledPuller(t *testing.T) {
 	s.change(t)
 	c := s.c
 	c.BandwidthLimitKbps = 2 << 10
-	js, err := json.Marshal(helperJob{C: c, T: s.target})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := exec.Command(exe, "-test.run=^$")
-	helper.Env = append(os.Environ(), helperEnv+"="+string(js))
-	helper.Stderr = os.Stderr
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "progress "), 10, 64); err == nil && n >= 512<<10 {
-			break
-		}
-	}
+	helper, sc := startPullHelper(t, c, s.target, 512<<10)
 	if sc.Err() != nil {
 		t.Fatal(sc.Err())
 	}
@@ -620,31 +596,7 @@ func TestDirectoryFirstPullKilledLeavesNothing(t *testing.T) {
 	c.SSH.Port = proxy.Port
 	c.BandwidthLimitKbps = 1 << 10
 	target := dirTarget(src)
-	js, err := json.Marshal(helperJob{C: c, T: target})
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	helper := exec.Command(exe, "-test.run=^$")
-	helper.Env = append(os.Environ(), helperEnv+"="+string(js))
-	helper.Stderr = os.Stderr
-	out, err := helper.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := helper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
-	sc := bufio.NewScanner(out)
-	for sc.Scan() {
-		if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "progress "), 10, 64); err == nil && n >= 1<<20 {
-			break
-		}
-	}
+	helper, _ := startPullHelper(t, c, target, 1<<20)
 	staging := filepath.Join(c.StagingRoot, testSite, target.TargetHash)
 	rsyncs := processesWith(t, staging)
 	if len(rsyncs) == 0 {
@@ -697,4 +649,37 @@ func TestDirectoryFirstPullKilledLeavesNothing(t *testing.T) {
 		t.Fatalf("pull after recovery: %+v", res)
 	}
 	assertMirror(t, src, staging, nil)
+}
+
+// startPullHelper runs a pull of target in a child process (TestMain's
+// helper mode) and returns once it reports at least minBytes received;
+// the child is killed at the test's end if still running.
+func startPullHelper(t *testing.T, c Config, target domain.Target, minBytes int64) (*exec.Cmd, *bufio.Scanner) {
+	t.Helper()
+	js, err := json.Marshal(helperJob{C: c, T: target})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := exec.Command(exe, "-test.run=^$")
+	helper.Env = append(os.Environ(), helperEnv+"="+string(js))
+	helper.Stderr = os.Stderr
+	out, err := helper.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := helper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = helper.Process.Kill(); _ = helper.Wait() })
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		if n, err := strconv.ParseInt(strings.TrimPrefix(sc.Text(), "progress "), 10, 64); err == nil && n >= minBytes {
+			break
+		}
+	}
+	return helper, sc
 }
