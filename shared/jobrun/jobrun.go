@@ -532,14 +532,21 @@ func (x *Executor) retry(ctx context.Context, job domain.Job, rec *Recorder, lea
 
 // handOff saves the step's summary and passes the job on, keeping the
 // site lease for the next step, which takes it over under the same job id.
-// workEnd, when the step's work ended, is the hand-off's start.
-func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, workEnd time.Time) error {
+// recordHandOff writes what a step hands on: its events, its step times
+// (into out.Summary) and the job's summary, targets and hand-off record,
+// stamped workEnd, when the step's work ended.
+func (x *Executor) recordHandOff(ctx context.Context, job domain.Job, rec *Recorder, out *Outcome, h domain.HandOff, workEnd time.Time) error {
 	if err := rec.Flush(ctx); err != nil {
-		return bus.RetryAfter(2*time.Second, err)
+		return err
 	}
 	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
+	return x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, h, workEnd)
+}
+
+// workEnd, when the step's work ended, is the hand-off's start.
+func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, lease *bus.Lease, out Outcome, workEnd time.Time) error {
 	h := domain.HandOff{Staging: x.Staging, Worker: x.Worker}
-	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, h, workEnd); err != nil {
+	if err := x.recordHandOff(ctx, job, rec, &out, h, workEnd); err != nil {
 		return bus.RetryAfter(2*time.Second, err)
 	}
 	job.HandOff = &h
@@ -567,13 +574,8 @@ func (x *Executor) handOff(ctx context.Context, job domain.Job, rec *Recorder, l
 // its outcome is concluded. The request is acked only after that.
 func (x *Executor) continueLocal(ctx context.Context, r *stepRun, out Outcome, pick func(domain.Job) (Work, error)) error {
 	job, rec := r.job, r.rec
-	if err := rec.Flush(ctx); err != nil {
-		x.release(r.lease, r.log)
-		return bus.RetryAfter(2*time.Second, err)
-	}
-	out.Summary = x.stepSummary(job.Type, rec, out.Summary)
 	h := domain.HandOff{Staging: x.Staging, Worker: x.Worker, Local: true}
-	if err := x.Store.HandOffJob(ctx, job.ID, out.Summary, out.Targets, h, r.workEnd); err != nil {
+	if err := x.recordHandOff(ctx, job, rec, &out, h, r.workEnd); err != nil {
 		// The pull's data stays in staging; the redelivery pulls again.
 		x.release(r.lease, r.log)
 		return bus.RetryAfter(2*time.Second, err)
