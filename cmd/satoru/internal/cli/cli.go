@@ -24,6 +24,9 @@ const usage = `usage: satoru <command> [flags]
 commands:
   up        run every service in this process; with no nats_url and no
             mongo_uri it starts an embedded NATS server and store under data_dir
+  control   run the control plane only, like up (embedded NATS and store,
+            API, scheduler, syncer) but with no puller or snapshotter: the
+            backups run on the worker nodes joined to it
   worker    run a worker node against external NATS and MongoDB: a puller
             and a snapshotter over one local staging_root; a backup's
             snapshot is taken in this process, right after its pull
@@ -60,6 +63,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	switch cmd {
 	case "up":
 		roles = node.All
+	case "control":
+		roles = node.Control
 	case "worker":
 		roles = node.Worker
 	case domain.ServicePuller:
@@ -105,8 +110,13 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		fmt.Fprintf(stderr, "satoru: %v\n", err)
 		return 2
 	}
-	if cmd != "up" && (cfg.NATSURL == "" || cfg.MongoURI == "") {
+	if cmd != "up" && cmd != "control" && (cfg.NATSURL == "" || cfg.MongoURI == "") {
 		fmt.Fprintf(stderr, "satoru %s: needs nats_url and mongo_uri (or nats_url_file and mongo_uri_file, or --nats-url and --mongo-uri); `satoru up` with embedded_nats_listen and embedded_store_listen writes join files for its embedded servers\n", cmd)
+		return 2
+	}
+	// A control plane nobody can join runs no backup at all.
+	if cmd == "control" && ((cfg.NATSURL == "" && cfg.EmbeddedNATSListen == "") || (cfg.MongoURI == "" && cfg.EmbeddedStoreListen == "")) {
+		fmt.Fprintf(stderr, "satoru control: runs no backup itself, so worker nodes must be able to join it: set embedded_nats_listen and embedded_store_listen (or nats_url and mongo_uri)\n")
 		return 2
 	}
 	log, err := observe.NewLogger(stderr, cfg.LogLevel, cfg.LogFormat)

@@ -21,6 +21,8 @@ func TestClientCommandsAreDispatched(t *testing.T) {
 		{name: "sites reaches apicmd", args: []string{"sites"}, code: 2, stderr: "satoru sites: missing subcommand"},
 		{name: "health without a token", args: []string{"health"}, code: 1, stderr: "satoru health: no API token"},
 		{name: "usage lists worker", args: []string{"help"}, code: 0, stdout: "worker    run a worker node"},
+		{name: "usage lists control", args: []string{"help"}, code: 0, stdout: "control   run the control plane only"},
+		{name: "control needs a listener workers can join", args: []string{"control"}, code: 2, stderr: "satoru control: runs no backup itself"},
 		{name: "worker needs NATS and the store", args: []string{"worker"}, code: 2, stderr: "satoru worker: needs nats_url and mongo_uri"},
 		{name: "unknown command", args: []string{"frob"}, code: 2, stderr: `unknown command "frob"`},
 		{name: "sync is not syncer", args: []string{"sync", "frob"}, code: 2, stderr: `satoru sync: unknown subcommand "frob"`},

@@ -55,6 +55,11 @@ type Roles struct {
 // All is every service, as `satoru up` runs them.
 var All = Roles{API: true, Puller: true, Snapshotter: true, Syncer: true, Scheduler: true}
 
+// Control is the control plane alone (`satoru control`): what `up`
+// runs but the puller and snapshotter, so every backup runs on a joined
+// worker node.
+var Control = Roles{API: true, Syncer: true, Scheduler: true}
+
 // Worker is a worker node (`satoru worker`): a puller and a snapshotter
 // over one local staging, each backup snapshotted where it was pulled.
 var Worker = Roles{Puller: true, Snapshotter: true}
