@@ -76,14 +76,18 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		return nil, errors.New("bus: ensure: lease TTL and ack wait must be positive")
 	}
 	replicas := max(s.Replicas, 1)
+	src, dest := events.JobsTransform()
 	streams := []jetstream.StreamConfig{{
 		Name:        events.StreamJobs,
-		Description: "Satoru job requests, one consumer per service",
+		Description: "Satoru job requests, stored by site partition; one consumer per service, one per worker node's puller",
 		Subjects:    []string{events.JobsPrefix + ".>"},
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Duplicates:  10 * time.Minute,
-		Replicas:    replicas,
+		// Sites are partitioned on the way in, so a worker node's puller
+		// takes its sites by filtering on its partitions (shared/affinity).
+		SubjectTransform: &jetstream.SubjectTransformConfig{Source: src, Destination: dest},
+		Retention:        jetstream.WorkQueuePolicy,
+		Storage:          jetstream.FileStorage,
+		Duplicates:       10 * time.Minute,
+		Replicas:         replicas,
 	}, {
 		Name:        events.StreamEvents,
 		Description: "Satoru job step events",
@@ -97,6 +101,9 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
 			return nil, fmt.Errorf("bus: ensure stream %s: %w", sc.Name, err)
 		}
+	}
+	if err := purgeUnpartitioned(ctx, js); err != nil {
+		return nil, err
 	}
 	leases, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      events.BucketLeases,
@@ -164,16 +171,39 @@ func Ensure(ctx context.Context, js jetstream.JetStream, s Settings) (*Infra, er
 // unlimited: the job document counts attempts, and lease contention, which
 // also redelivers, must not use them up.
 func (in *Infra) Consumer(ctx context.Context, c events.Consumer) (jetstream.Consumer, error) {
+	return in.NodeConsumer(ctx, c.Durable, c.FilterSubjects())
+}
+
+// NodeConsumer creates or updates durable on the job stream with the
+// given filters, as Consumer does; a worker node's puller (events.
+// NodeDurable) filters on the partitions the node owns.
+func (in *Infra) NodeConsumer(ctx context.Context, durable string, filters []string) (jetstream.Consumer, error) {
 	cons, err := in.JS.CreateOrUpdateConsumer(ctx, events.StreamJobs, jetstream.ConsumerConfig{
-		Durable:        c.Durable,
-		FilterSubjects: c.FilterSubjects(),
+		Durable:        durable,
+		FilterSubjects: filters,
 		AckPolicy:      jetstream.AckExplicitPolicy,
 		AckWait:        in.AckWait,
 		MaxDeliver:     -1,
 		MaxAckPending:  1000,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("bus: ensure consumer %s: %w", c.Durable, err)
+		return nil, fmt.Errorf("bus: ensure consumer %s: %w", durable, err)
 	}
 	return cons, nil
+}
+
+// purgeUnpartitioned drops the job requests a version without site
+// partitions stored (satoru.jobs.<site>.<type>): no consumer takes that
+// shape any more. Their jobs are still queued or running in the store,
+// and the scheduler publishes them again when they go stale (the
+// recovery of lost requests, job_stale_after_seconds).
+func purgeUnpartitioned(ctx context.Context, js jetstream.JetStream) error {
+	str, err := js.Stream(ctx, events.StreamJobs)
+	if err != nil {
+		return fmt.Errorf("bus: stream %s: %w", events.StreamJobs, err)
+	}
+	if err := str.Purge(ctx, jetstream.WithPurgeSubject(events.JobsPrefix+".*.*")); err != nil {
+		return fmt.Errorf("bus: purge unpartitioned requests of %s: %w", events.StreamJobs, err)
+	}
+	return nil
 }

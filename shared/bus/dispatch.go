@@ -135,7 +135,7 @@ func (in *Infra) holds(ctx context.Context, r events.JobRequest) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("bus: stream %s: %w", events.StreamJobs, err)
 	}
-	subject, id := r.Subject(), r.MsgID()
+	subject, id := events.StoredJobSubject(r.SiteUUID, r.Type), r.MsgID()
 	for seq := uint64(1); ; {
 		msg, err := str.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subject))
 		if errors.Is(err, jetstream.ErrMsgNotFound) {

@@ -47,10 +47,16 @@ type Delivery struct {
 // nakked at once so another worker takes it.
 type Handler func(ctx context.Context, d Delivery) error
 
+// Fetcher hands out a consumer's next message: a jetstream.Consumer, or
+// a worker node's partition keeper (shared/affinity).
+type Fetcher interface {
+	Next(opts ...jetstream.FetchOpt) (jetstream.Msg, error)
+}
+
 // Runner takes messages from one durable consumer, one at a time per
 // worker, and keeps each in progress while its handler runs.
 type Runner struct {
-	Consumer jetstream.Consumer
+	Consumer Fetcher
 	Workers  int
 	// AckWait is the consumer's ack wait; InProgress is sent at a third of it.
 	AckWait time.Duration

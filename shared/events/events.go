@@ -6,6 +6,8 @@ package events
 import (
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"time"
 
@@ -63,19 +65,97 @@ type Consumer struct {
 }
 
 // Durable consumers. Their filters must not overlap (work-queue rule).
+// ConsumerPuller's durable is never created as such: each worker node's
+// puller has its own, NodeDurable, over the partitions it owns.
 var (
 	ConsumerPuller      = Consumer{Durable: "puller", Types: []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRestore)}}
 	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention)}}
 	ConsumerSyncer      = Consumer{Durable: "syncer", Types: []string{string(domain.JobResticSync)}}
 )
 
-// FilterSubjects lists the subjects a consumer takes.
+// FilterSubjects lists the subjects a consumer takes, in every partition.
 func (c Consumer) FilterSubjects() []string {
 	out := make([]string, 0, len(c.Types))
 	for _, t := range c.Types {
-		out = append(out, JobsPrefix+".*."+t)
+		out = append(out, JobsPrefix+".*.*."+t)
 	}
 	return out
+}
+
+// JobPartitions is how many partitions the job stream spreads the sites
+// over (see JobsTransform). It is the most worker nodes that can share
+// the pulls, and it is fixed: changing it moves almost every site.
+const JobPartitions = 32
+
+// JobsTransform is the job stream's subject transform: a request
+// published on satoru.jobs.<site>.<type> is stored as
+// satoru.jobs.<partition>.<site>.<type>, the partition a hash of the
+// site (JobPartition), so every job of a site lands in one partition.
+func JobsTransform() (src, dest string) {
+	return JobsPrefix + ".*.*", fmt.Sprintf("%s.{{partition(%d,1)}}.{{wildcard(1)}}.{{wildcard(2)}}", JobsPrefix, JobPartitions)
+}
+
+// JobPartition is the partition NATS stores a site's job requests in:
+// FNV-1a (32 bit) of the site token modulo JobPartitions, as the
+// server's partition transform computes it.
+func JobPartition(siteUUID string) int {
+	if siteUUID == "" {
+		siteUUID = RepoSite
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(siteUUID))
+	return int(h.Sum32() % JobPartitions)
+}
+
+// StoredJobSubject is the subject a request for site and type is
+// stored under in the job stream.
+func StoredJobSubject(siteUUID, jobType string) string {
+	if siteUUID == "" {
+		siteUUID = RepoSite
+	}
+	return fmt.Sprintf("%s.%d.%s.%s", JobsPrefix, JobPartition(siteUUID), siteUUID, jobType)
+}
+
+// PartitionFilters lists the subjects of c's job types in the given
+// partitions only: a worker node's share of the sites.
+func (c Consumer) PartitionFilters(parts []int) []string {
+	out := make([]string, 0, len(parts)*len(c.Types))
+	for _, p := range parts {
+		for _, t := range c.Types {
+			out = append(out, fmt.Sprintf("%s.%d.*.%s", JobsPrefix, p, t))
+		}
+	}
+	return out
+}
+
+// FilterPartition is the partition a filter subject made by
+// PartitionFilters names; ok is false for any other subject.
+func FilterPartition(filter string) (p int, ok bool) {
+	rest, found := strings.CutPrefix(filter, JobsPrefix+".")
+	if !found {
+		return 0, false
+	}
+	tok, _, found := strings.Cut(rest, ".")
+	if !found {
+		return 0, false
+	}
+	p, err := strconv.Atoi(tok)
+	if err != nil || p < 0 || p >= JobPartitions || strconv.Itoa(p) != tok {
+		return 0, false
+	}
+	return p, true
+}
+
+// NodeDurable is the durable consumer of the puller of worker node node
+// (its staging id): it takes the job types of ConsumerPuller in the
+// partitions the node owns.
+func NodeDurable(node string) string { return ConsumerPuller.Durable + "-" + node }
+
+// DurableNode is the node a NodeDurable name belongs to; ok is false for
+// any other consumer name.
+func DurableNode(durable string) (node string, ok bool) {
+	node, ok = strings.CutPrefix(durable, ConsumerPuller.Durable+"-")
+	return node, ok && node != ""
 }
 
 // JobSubject is where a job request for a site is published.

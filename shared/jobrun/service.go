@@ -2,11 +2,13 @@ package jobrun
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
@@ -41,25 +43,27 @@ type Service struct {
 	// Staging and Local: see Executor.
 	Staging string
 	Local   map[string]func(domain.Job) (Work, error)
+	// Partitioned: the service is a worker node's puller (named by
+	// Staging): it takes only the sites of the partitions the node owns,
+	// through a consumer of its own (shared/affinity).
+	Partitioned bool
+	// PartitionsChanged, when set, is told the node's partitions after
+	// each change.
+	PartitionsChanged func(parts []int)
 }
 
 // Run consumes the service's job requests until ctx ends.
 func (s Service) Run(ctx context.Context) error {
-	cons, err := s.Infra.Consumer(ctx, s.Consumer)
+	log := s.Log.With("service", s.Name, "worker", s.Worker)
+	fetcher, pending, stop, err := s.source(ctx, log)
 	if err != nil {
 		return err
 	}
+	defer stop()
 	if s.Registry != nil {
 		// Queue depth: requests waiting for this service, or taken and not acked.
-		observe.NewQueueMetrics(s.Registry).Watch(s.Consumer.Durable, func(ctx context.Context) (uint64, error) {
-			info, err := cons.Info(ctx)
-			if err != nil {
-				return 0, err
-			}
-			return info.NumPending + uint64(info.NumAckPending), nil
-		})
+		observe.NewQueueMetrics(s.Registry).Watch(s.Consumer.Durable, pending)
 	}
-	log := s.Log.With("service", s.Name, "worker", s.Worker)
 	x := &Executor{
 		Store:       s.Store,
 		Bus:         s.Infra,
@@ -76,7 +80,7 @@ func (s Service) Run(ctx context.Context) error {
 		Local:       s.Local,
 	}
 	r := &bus.Runner{
-		Consumer: cons,
+		Consumer: fetcher,
 		Workers:  s.Concurrency,
 		AckWait:  s.AckWait,
 		Log:      log,
@@ -86,4 +90,33 @@ func (s Service) Run(ctx context.Context) error {
 	}
 	log.Info(s.Name+" started", "concurrency", s.Concurrency)
 	return r.Run(ctx)
+}
+
+// source is where the service's requests come from: its durable, or a
+// worker node's own consumer kept on the node's partitions; pending
+// counts what waits there; stop ends what source started.
+func (s Service) source(ctx context.Context, log *slog.Logger) (bus.Fetcher, func(context.Context) (uint64, error), func(), error) {
+	if !s.Partitioned {
+		cons, err := s.Infra.Consumer(ctx, s.Consumer)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		pending := func(ctx context.Context) (uint64, error) {
+			info, err := cons.Info(ctx)
+			if err != nil {
+				return 0, err
+			}
+			return info.NumPending + uint64(info.NumAckPending), nil
+		}
+		return cons, pending, func() {}, nil
+	}
+	if s.Staging == "" {
+		return nil, nil, nil, errors.New("jobrun: a partitioned service needs its node's staging id")
+	}
+	k := &affinity.Keeper{Infra: s.Infra, Node: s.Staging, Consumer: s.Consumer, Changed: s.PartitionsChanged, Log: log}
+	// The keeper outlives ctx until stop: it releases the node's consumer
+	// only after the runner has handed back or acked what it held.
+	kctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	wait := k.Start(kctx)
+	return k, k.Pending, func() { cancel(); wait() }, nil
 }

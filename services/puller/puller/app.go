@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strconv"
 	"sync"
 	"time"
 
@@ -125,6 +126,9 @@ func Run(ctx context.Context, d Deps) error {
 		Notify:      d.Notify,
 		Staging:     stagingID,
 		Local:       d.Local,
+		// Each worker node takes only its own sites (shared/affinity).
+		Partitioned:       true,
+		PartitionsChanged: partitionsGauge(d.Registry),
 	}.Run(ctx)
 }
 
@@ -282,4 +286,17 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("record site status: %v", err), Summary: summary}
 	}
 	return out
+}
+
+// partitionsGauge is satoru_node_partitions, set on each change of the
+// node's partitions; nil without a registry.
+func partitionsGauge(reg prometheus.Registerer) func([]int) {
+	if reg == nil {
+		return nil
+	}
+	g := observe.Register(reg, prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "satoru_node_partitions",
+		Help: "Job stream partitions (of " + strconv.Itoa(events.JobPartitions) + ") whose sites this worker node's puller takes.",
+	}))
+	return func(parts []int) { g.Set(float64(len(parts))) }
 }

@@ -127,7 +127,7 @@ func (e *env) published(tb testing.TB) []events.JobRequest {
 			if r.Type == events.StepSnapshot {
 				msgID += "." + events.StepSnapshot // as bus.Publish sends a hand-off
 			}
-			if m.Subject() != r.Subject() || m.Headers().Get(jetstream.MsgIDHeader) != msgID {
+			if m.Subject() != events.StoredJobSubject(r.SiteUUID, r.Type) || m.Headers().Get(jetstream.MsgIDHeader) != msgID {
 				tb.Fatalf("message on %s with id %q carries %+v", m.Subject(), m.Headers().Get(jetstream.MsgIDHeader), r)
 			}
 			if err := m.DoubleAck(ctx); err != nil {

@@ -290,10 +290,10 @@ func TestMainUsage(t *testing.T) {
 func TestWriteHealthNodes(t *testing.T) {
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	var h client.HealthReport
-	if err := json.Unmarshal([]byte(`{"status":"degraded","problems":["node bbbb is gone (last seen 2026-05-01T11:55:00Z) and owns 2 site(s)"],
+	if err := json.Unmarshal([]byte(`{"status":"degraded","problems":["node bbbb is gone (last seen 2026-05-01T11:55:00Z) and holds the baseline of 2 site(s)"],
 		"sync":{"status":"not_configured"},
 		"nodes":[
-		 {"node":"aaaa","status":"live","sites_owned":1,"running_jobs":3,"last_seen":"2026-05-01T11:59:58Z",
+		 {"node":"aaaa","status":"live","sites_owned":1,"partitions":20,"sites_assigned":4,"running_jobs":3,"last_seen":"2026-05-01T11:59:58Z",
 		  "instances":[{"service":"puller","instance":"wa","live":true},{"service":"puller","instance":"old","live":false},{"service":"snapshotter","instance":"wa","live":true}]},
 		 {"node":"bbbb","status":"gone","sites_owned":2,"running_jobs":0,"last_seen":"2026-05-01T11:55:00Z",
 		  "instances":[{"service":"puller","instance":"wb","live":false}]}]}`), &h); err != nil {
@@ -304,9 +304,9 @@ func TestWriteHealthNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"  problem: node bbbb is gone (last seen 2026-05-01T11:55:00Z) and owns 2 site(s)\n",
-		"node aaaa:  live, owns 1 site(s), 3 running job(s): puller wa, snapshotter wa\n",
-		"node bbbb:  gone, owns 2 site(s), 0 running job(s), last seen 5m ago (2026-05-01T11:55:00Z): puller wb\n",
+		"  problem: node bbbb is gone (last seen 2026-05-01T11:55:00Z) and holds the baseline of 2 site(s)\n",
+		"node aaaa:  live, takes 4 site(s) (20 partition(s)), holds the baseline of 1 site(s), 3 running job(s): puller wa, snapshotter wa\n",
+		"node bbbb:  gone, takes 0 site(s) (0 partition(s)), holds the baseline of 2 site(s), 0 running job(s), last seen 5m ago (2026-05-01T11:55:00Z): puller wb\n",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())

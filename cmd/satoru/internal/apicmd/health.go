@@ -137,7 +137,8 @@ func writeHealth(w io.Writer, h client.HealthReport, now time.Time) error {
 				live = append(live, in.Service+" "+in.Instance)
 			}
 		}
-		line := fmt.Sprintf("%s, owns %d site(s), %d running job(s)", n.Status, n.SitesOwned, n.RunningJobs)
+		line := fmt.Sprintf("%s, takes %d site(s) (%d partition(s)), holds the baseline of %d site(s), %d running job(s)",
+			n.Status, n.SitesAssigned, n.Partitions, n.SitesOwned, n.RunningJobs)
 		if n.Status == "live" {
 			line += ": " + strings.Join(live, ", ")
 		} else {

@@ -192,6 +192,9 @@ type HealthReport struct {
 		LastSeen    time.Time `json:"last_seen"`
 		RunningJobs int       `json:"running_jobs"`
 		SitesOwned  int       `json:"sites_owned"`
+		// Partitions and SitesAssigned: the node's share of the sites.
+		Partitions    int `json:"partitions"`
+		SitesAssigned int `json:"sites_assigned"`
 	} `json:"nodes"`
 	NodesError string `json:"nodes_error,omitempty"`
 }

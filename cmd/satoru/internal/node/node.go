@@ -201,6 +201,14 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	return n, nil
 }
 
+// LivenessTTL is how long a service instance stays listed without a
+// renewal: the site lease, so a dead worker node's sites move on within
+// about the time its lease takes to expire, but at least 10 s, so a slow
+// renewal on a busy host does not move sites away and back.
+func LivenessTTL(cfg config.Config) time.Duration {
+	return max(cfg.SiteLease, 10*time.Second)
+}
+
 // PullerSettings maps config to the puller's settings.
 func PullerSettings(cfg config.Config) puller.Settings {
 	return puller.Settings{
@@ -397,7 +405,7 @@ func (n *Node) connect(ctx context.Context) error {
 		NATSOptions:   natsOpts,
 		MongoURI:      mongoURI,
 		MongoDatabase: cfg.MongoDatabase,
-		Bus:           bus.Settings{LeaseTTL: cfg.SiteLease, AckWait: cfg.JobAckWait, Replicas: cfg.NATSReplicas},
+		Bus:           bus.Settings{LeaseTTL: cfg.SiteLease, AckWait: cfg.JobAckWait, Replicas: cfg.NATSReplicas, ServiceTTL: LivenessTTL(cfg)},
 	})
 	if err != nil {
 		return err

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,7 +12,9 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/cmd/satoru/internal/apicmd"
+	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/testkit"
 )
 
@@ -29,7 +33,19 @@ type nodesHealth struct {
 		LastSeen    time.Time `json:"last_seen"`
 		RunningJobs int       `json:"running_jobs"`
 		SitesOwned  int       `json:"sites_owned"`
+		// The node's share of the sites (site affinity).
+		Partitions    int `json:"partitions"`
+		SitesAssigned int `json:"sites_assigned"`
 	} `json:"nodes"`
+}
+
+// shares is each node's "partitions/sites_assigned".
+func (h nodesHealth) shares() map[string]string {
+	out := map[string]string{}
+	for _, n := range h.Nodes {
+		out[n.Node] = itoa(n.Partitions) + "/" + itoa(n.SitesAssigned)
+	}
+	return out
 }
 
 // nodeState is one node of a health report as "status/sites_owned".
@@ -107,7 +123,7 @@ func TestHealthListsWorkerNodes(t *testing.T) {
 	backup(sites[1], idA)
 	body := scrape(t, a)
 	if want := `satoru_jobs_finished_total{node="` + idA + `",status="success",type="backup"} 2`; !strings.Contains(string(body), want+"\n") {
-		t.Errorf("worker A's metrics lack %s", want)
+		t.Errorf("worker A's metrics lack %s:\n%s", want, grepLines(string(body), "satoru_jobs_finished_total"))
 	}
 	stopA()
 	b, stopB := startNode(t, loadConfig(t, workerCfg("wb")), Worker)
@@ -137,6 +153,22 @@ func TestHealthListsWorkerNodes(t *testing.T) {
 	if h.Status != "ok" || len(h.Nodes) != 2 {
 		t.Errorf("health with both nodes live: %s %q, %d nodes", h.Status, h.Problems, len(h.Nodes))
 	}
+	// Both live: the partitions split between them as rendezvous hashing
+	// says, and so do the three sites.
+	live := []string{idA, idB}
+	wantShares := map[string]string{}
+	for _, id := range live {
+		assigned := 0
+		for _, s := range sites {
+			if affinity.Owner(events.JobPartition(s), live) == id {
+				assigned++
+			}
+		}
+		wantShares[id] = itoa(len(affinity.Owned(id, live))) + "/" + itoa(assigned)
+	}
+	waitNodes(t, c, "the partitions split "+fmt.Sprint(wantShares), func(h nodesHealth) bool {
+		return maps.Equal(h.shares(), wantShares)
+	})
 	for _, n := range h.Nodes {
 		for _, in := range n.Instances {
 			if !in.Live || (in.Service != domain.ServicePuller && in.Service != domain.ServiceSnapshotter) {
@@ -154,8 +186,8 @@ func TestHealthListsWorkerNodes(t *testing.T) {
 	// `satoru health` says the same, and fails.
 	r := satoruCLI(t, []string{"SATORU_API_URL=http://" + hub.APIAddr, "SATORU_API_TOKEN=" + testToken}, "health")
 	expect(t, r, apicmd.ExitFailed, "status: degraded", "problem: node "+idB+" is gone")
-	expectLine(t, r, "node "+idA+":", "live, owns 2 site(s)", "puller wa, snapshotter wa")
-	expectLine(t, r, "node "+idB+":", "gone, owns 1 site(s)", "last seen", "puller wb, snapshotter wb")
+	expectLine(t, r, "node "+idA+":", "live, takes ", "holds the baseline of 2 site(s)", "puller wa, snapshotter wa")
+	expectLine(t, r, "node "+idB+":", "gone, takes 0 site(s) (0 partition(s)), holds the baseline of 1 site(s)", "last seen", "puller wb, snapshotter wb")
 }
 
 func hasPrefix(lines []string, prefix string) bool {
@@ -165,4 +197,15 @@ func hasPrefix(lines []string, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// grepLines is the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

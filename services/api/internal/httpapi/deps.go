@@ -94,6 +94,9 @@ type Liveness interface {
 // *bus.Infra satisfies it.
 type NodeRecords interface {
 	NodeRecords(ctx context.Context) ([]bus.Instance, error)
+	// PartitionOwners maps each job stream partition to the node whose
+	// consumer holds it (bus.PartitionOwners).
+	PartitionOwners(ctx context.Context) (map[int]string, error)
 }
 
 // EventSource follows the job step events of stream SATORU_EVENTS for

@@ -7,6 +7,7 @@ import (
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 )
 
 // Node statuses.
@@ -42,6 +43,12 @@ type NodeHealth struct {
 	// node holds their baseline, so their next pull is incremental only
 	// there.
 	SitesOwned int `json:"sites_owned"`
+	// Partitions counts the job stream partitions the node's puller
+	// consumer holds now (of events.JobPartitions; shared/affinity), and
+	// SitesAssigned the registered sites in them: the sites whose jobs go
+	// to this node.
+	Partitions    int `json:"partitions"`
+	SitesAssigned int `json:"sites_assigned"`
 }
 
 // NodeInstance is one service instance of a node.
@@ -59,6 +66,14 @@ type NodeInstance struct {
 // kept after they stop), the site statuses and the running jobs; nodes
 // by id, instances by service then name.
 func NodesOf(live []bus.Instance, liveErr error, records []bus.Instance, statuses map[string]domain.SiteStatus, running []domain.Job, now time.Time) []NodeHealth {
+	return NodesWithPartitions(live, liveErr, records, statuses, running, nil, nil, now)
+}
+
+// NodesWithPartitions is NodesOf with each node's share of the sites:
+// owners maps a partition to the node whose consumer holds it
+// (bus.PartitionOwners), sites are the registered sites.
+func NodesWithPartitions(live []bus.Instance, liveErr error, records []bus.Instance, statuses map[string]domain.SiteStatus, running []domain.Job,
+	owners map[int]string, sites []domain.Site, now time.Time) []NodeHealth {
 	type key struct{ service, instance string }
 	byNode := map[string]map[key]*NodeInstance{}
 	add := func(in bus.Instance, isLive bool) {
@@ -119,10 +134,19 @@ func NodesOf(live []bus.Instance, liveErr error, records []bus.Instance, statuse
 			owned[st.LastStagingID]++
 		}
 	}
+	parts, assigned := map[string]int{}, map[string]int{}
+	for _, node := range owners {
+		parts[node]++
+	}
+	for _, site := range sites {
+		if node, ok := owners[events.JobPartition(site.UUID)]; ok {
+			assigned[node]++
+		}
+	}
 	out := make([]NodeHealth, 0, len(byNode))
 	for node, m := range byNode {
 		nh := NodeHealth{Node: node, Status: NodeGone, Instances: make([]NodeInstance, 0, len(m)),
-			RunningJobs: runningOn[node], SitesOwned: owned[node]}
+			RunningJobs: runningOn[node], SitesOwned: owned[node], Partitions: parts[node], SitesAssigned: assigned[node]}
 		for _, ni := range m {
 			nh.Instances = append(nh.Instances, *ni)
 			if ni.Live {
@@ -165,7 +189,7 @@ func nodeProblems(nodes []NodeHealth, recordsErr string) []string {
 	}
 	for _, n := range nodes {
 		if n.Status == NodeGone && n.SitesOwned > 0 {
-			out = append(out, fmt.Sprintf("node %s is gone (last seen %s) and owns %d site(s)",
+			out = append(out, fmt.Sprintf("node %s is gone (last seen %s) and holds the baseline of %d site(s)",
 				n.Node, n.LastSeen.UTC().Format(time.RFC3339), n.SitesOwned))
 		}
 	}

@@ -64,7 +64,7 @@ func TestNodesOf(t *testing.T) {
 	r := httpapi.HealthReport{Nodes: got, Sync: httpapi.SyncHealth{Status: httpapi.SyncNotConfigured}}
 	httpapi.Judge(&r)
 	if r.Status != httpapi.HealthDegraded || len(r.Problems) != 1 ||
-		!strings.HasPrefix(r.Problems[0], "node bbbb is gone (last seen 2026-05-01T11:58:30Z) and owns 2 site(s)") {
+		!strings.HasPrefix(r.Problems[0], "node bbbb is gone (last seen 2026-05-01T11:58:30Z) and holds the baseline of 2 site(s)") {
 		t.Errorf("judged %s %q", r.Status, r.Problems)
 	}
 	r = httpapi.HealthReport{Nodes: got[:1], Sync: httpapi.SyncHealth{Status: httpapi.SyncNotConfigured}}

@@ -82,6 +82,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		}()
 	}
 	var records []bus.Instance
+	var owners map[int]string
 	var recordsErr error
 	if s.services != nil && s.nodes != nil {
 		wg.Add(1)
@@ -90,6 +91,9 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 			nctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			records, recordsErr = s.nodes.NodeRecords(nctx)
+			if recordsErr == nil {
+				owners, recordsErr = s.nodes.PartitionOwners(nctx)
+			}
 		}()
 	}
 	for i, d := range s.disks {
@@ -126,7 +130,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		if recordsErr != nil {
 			r.NodesError = recordsErr.Error()
 		}
-		r.Nodes = NodesOf(instances, livenessErr, records, snap.Statuses, running, now)
+		r.Nodes = NodesWithPartitions(instances, livenessErr, records, snap.Statuses, running, owners, snap.Sites, now)
 	}
 	Judge(&r)
 	return r, nil

@@ -511,11 +511,12 @@ function nodesCard(nodes, error) {
       h('td', { class: 'mono', title: n.node }, shortID(n.node)),
       h('td', null, badge(n.status)),
       h('td', null, insts.map((i) => i.service + ' ' + i.instance).join(', ') || '—'),
+      h('td', { 'data-testid': 'node-assigned' }, fmtNum(n.sites_assigned || 0) + ' (' + fmtNum(n.partitions || 0) + ' partitions)'),
       h('td', { 'data-testid': 'node-sites' }, fmtNum(n.sites_owned || 0)),
       h('td', null, fmtNum(n.running_jobs || 0)),
       h('td', null, n.status === 'live' ? h('span', { class: 'muted' }, 'now') : when(n.last_seen)));
   });
-  return section('Worker nodes', table(['Node', 'Status', 'Instances', 'Sites owned', 'Running jobs', 'Last seen'], rows, { id: 'nodes-table' }), note);
+  return section('Worker nodes', table(['Node', 'Status', 'Instances', 'Sites assigned', 'Baselines held', 'Running jobs', 'Last seen'], rows, { id: 'nodes-table' }), note);
 }
 
 // ---------------------------------------------------------------- add site
