@@ -255,12 +255,15 @@ func TestDashboardE2E(t *testing.T) {
 			byNode[r.Node] = r
 		}
 		inst := n.Config.InstanceName
-		if r := byNode[n.StagingID]; r.Status != "live" || len(r.Cells) != 6 || r.Cells[1] != "live" ||
-			r.Cells[2] != "puller "+inst+", snapshotter "+inst || r.Cells[3] != "1" || r.Cells[5] != "now" {
+		// Cells: node, status, instances, sites assigned (partitions),
+		// baselines held, running jobs, last seen. The one live node takes
+		// every partition.
+		if r := byNode[n.StagingID]; r.Status != "live" || len(r.Cells) != 7 || r.Cells[1] != "live" ||
+			r.Cells[2] != "puller "+inst+", snapshotter "+inst || r.Cells[3] != "1 (32 partitions)" || r.Cells[4] != "1" || r.Cells[6] != "now" {
 			t.Errorf("this node's row = %+v", r)
 		}
-		if r := byNode[goneNode]; r.Status != "gone" || len(r.Cells) != 6 || r.Cells[2] != "puller old-worker" ||
-			r.Cells[3] != "0" || !strings.Contains(r.Cells[5], "2 h ago") {
+		if r := byNode[goneNode]; r.Status != "gone" || len(r.Cells) != 7 || r.Cells[2] != "puller old-worker" ||
+			r.Cells[3] != "0 (0 partitions)" || r.Cells[4] != "0" || !strings.Contains(r.Cells[6], "2 h ago") {
 			t.Errorf("the gone node's row = %+v", r)
 		}
 		b.screenshot(artifacts, "dashboard-overview.png")
