@@ -355,14 +355,19 @@ func (x *Executor) conclude(ctx context.Context, r *stepRun, out Outcome, cause 
 		}
 		return x.handOff(ctx, r.job, r.rec, r.lease, out, r.workEnd)
 	}
+	if errors.Is(cause, bus.ErrLeaseLost) {
+		// A renewal that came too late (a starved host, a NATS hiccup) is
+		// not a failed backup: try again under a fresh lease, like any
+		// transient failure, until the attempts run out.
+		out = Outcome{Status: domain.StatusFailed, Retry: true, Error: "site lease lost while running: " + cause.Error(), Summary: out.Summary}
+		cause = nil
+	}
 	if out.Retry && cause == nil && out.Status == domain.StatusFailed && x.MaxAttempts > 0 && r.job.Attempts < x.MaxAttempts {
 		return x.retry(ctx, r.job, r.rec, r.lease, out)
 	}
 	switch {
 	case errors.Is(cause, ErrCanceled):
 		out = Outcome{Status: domain.StatusCanceled, Error: ErrCanceled.Error(), Summary: out.Summary}
-	case errors.Is(cause, bus.ErrLeaseLost):
-		out = Outcome{Status: domain.StatusFailed, Error: "site lease lost while running: " + cause.Error(), Summary: out.Summary}
 	}
 	return x.finish(ctx, r.job, r.rec, r.lease, out, r.started, r.workEnd)
 }
