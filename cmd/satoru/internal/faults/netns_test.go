@@ -38,6 +38,9 @@ type hostNet struct {
 	repo    string
 	joinDir string
 	nodes   []*hostNode
+	// targets maps a site uuid to its one target's hash: its folder in
+	// staging is <staging_root>/<site_uuid>/<target_hash>/.
+	targets map[string]string
 }
 
 // hostNode is one worker host and its `satoru worker`.
@@ -61,7 +64,7 @@ type hostSite struct {
 func newHostNet(t *testing.T) *hostNet {
 	t.Helper()
 	root := t.TempDir()
-	return &hostNet{t: t, root: root, lan: netns.ForTest(t), repo: filepath.Join(root, "repo")}
+	return &hostNet{t: t, root: root, lan: netns.ForTest(t), repo: filepath.Join(root, "repo"), targets: map[string]string{}}
 }
 
 // addHost puts a new host on the LAN.
@@ -190,6 +193,11 @@ func (hn *hostNet) register(sites []hostSite, bwLimit int) []nodeSite {
 	var out []nodeSite
 	for i := range sites {
 		sites[i].uuid = hn.api.RegisterSite(site{Name: sites[i].name, Edge: sites[i].edge, Path: sites[i].dir, BWLimit: bwLimit})
+		ts := hn.api.Targets(sites[i].uuid)
+		if len(ts) != 1 || ts[0].TargetHash == "" {
+			hn.t.Fatalf("site %s: targets %+v, want the one registered", sites[i].name, ts)
+		}
+		hn.targets[sites[i].uuid] = ts[0].TargetHash
 		out = append(out, sites[i].nodeSite)
 	}
 	return out
@@ -262,13 +270,13 @@ func (hn *hostNet) checkSnapshot(s nodeSite, j domain.Job, n *hostNode, r int) e
 	if id, _ := j.Summary["snapshot_id"].(string); snap.ID != id {
 		return fmt.Errorf("round %d: %s: newest snapshot %s, want job %s's %q", r, s.name, snap.ID, j.ID, id)
 	}
-	if len(snap.Paths) != 1 || !strings.HasPrefix(snap.Paths[0], filepath.Join(n.root, s.uuid)+string(filepath.Separator)) {
+	if len(snap.Paths) != 1 || snap.Paths[0] != filepath.Join(n.root, s.uuid) {
 		return fmt.Errorf("round %d: %s: snapshot of %q, want the site's folder in %s's staging %s", r, s.name, snap.Paths, n.name, n.root)
 	}
 	if want := roundMark(s, r); mark != want {
 		return fmt.Errorf("round %d: %s: snapshot %s holds round.txt %q, want %q", r, s.name, snap.ID[:8], mark, want)
 	}
-	got, err := snapshotFiles(hn.t, hn.repo, snap.ID, snap.Paths[0])
+	got, err := snapshotFiles(hn.t, hn.repo, snap.ID, filepath.Join(snap.Paths[0], hn.targets[s.uuid]))
 	if err != nil {
 		return fmt.Errorf("round %d: %s: %w", r, s.name, err)
 	}
