@@ -138,7 +138,7 @@ func hostsFourthNodeJoins(t *testing.T) {
 	on1 := hn.checkRound(sites, backupAll(t, hn.api, sites), 1, 3*time.Minute)
 
 	fourth := hn.addNode()
-	hn.waitPartitions(fourth, 90*time.Second)
+	hn.waitPartitions(fourth, time.Minute)
 	changeData(t, sites, 2, hostFileSize)
 	on2 := hn.checkRound(sites, backupAll(t, hn.api, sites), 2, 3*time.Minute)
 	moved := 0
