@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/satoru/satoru/shared/testkit"
 )
 
 // TestTwoHosts: two hosts on one LAN reach each other by their LAN
@@ -196,4 +198,54 @@ func interfaceAddrs(t *testing.T) map[string]bool {
 		out[a.String()] = true
 	}
 	return out
+}
+
+// TestEdgeHostInside: a testkit edge host (real sshd) runs inside one
+// host namespace on its LAN address; another host logs in to it over
+// ssh, the root namespace cannot reach it, and Crash and Restart work on
+// the sshd inside.
+func TestEdgeHostInside(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("network namespaces need root; run the integration tests as root (CI does)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lan := ForTest(t)
+	edgeNS, err := lan.AddHost(ctx, "edge")
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := lan.AddHost(ctx, "cli")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := testkit.StartEdgeHostWith(t, testkit.EdgeOptions{ListenHost: edgeNS.Addr, Wrap: edgeNS.Wrap(), Dial: edgeNS.DialContext})
+	if e.Host != edgeNS.Addr {
+		t.Fatalf("edge host on %s, want %s", e.Host, edgeNS.Addr)
+	}
+	login := func() (string, error) {
+		out, err := client.Command(ctx, "ssh", e.SSHArgs("", "echo inside $SSH_CONNECTION")...).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	out, err := login()
+	if err != nil {
+		t.Fatalf("ssh from %s to the edge at %s:%d: %v: %s", client.NS, e.Host, e.Port, err, out)
+	}
+	// SSH_CONNECTION: client address, client port, server address, port.
+	if f := strings.Fields(out); len(f) != 5 || f[1] != client.Addr || f[3] != edgeNS.Addr {
+		t.Errorf("ssh session says %q, want a connection from %s to %s", out, client.Addr, edgeNS.Addr)
+	}
+	d := net.Dialer{Timeout: 2 * time.Second}
+	if c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(e.Host, fmt.Sprint(e.Port))); err == nil {
+		c.Close()
+		t.Errorf("the root namespace reached the edge's sshd at %s:%d", e.Host, e.Port)
+	}
+	e.Crash(t)
+	if out, err := login(); err == nil {
+		t.Errorf("ssh succeeded while the edge's sshd was crashed: %s", out)
+	}
+	e.Restart(t)
+	if out, err := login(); err != nil {
+		t.Errorf("ssh after Restart: %v: %s", err, out)
+	}
 }
