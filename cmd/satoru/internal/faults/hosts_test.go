@@ -245,12 +245,17 @@ func (hn *hostNet) watchPulls(sites []nodeSite) *pullWatch {
 			case <-tick.C:
 			}
 			pulling := map[string][]string{}
+			// One read of /proc per sample, for every node.
+			children := map[int][]procInfo{}
+			for _, p := range realproc.AllProcs() {
+				children[p.PPID] = append(children[p.PPID], p)
+			}
 			for _, n := range nodes {
 				pid := n.proc.PID()
 				if pid == 0 {
 					continue
 				}
-				kids := realproc.Descendants(pid)
+				kids := below(children, pid)
 				for _, s := range sites {
 					match := isRsyncInto(filepath.Join(n.root, s.uuid))
 					for _, p := range kids {
@@ -273,6 +278,20 @@ func (hn *hostNet) watchPulls(sites []nodeSite) *pullWatch {
 	}()
 	hn.t.Cleanup(w.stop)
 	return w
+}
+
+// below is every process under pid in a parent -> children table.
+func below(children map[int][]procInfo, pid int) []procInfo {
+	var out []procInfo
+	queue := []int{pid}
+	for len(queue) > 0 {
+		for _, c := range children[queue[0]] {
+			out = append(out, c)
+			queue = append(queue, c.PID)
+		}
+		queue = queue[1:]
+	}
+	return out
 }
 
 // alive excludes a zombie: a killed node's rsync that has exited but

@@ -216,6 +216,7 @@ func (hn *hostNet) checkRound(sites []nodeSite, ids map[string]string, r int, wi
 	deadline := time.Now().Add(within)
 	jobs := map[string]domain.Job{}
 	on := map[string]*hostNode{}
+	bad := false // this round's, not an earlier assertion's
 	for _, s := range sites {
 		id := ids[s.uuid]
 		j, ended := a.WaitJob(id, time.Until(deadline))
@@ -223,20 +224,23 @@ func (hn *hostNet) checkRound(sites []nodeSite, ids map[string]string, r int, wi
 		if !ended || j.Status != domain.StatusSuccess {
 			t.Errorf("round %d: backup of %s: job %s %s (attempts %d, worker %q, error %q), want success\nevents:\n%s",
 				r, s.name, id, j.Status, j.Attempts, j.Worker, j.Error, a.DumpEvents(id))
+			bad = true
 			continue
 		}
 		if j.HandOff == nil || !j.HandOff.Local || j.HandOff.Worker != j.Worker {
 			t.Errorf("round %d: %s: hand-off %+v by worker %s, want in process on the worker that finished it", r, s.name, j.HandOff, j.Worker)
+			bad = true
 			continue
 		}
 		n := hn.nodeOf(j.HandOff.Staging)
 		if n == nil || n.name != j.Worker {
 			t.Errorf("round %d: %s: pulled on staging %s by %s, which is no node of this scenario (or another's staging)", r, s.name, j.HandOff.Staging, j.Worker)
+			bad = true
 			continue
 		}
 		on[s.uuid] = n
 	}
-	if t.Failed() {
+	if bad {
 		t.FailNow()
 	}
 	for _, err := range parallelDo(len(sites), func(i int) error {
