@@ -73,7 +73,7 @@ func hostsNodeKilledMidPull(t *testing.T) {
 
 	w := hn.watchPulls(sites)
 	ids := backupAll(t, hn.api, sites)
-	victim, killedAt, before := hn.killNodeMidPull(ids)
+	victim, killedSite, killedAt, before := hn.killNodeMidPull(ids)
 	checkNoOrphans(t, before, []string{victim.proc.L.Data, victim.proc.L.Staging})
 	hn.checkRound(sites, ids, 1, settleWithin)
 	hn.api.WaitNoRunning(time.Now().Add(30 * time.Second))
@@ -87,6 +87,10 @@ func hostsNodeKilledMidPull(t *testing.T) {
 		if len(atts) == 0 {
 			t.Errorf("%s: job %s has no \"started by\" event", s.name, id)
 			continue
+		}
+		if s.uuid == killedSite && (len(atts) < 2 || atts[len(atts)-2].worker != victim.name) {
+			t.Errorf("%s: job %s, whose pull was cut by the kill of %s, has attempts %+v: want one on %s, then one on a survivor",
+				s.name, id, victim.name, atts, victim.name)
 		}
 		for k := 1; k < len(atts); k++ {
 			prev, next := atts[k-1], atts[k]
@@ -157,8 +161,9 @@ func hostsFourthNodeJoins(t *testing.T) {
 
 // killNodeMidPull waits until a worker runs rsync into its staging with
 // at least 1 MiB of a site there, then SIGKILLs it; it returns the node,
-// the time just before the kill and its descendants at the kill.
-func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, time.Time, []procInfo) {
+// the site, the time just before the kill and the node's descendants at
+// the kill.
+func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, string, time.Time, []procInfo) {
 	t := hn.t
 	t.Helper()
 	deadline := time.Now().Add(2 * time.Minute)
@@ -171,7 +176,7 @@ func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, time.Time,
 					at := time.Now()
 					before := n.proc.Kill()
 					t.Logf("killed %s mid-pull of site %s (%d bytes staged)", n.name, siteUUID, staged)
-					return n, at, before
+					return n, siteUUID, at, before
 				}
 			}
 		}
@@ -187,7 +192,7 @@ func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, time.Time,
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("no node was seen pulling within 2 minutes")
-	return nil, time.Time{}, nil
+	return nil, "", time.Time{}, nil
 }
 
 // attempt is one start of a job, from its events.
