@@ -74,7 +74,7 @@ func hostsNodeKilledMidPull(t *testing.T) {
 	w := hn.watchPulls(sites)
 	ids := backupAll(t, hn.api, sites)
 	victim, killedSite, killedAt, before := hn.killNodeMidPull(ids)
-	checkNoOrphans(t, before, []string{victim.proc.L.Data, victim.proc.L.Staging})
+	hn.victimLeftNothing(victim, before)
 	hn.checkRound(sites, ids, 1, settleWithin)
 	hn.api.WaitNoRunning(time.Now().Add(30 * time.Second))
 	w.stop()
@@ -197,6 +197,40 @@ func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, string, ti
 	}
 	t.Fatal("no node was seen pulling within 2 minutes")
 	return nil, "", time.Time{}, nil
+}
+
+// victimLeftNothing fails the test unless, within 30 s of the kill,
+// nothing the killed node had started (before, ssh control masters
+// aside) and no process naming its folders still runs. Not the 5 s of
+// checkNoOrphans: under the load of parallel scenarios the killed node's
+// ssh sessions were seen to take longer to notice their rsync is gone
+// (the limit docs/faults.md describes); what matters here is that they
+// end by themselves, so no pull of the dead node outlives it for long.
+func (hn *hostNet) victimLeftNothing(victim *hostNode, before []procInfo) {
+	t := hn.t
+	t.Helper()
+	dirs := []string{victim.proc.L.Data, victim.proc.L.Staging}
+	began := time.Now()
+	for {
+		var left []string
+		for _, p := range before {
+			if !p.MuxMaster() && realproc.Alive(p) {
+				left = append(left, p.String())
+			}
+		}
+		for _, p := range realproc.InstallationProcs(satoruBin, dirs, false) {
+			left = append(left, p.String())
+		}
+		if len(left) == 0 {
+			t.Logf("the killed %s left no process after %s", victim.name, time.Since(began).Round(100*time.Millisecond))
+			return
+		}
+		if time.Since(began) > 30*time.Second {
+			t.Errorf("%d process(es) of the killed %s still run 30s after the SIGKILL:\n  %s", len(left), victim.name, strings.Join(left, "\n  "))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // attempt is one start of a job, from its events.
