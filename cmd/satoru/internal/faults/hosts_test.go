@@ -262,7 +262,8 @@ func attemptsOf(evs []domain.JobEvent) []attempt {
 	return out
 }
 
-// pullWatch samples every node's process tree every 50 ms and records
+// pullWatch samples every node's process tree every 250 ms (a pull
+// lasts seconds; denser sampling would load a busy machine) and records
 // each time one site has an rsync pulling into its staging folder on two
 // nodes at once.
 type pullWatch struct {
@@ -279,7 +280,7 @@ func (hn *hostNet) watchPulls(sites []nodeSite) *pullWatch {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		tick := time.NewTicker(50 * time.Millisecond)
+		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			select {
