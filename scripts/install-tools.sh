@@ -3,7 +3,8 @@
 #   scripts/install-tools.sh run   tools the services run (ssh, rsync, gzip, restic)
 #   scripts/install-tools.sh test  also what the tests run (sshd, sqlite3,
 #                                  promtool from Debian's prometheus package,
-#                                  headless chromium for the dashboard test)
+#                                  headless chromium for the dashboard test,
+#                                  ip from iproute2 for network namespaces)
 # restic must be 0.16 or newer (--retry-lock); Debian 12 ships 0.14, so a
 # newer one is built into ./bin with `go install` when needed.
 set -euo pipefail
@@ -23,6 +24,8 @@ if [ "$mode" = test ]; then
   have sqlite3 || need_pkgs+=(sqlite3)
   have promtool || need_pkgs+=(prometheus)
   have chromium || need_pkgs+=(chromium)
+  # ip: the multi-host fault scenarios simulate hosts with network namespaces.
+  have ip || need_pkgs+=(iproute2)
 fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

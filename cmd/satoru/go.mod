@@ -11,6 +11,7 @@ require (
 	github.com/satoru/satoru/services/snapshotter v0.0.0
 	github.com/satoru/satoru/services/syncer v0.0.0
 	github.com/satoru/satoru/shared v0.0.0
+	golang.org/x/sys v0.37.0
 )
 
 require github.com/go-json-experiment/json v0.0.0-20260213210345-44df1a37e875 // indirect

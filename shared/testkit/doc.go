@@ -1,7 +1,8 @@
 // Package testkit starts the real parts Satoru's integration tests run
 // against: sshd edge hosts on random loopback ports, each with its own host
 // key, client key and authorized_keys, which a test can crash and restart
-// on the same port (sshd.go); an S3 stand-in (s3.go); a TCP proxy that delays
+// on the same port, or placed on another address under a command prefix
+// such as `ip netns exec` (StartEdgeHostWith) (sshd.go); an S3 stand-in (s3.go); a TCP proxy that delays
 // connections so jobs take measurable time (proxy.go); and the service
 // stack (stack.go).
 //

@@ -24,11 +24,11 @@ import (
 // path (it re-executes itself), so this is absolute.
 const SSHDPath = "/usr/sbin/sshd"
 
-// EdgeHost is a real sshd on 127.0.0.1 standing in for a site. The
-// "remote" side is this machine, so tests create remote data under Dir
-// directly or with Run.
+// EdgeHost is a real sshd on 127.0.0.1 (or EdgeOptions.ListenHost)
+// standing in for a site. The "remote" side is this machine, so tests
+// create remote data under Dir directly or with Run.
 type EdgeHost struct {
-	Host string // always 127.0.0.1
+	Host string // 127.0.0.1 unless EdgeOptions.ListenHost
 	Port int
 	User string // the current user (root in CI)
 	// KeyPath is the client private key authorized on this host.
@@ -44,10 +44,25 @@ type EdgeHost struct {
 	KnownHostsFile string
 
 	cfg      string // sshd_config, kept for Restart
+	opts     EdgeOptions
 	cmd      *exec.Cmd
 	log      *syncTail
 	done     chan struct{} // closed when sshd has exited
 	stopOnce sync.Once
+}
+
+// EdgeOptions put an edge host somewhere other than this machine's
+// loopback, e.g. inside a network namespace standing in for another host.
+type EdgeOptions struct {
+	// ListenHost is the address sshd listens on and Host reports; ""
+	// means 127.0.0.1.
+	ListenHost string
+	// Wrap is an argv prefix sshd runs under, e.g. `ip netns exec <ns>`;
+	// it must exec sshd in place, so the pid started is sshd's.
+	Wrap []string
+	// Dial reaches ListenHost for the readiness check (from inside the
+	// namespace, say); nil dials from here.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // StartEdgeHost starts sshd with its own ed25519 host key, a fresh client
@@ -56,6 +71,15 @@ type EdgeHost struct {
 // stopped when the test ends; several may run at once.
 func StartEdgeHost(t testing.TB) *EdgeHost {
 	t.Helper()
+	return StartEdgeHostWith(t, EdgeOptions{})
+}
+
+// StartEdgeHostWith is StartEdgeHost placed as o says.
+func StartEdgeHostWith(t testing.TB, o EdgeOptions) *EdgeHost {
+	t.Helper()
+	if o.ListenHost == "" {
+		o.ListenHost = "127.0.0.1"
+	}
 	if os.Geteuid() != 0 {
 		t.Fatalf("testkit: StartEdgeHost needs root: sshd must run privileged to log a user in and read its host key; run the integration tests as root (CI does)")
 	}
@@ -102,7 +126,8 @@ func StartEdgeHost(t testing.TB) *EdgeHost {
 	}
 
 	h := &EdgeHost{
-		Host:        "127.0.0.1",
+		Host:        o.ListenHost,
+		opts:        o,
 		User:        u.Username,
 		KeyPath:     clientKey,
 		HostKeyLine: f[0] + " " + f[1],
@@ -114,7 +139,7 @@ func StartEdgeHost(t testing.TB) *EdgeHost {
 	for attempt := 0; attempt < 5; attempt++ {
 		port := FreePort(t)
 		cfg := filepath.Join(etc, "sshd_config")
-		writeFile(t, cfg, sshdConfig(port, hostKey, authorized, filepath.Join(etc, "sshd.pid"), u.Username))
+		writeFile(t, cfg, sshdConfig(o.ListenHost, port, hostKey, authorized, filepath.Join(etc, "sshd.pid"), u.Username))
 		err := h.start(cfg)
 		if err == nil {
 			h.Port, h.cfg = port, cfg
@@ -143,9 +168,9 @@ func StartEdgeHost(t testing.TB) *EdgeHost {
 
 // sshdConfig is a minimal, locked-down sshd configuration: key login for
 // one user only, nothing read from /etc/ssh.
-func sshdConfig(port int, hostKey, authorized, pidFile, userName string) string {
+func sshdConfig(host string, port int, hostKey, authorized, pidFile, userName string) string {
 	return strings.Join([]string{
-		fmt.Sprintf("ListenAddress 127.0.0.1:%d", port),
+		"ListenAddress " + net.JoinHostPort(host, strconv.Itoa(port)),
 		"HostKey " + hostKey,
 		"AuthorizedKeysFile " + authorized,
 		"PidFile " + pidFile,
@@ -176,7 +201,8 @@ func (h *EdgeHost) start(cfg string) error {
 	if log == nil {
 		log = &syncTail{max: 64 << 10, count: "Accepted publickey for "}
 	}
-	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", cfg)
+	argv := append(append([]string(nil), h.opts.Wrap...), SSHDPath, "-D", "-e", "-f", cfg)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout = log
 	cmd.Stderr = log
 	// Own process group: a Ctrl-C of `go test` is not the daemon's to see,
@@ -200,14 +226,14 @@ func (h *EdgeHost) start(cfg string) error {
 			return fmt.Errorf("sshd exited: %s", strings.TrimSpace(out))
 		default:
 		}
-		if banner(port) {
+		if banner(h.opts, port) {
 			h.cmd, h.log, h.done = cmd, log, done
 			return nil
 		}
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-done
-			return fmt.Errorf("sshd gave no banner on port %d within 10s: %s", port, strings.TrimSpace(log.String()))
+			return fmt.Errorf("sshd gave no banner on %s:%d within 10s: %s", h.opts.ListenHost, port, strings.TrimSpace(log.String()))
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -227,8 +253,14 @@ func portOf(cfg string) int {
 
 // banner reports whether an SSH server answers on the port: accepting TCP
 // is not enough, sshd must have got as far as speaking.
-func banner(port int) bool {
-	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), time.Second)
+func banner(o EdgeOptions, port int) bool {
+	dial := o.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	c, err := dial(ctx, "tcp", net.JoinHostPort(o.ListenHost, strconv.Itoa(port)))
 	if err != nil {
 		return false
 	}

@@ -41,6 +41,9 @@ func TestFaults(t *testing.T) {
 		{"concurrent first backups", concurrentFirstBackups},
 		{"worker nodes, one killed mid-pull", workerNodes},
 		{"puller and snapshotter on different stagings", foreignStaging},
+		{"hosts_12_sites_3_nodes", hosts12Sites3Nodes},
+		{"hosts_node_killed_mid_pull", hostsNodeKilledMidPull},
+		{"hosts_fourth_node_joins", hostsFourthNodeJoins},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			t.Parallel()

@@ -61,6 +61,11 @@ type Satoru struct {
 	env  []string
 	L    Layout
 	dir  string // working directory
+	// Wrap is an argv prefix the command runs under (e.g. `ip netns exec
+	// <ns>`, to run it on a simulated host); it must exec the command in
+	// place, so PID, Kill and the process tree stay the command's. Set it
+	// before Start.
+	Wrap []string
 
 	mu   sync.Mutex
 	runs []*proc // every process started, oldest first
@@ -114,7 +119,8 @@ func New(t testing.TB, bin, name string, l Layout, args []string, env []string) 
 func (s *Satoru) Start() {
 	s.t.Helper()
 	p := &proc{stdout: newTail(64 << 10), stderr: newTail(1 << 20), done: make(chan struct{})}
-	cmd := exec.Command(s.bin, s.args...)
+	argv := append(append(append([]string(nil), s.Wrap...), s.bin), s.args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = s.dir
 	cmd.Env = s.env
 	cmd.Stderr = p.stderr
