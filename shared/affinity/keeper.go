@@ -21,6 +21,9 @@ import (
 // DefaultEvery is how often a Keeper looks at the live nodes.
 const DefaultEvery = 2 * time.Second
 
+// roundTimeout bounds one reconcile round.
+const roundTimeout = 15 * time.Second
+
 // Keeper keeps one worker node's puller consumer on the partitions the
 // node owns. Exclusivity does not rest on every node seeing the same
 // live set at the same moment: the job stream is a work queue, so the
@@ -140,6 +143,10 @@ func (k *Keeper) Pending(ctx context.Context) (uint64, error) {
 // consumers of nodes that are gone, so their partitions (and any request
 // they had taken and not acked) go to the survivors.
 func (k *Keeper) Reconcile(ctx context.Context) error {
+	// One round never waits long: a NATS call that hangs must not stop
+	// the node from following the live set.
+	ctx, cancel := context.WithTimeout(ctx, roundTimeout)
+	defer cancel()
 	live, err := k.liveNodes(ctx)
 	if err != nil {
 		return err

@@ -599,7 +599,13 @@ func (x *Executor) continueLocal(ctx context.Context, r *stepRun, out Outcome, p
 		// The renewal loop stopped with the step's work; renew before the
 		// next one starts its own.
 		if err := next.lease.Renew(ctx); err != nil {
-			return fail("site lease lost at the hand-off to " + out.Next + ": " + err.Error())
+			msg := "site lease lost at the hand-off to " + out.Next + ": " + err.Error()
+			if x.MaxAttempts > 0 && job.Attempts < x.MaxAttempts {
+				// As for a lease lost while running: the redelivery
+				// pulls again (staging keeps this pull) under a new lease.
+				return x.retry(ctx, next.job, next.rec, next.lease, Outcome{Status: domain.StatusFailed, Retry: true, Error: msg, Summary: out.Summary})
+			}
+			return fail(msg)
 		}
 	}
 	if canceled, err := x.Bus.CancelRequested(ctx, job.ID); err != nil {

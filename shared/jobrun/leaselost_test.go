@@ -42,3 +42,35 @@ func TestLostLeaseIsRetried(t *testing.T) {
 		t.Fatalf("no retry event names the lost lease: %+v", r.events(t, "job-lost"))
 	}
 }
+
+// TestLeaseLostAtALocalHandOffIsRetried: the lease is gone when a node
+// hands its pull to its own snapshot step; the job is queued again and
+// the next attempt pulls and snapshots under a fresh lease.
+func TestLeaseLostAtALocalHandOffIsRetried(t *testing.T) {
+	r := newRig(t)
+	in := r.connect(t, "lease-thief")
+	pull := func(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+		if job.Attempts == 1 {
+			if err := in.Leases.Purge(context.WithoutCancel(ctx), events.LeaseKey(job.SiteUUID)); err != nil {
+				t.Errorf("purge lease: %v", err)
+			}
+		}
+		return handOffWork(ctx, job, rec)
+	}
+	snap := func(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
+		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: job.Summary, Targets: job.Targets}
+	}
+	r.startWorkerWith(t, "node-a", events.ConsumerPuller, 3, pull, nodeWith(stagingA, snap))
+	r.queue(t, "job-hand", "site-hand", domain.JobBackup)
+	j := r.waitJob(t, "job-hand")
+	if j.Status != domain.StatusSuccess || j.Attempts != 2 {
+		t.Fatalf("job ended %s after %d attempt(s) (%q), want success on attempt 2", j.Status, j.Attempts, j.Error)
+	}
+	retried := false
+	for _, e := range r.events(t, "job-hand") {
+		retried = retried || (e.Step == "retry" && strings.Contains(e.Message, "site lease lost"))
+	}
+	if !retried {
+		t.Fatalf("no retry event names the lost lease: %+v", r.events(t, "job-hand"))
+	}
+}
