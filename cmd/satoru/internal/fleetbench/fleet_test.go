@@ -346,6 +346,9 @@ func (f *fleet) run(dir string, nodes int) *result {
 		l.Repo = ctl.Repo
 		w := realproc.New(b, f.bin, "satoru worker ("+name+")", l, []string{"worker"}, realproc.Env(f.root, l,
 			"SATORU_RESTIC_PASSWORD_FILE="+f.pw,
+			// Its metrics listener: the default 127.0.0.1:8080 is one port
+			// for every worker on this host.
+			"SATORU_API_LISTEN=127.0.0.1:0",
 			"SATORU_NATS_URL_FILE="+filepath.Join(join, "nats-url"),
 			"SATORU_MONGO_URI_FILE="+filepath.Join(join, "mongo-uri"),
 			"SATORU_INSTANCE_NAME="+name))
