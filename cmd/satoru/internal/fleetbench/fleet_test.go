@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
@@ -176,6 +177,7 @@ type fleet struct {
 	pw        string
 	siteBytes int64 // data per site, the round file aside
 	sites     []site
+	sshd      []int // the edges' sshd listeners, for the CPU figures
 }
 
 // site is one site's folder on its edge and the proxy that reaches it.
@@ -203,6 +205,14 @@ func (f *fleet) startEdges(n, sites int, delay time.Duration) {
 		e := i % n
 		f.sites = append(f.sites, site{name: fmt.Sprintf("fleet-%03d", i), dir: filepath.Join(edges[e].Dir, fmt.Sprintf("site-%03d", i)),
 			edge: edges[e], proxy: proxies[e]})
+	}
+	var roots []string
+	for _, e := range edges {
+		roots = append(roots, filepath.Dir(e.Dir))
+	}
+	f.sshd = sshdListeners(roots)
+	if len(f.sshd) != n {
+		b.Fatalf("found %d sshd listeners of the %d edges in the process table", len(f.sshd), n)
 	}
 	errs := parallel(len(f.sites), 4, func(i int) error { return writeSite(f.sites[i].dir, f.siteBytes, uint64(i)) })
 	for _, err := range errs {
@@ -305,6 +315,7 @@ type round struct {
 	transferred int64         // bytes rsync received, all sites
 	data        int64         // the sites' bytes at the time
 	cpuBusy     float64       // machine CPU busy share during the round
+	cpu         cpuUse        // CPU seconds of the benchmark's own processes
 	byWorker    map[string]int
 	staging     map[string]string // site uuid -> hand_off.staging
 }
@@ -357,6 +368,11 @@ func (f *fleet) run(dir string, nodes int) *result {
 		stagingOf[stagingID(b, l.Staging)] = name
 	}
 	api := control.API()
+	meter := cpuMeter{satoru: []int{control.PID()}, dataDirs: []string{ctl.Data}, sshd: f.sshd}
+	for _, w := range workers {
+		meter.satoru = append(meter.satoru, w.PID())
+		meter.dataDirs = append(meter.dataDirs, w.L.Data)
+	}
 	uuids := make([]string, len(f.sites))
 	for i, s := range f.sites {
 		uuids[i] = api.RegisterSite(realproc.Site{Name: s.name, Edge: s.edge, Path: s.dir, HostPort: s.proxy.Port})
@@ -377,7 +393,7 @@ func (f *fleet) run(dir string, nodes int) *result {
 				}
 			}
 		}
-		res.rounds[r-1] = f.round(api, uuids, nodes, r)
+		res.rounds[r-1] = f.round(api, meter, uuids, nodes, r)
 	}
 	api.WaitNoRunning(time.Now().Add(time.Minute))
 
@@ -454,12 +470,13 @@ func stagingID(b *testing.B, root string) string {
 
 // round posts a backup of every site at once, waits until all are final,
 // and fails the benchmark unless every one succeeded.
-func (f *fleet) round(api *realproc.Client, uuids []string, nodes, r int) round {
+func (f *fleet) round(api *realproc.Client, meter cpuMeter, uuids []string, nodes, r int) round {
 	b := f.b
 	b.Helper()
 	rd := round{data: f.dataBytes(), byWorker: map[string]int{}, staging: map[string]string{}}
 	realproc.Settle(b, settleMax)
 	busy0, all0 := realproc.CPUJiffies()
+	cpu0 := meter.sample()
 	t0 := time.Now()
 	ids := make([]string, len(uuids))
 	for _, err := range parallel(len(uuids), 16, func(i int) error {
@@ -485,6 +502,7 @@ func (f *fleet) round(api *realproc.Client, uuids []string, nodes, r int) round 
 		time.Sleep(pollEvery)
 	}
 	busy1, all1 := realproc.CPUJiffies()
+	rd.cpu = cpuBetween(cpu0, meter.sample())
 	if all1 > all0 {
 		rd.cpuBusy = float64(busy1-busy0) / float64(all1-all0)
 	}
@@ -518,9 +536,11 @@ func (f *fleet) round(api *realproc.Client, uuids []string, nodes, r int) round 
 		dist = append(dist, fmt.Sprintf("%s:%d", w, n))
 	}
 	sort.Strings(dist)
-	b.Logf("%d nodes, round %d: %d backups in %s (%.1f sites/min), %.1f MB received of %.1f MB (%.2f%%), CPU %.0f%% busy; by %s",
+	b.Logf("%d nodes, round %d: %d backups in %s (%.1f sites/min), %.1f MB received of %.1f MB (%.2f%%), machine CPU %.0f%% busy, "+
+		"the benchmark's processes %.1f CPU-s (satoru side %.1f, edges %.1f, proxies and polling %.1f) = %.2f CPU-s per site; by %s",
 		nodes, r, len(ids), rd.took.Round(time.Millisecond), rd.sitesPerMin(len(ids)), float64(rd.transferred)/1e6, float64(rd.data)/1e6,
-		100*float64(rd.transferred)/float64(rd.data), 100*rd.cpuBusy, strings.Join(dist, " "))
+		100*float64(rd.transferred)/float64(rd.data), 100*rd.cpuBusy, rd.cpu.total(), rd.cpu.satoru, rd.cpu.edges, rd.cpu.bench,
+		rd.cpu.total()/float64(len(ids)), strings.Join(dist, " "))
 	return rd
 }
 
@@ -545,8 +565,9 @@ func report(b *testing.B, f *fleet, results []*result) {
 	base := results[0].rounds[0].sitesPerMin(sites)
 	var tbl strings.Builder
 	fmt.Fprintf(&tbl, "fleet throughput: %d sites of %.1f MB over links with %s each way\n", sites, float64(f.siteBytes)/1e6, *delayFlag)
-	fmt.Fprintf(&tbl, "%5s %10s %9s %8s %7s %10s %10s %9s %9s %6s %7s %12s\n",
-		"nodes", "round1 s", "sites/min", "vs 1", "eff", "r2 bytes%", "r3 bytes%", "staging x", "max hold", "moved", "cpu r1", "r3 sites/min")
+	fmt.Fprintf(&tbl, "%5s %9s %9s %6s %6s %9s %9s %9s %8s %5s %7s %9s %8s %8s\n",
+		"nodes", "round1 s", "sites/min", "vs 1", "eff", "r2 bytes%", "r3 bytes%", "staging x", "max hold", "moved",
+		"cpu r1", "cpu-s/site", "cpu cap", "r3 s/min")
 	for _, r := range results {
 		rate := r.rounds[0].sitesPerMin(sites)
 		ratio := rate / base
@@ -558,8 +579,10 @@ func report(b *testing.B, f *fleet, results []*result) {
 		for _, n := range r.holders {
 			maxHold = max(maxHold, n)
 		}
-		fmt.Fprintf(&tbl, "%5d %10.1f %9.1f %8.3f %7.3f %10.3f %10.3f %9.3f %9d %6d %6.0f%% %12.1f\n",
-			r.nodes, r.rounds[0].took.Seconds(), rate, ratio, eff, r2, r3, factor, maxHold, r.moved, 100*r.rounds[0].cpuBusy, r.rounds[2].sitesPerMin(sites))
+		perSite := r.rounds[0].cpu.total() / float64(sites)
+		fmt.Fprintf(&tbl, "%5d %9.1f %9.1f %6.3f %6.3f %9.3f %9.3f %9.3f %8d %5d %6.0f%% %10.2f %8.1f %8.1f\n",
+			r.nodes, r.rounds[0].took.Seconds(), rate, ratio, eff, r2, r3, factor, maxHold, r.moved,
+			100*r.rounds[0].cpuBusy, perSite, float64(runtime.NumCPU())*60/perSite, r.rounds[2].sitesPerMin(sites))
 		b.ReportMetric(rate, fmt.Sprintf("n%d-sites/min", r.nodes))
 		b.ReportMetric(ratio, fmt.Sprintf("n%d-ratio", r.nodes))
 		b.ReportMetric(r2, fmt.Sprintf("n%d-r2-bytes%%", r.nodes))
