@@ -377,6 +377,7 @@ func (f *fleet) run(dir string, nodes int) *result {
 	for i, s := range f.sites {
 		uuids[i] = api.RegisterSite(realproc.Site{Name: s.name, Edge: s.edge, Path: s.dir, HostPort: s.proxy.Port})
 	}
+	waitAssigned(b, api, nodes)
 
 	for r := 1; r <= 3; r++ {
 		switch r {
@@ -435,13 +436,7 @@ func (f *fleet) run(dir string, nodes int) *result {
 			}
 		}
 	}
-	var health struct {
-		Nodes []healthNode `json:"nodes"`
-	}
-	if code := api.Do("GET", "/api/v1/health", nil, &health); code != 200 {
-		b.Errorf("%d nodes: GET /api/v1/health: status %d", nodes, code)
-	}
-	res.healthNodes = health.Nodes
+	res.healthNodes = healthNodes(b, api)
 
 	for _, w := range workers {
 		w.Stop()
@@ -452,6 +447,55 @@ func (f *fleet) run(dir string, nodes int) *result {
 		b.Logf("remove %s: %v", dir, err)
 	}
 	return res
+}
+
+// healthNodes reads nodes[] of GET /api/v1/health.
+func healthNodes(b *testing.B, api *realproc.Client) []healthNode {
+	b.Helper()
+	var health struct {
+		Nodes []healthNode `json:"nodes"`
+	}
+	if code := api.Do("GET", "/api/v1/health", nil, &health); code != 200 {
+		b.Fatalf("GET /api/v1/health: status %d", code)
+	}
+	return health.Nodes
+}
+
+// waitAssigned waits, before round 1, until every worker node is live in
+// GET /api/v1/health and, with site affinity, until the live nodes hold
+// all partitions with some on each node: a rebalance still under way
+// would move sites between rounds for a reason the benchmark does not
+// measure. Without affinity (no node reports `partitions`) it waits only
+// for the nodes.
+func waitAssigned(b *testing.B, api *realproc.Client, nodes int) {
+	b.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		live, parts, holding, reported := 0, 0, 0, false
+		for _, n := range healthNodes(b, api) {
+			if n.Status != "live" {
+				continue
+			}
+			live++
+			if n.Partitions != nil {
+				reported = true
+				parts += *n.Partitions
+				if *n.Partitions > 0 {
+					holding++
+				}
+			}
+		}
+		if live == nodes && (!reported || parts == jobPartitions && holding == min(nodes, jobPartitions)) {
+			if !reported {
+				b.Logf("%d nodes live; no node reports partitions (no site affinity in this build)", nodes)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d worker nodes: after 1 minute %d live, holding %d partitions on %d nodes (partitions reported: %v)", nodes, live, parts, holding, reported)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
 }
 
 // stagingID reads the id a started worker gave its staging root.
