@@ -265,6 +265,9 @@ func (s *server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		if !cl.Role.Allows(rule.Role) {
 			err = forbidden(cl, rule.Role, c.Request().Method+" "+c.Path())
 		} else {
+			if cl.TokenID != "" && key == streamRoute {
+				defer s.watchToken(c)()
+			}
 			err = next(c)
 		}
 		if rule.Action == "" {
@@ -277,6 +280,50 @@ func (s *server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 		s.record(c, cl, rule)
 		return nil
 	}
+}
+
+// streamRoute is the one long-lived request: a scoped token's event
+// stream is cut when the token is revoked (watchToken).
+const streamRoute = "GET " + BasePath + "/events/stream"
+
+// TokenRecheck is how often an open event stream's scoped token is looked
+// up again, so a revoked token's stream ends within it.
+var TokenRecheck = 5 * time.Second
+
+// watchToken ends the request (its context) once its scoped token is
+// gone from the store, checking every TokenRecheck; the returned stop
+// ends the watch. A store error keeps the stream: it is not a revocation.
+func (s *server) watchToken(c echo.Context) (stop func()) {
+	req := c.Request()
+	ctx, cancel := context.WithCancel(req.Context())
+	c.SetRequest(req.WithContext(ctx))
+	hash := hashToken(bearer(req.Header.Get(echo.HeaderAuthorization)))
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(TokenRecheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			_, err := s.access.tokens.TokenByHash(ctx, hex.EncodeToString(hash[:]))
+			if errors.Is(err, store.ErrNotFound) {
+				cl, _ := callerOf(c)
+				s.log.Info("api: token revoked; closing its event stream", "token", cl.Name, "request_id", requestID(c))
+				cancel()
+				return
+			}
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+func bearer(h string) string {
+	_, tok, _ := strings.Cut(h, " ")
+	return strings.TrimSpace(tok)
 }
 
 // auditTimeout bounds the write of one audit entry; it runs even when

@@ -1,7 +1,9 @@
 package httpapi
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -139,7 +141,7 @@ func newAccessEnv(t *testing.T) *accessEnv {
 		t.Fatal(err)
 	}
 	env := &accessEnv{t: t, store: c.Store, secrets: map[Role]string{}}
-	env.e = New(Deps{Store: c.Store, Dispatcher: c.Bus, Token: testToken, Registry: prometheus.NewRegistry(),
+	env.e = New(Deps{Store: c.Store, Dispatcher: c.Bus, Events: c.Bus, Token: testToken, Registry: prometheus.NewRegistry(),
 		NewID: uuid.NewString})
 	for _, r := range Roles {
 		rec := env.as(testToken, "POST", "/api/v1/tokens", `{"name":"`+string(r)+`-1","role":"`+string(r)+`"}`)
@@ -316,6 +318,60 @@ func TestTokenRevokeTakesEffectAtOnce(t *testing.T) {
 	// The startup token keeps working.
 	if rec := env.as(testToken, "GET", "/api/v1/tokens", ""); rec.Code != http.StatusOK {
 		t.Fatalf("startup token: %d", rec.Code)
+	}
+}
+
+// TestRevokedTokenEndsItsEventStream: an open event stream of a scoped
+// token ends once the token is revoked (the one request that outlives a
+// single check); the startup token's stream goes on.
+func TestRevokedTokenEndsItsEventStream(t *testing.T) {
+	old := TokenRecheck
+	TokenRecheck = 100 * time.Millisecond
+	t.Cleanup(func() { TokenRecheck = old })
+	env := newAccessEnv(t)
+	srv := httptest.NewServer(env.e)
+	t.Cleanup(srv.Close)
+	open := func(secret string) (*http.Response, *bufio.Reader) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", srv.URL+"/api/v1/events/stream", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := srv.Client().Do(req)
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("open stream: %v %v", err, resp)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		br := bufio.NewReader(resp.Body)
+		if line, err := br.ReadString('\n'); err != nil || !strings.HasPrefix(line, "retry:") {
+			t.Fatalf("stream starts %q %v", line, err)
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != "\n" {
+			t.Fatalf("stream's first message ends with %q %v", line, err)
+		}
+		return resp, br
+	}
+	_, viewerStream := open(env.secrets[RoleViewer])
+	_, adminStream := open(testToken)
+	if rec := env.as(testToken, "DELETE", "/api/v1/tokens/viewer-1", ""); rec.Code != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", rec.Code, rec.Body)
+	}
+	ended := make(chan error, 1)
+	go func() { _, err := io.ReadAll(viewerStream); ended <- err }()
+	select {
+	case err := <-ended:
+		if err != nil {
+			t.Fatalf("stream ended with %v, want a clean end", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the revoked token's event stream is still open after 5 s")
+	}
+	// The startup token's stream is still open: nothing more arrives, and
+	// no EOF, within a few rechecks.
+	got := make(chan error, 1)
+	go func() { _, err := adminStream.ReadByte(); got <- err }()
+	select {
+	case err := <-got:
+		t.Fatalf("the startup token's stream ended or sent data: %v", err)
+	case <-time.After(500 * time.Millisecond):
 	}
 }
 
