@@ -15,7 +15,9 @@ import (
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/satoru/satoru/shared/observe"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -139,6 +141,8 @@ type AuditLog interface {
 type access struct {
 	tokens TokenStore // nil: only the startup token works
 	audit  AuditLog   // nil: nothing is recorded
+	// auditErrors counts audit entries that could not be written.
+	auditErrors prometheus.Counter
 	// registered are the routes Echo has, as routeKey; a registered route
 	// missing from routeRules needs admin.
 	registered map[string]bool
@@ -146,8 +150,11 @@ type access struct {
 
 // newAccess takes the token and audit stores from the Store when it has
 // them (*store.Store does; the unit tests' fake does not).
-func newAccess(st Store) *access {
-	a := &access{}
+func newAccess(st Store, reg *prometheus.Registry) *access {
+	a := &access{auditErrors: observe.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "satoru_api_audit_write_errors_total",
+		Help: "Audit entries the API could not write (the request was answered; see the API's error log).",
+	}))}
 	a.tokens, _ = st.(TokenStore)
 	a.audit, _ = st.(AuditLog)
 	return a
@@ -388,6 +395,7 @@ func (s *server) record(c echo.Context, cl Caller, rule routeRule) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(req.Context()), auditTimeout)
 	defer cancel()
 	if err := s.access.audit.InsertAudit(ctx, e); err != nil {
+		s.access.auditErrors.Inc()
 		s.log.Error("api: audit entry not recorded", "action", e.Action, "token", e.Token,
 			"site_uuid", e.SiteUUID, "status", e.Status, "request_id", e.RequestID, "err", err)
 	}

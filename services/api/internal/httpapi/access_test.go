@@ -122,6 +122,7 @@ type accessEnv struct {
 	t     *testing.T
 	e     *echo.Echo
 	store *store.Store
+	reg   *prometheus.Registry
 	// secrets of the tokens made by newAccessEnv, by role name.
 	secrets map[Role]string
 }
@@ -140,8 +141,8 @@ func newAccessEnv(t *testing.T) *accessEnv {
 	if _, err := stack.Store.IndexIDs(ctx); err != nil {
 		t.Fatal(err)
 	}
-	env := &accessEnv{t: t, store: c.Store, secrets: map[Role]string{}}
-	env.e = New(Deps{Store: c.Store, Dispatcher: c.Bus, Events: c.Bus, Token: testToken, Registry: prometheus.NewRegistry(),
+	env := &accessEnv{t: t, store: c.Store, reg: prometheus.NewRegistry(), secrets: map[Role]string{}}
+	env.e = New(Deps{Store: c.Store, Dispatcher: c.Bus, Events: c.Bus, Token: testToken, Registry: env.reg,
 		NewID: uuid.NewString})
 	for _, r := range Roles {
 		rec := env.as(testToken, "POST", "/api/v1/tokens", `{"name":"`+string(r)+`-1","role":"`+string(r)+`"}`)
@@ -372,6 +373,35 @@ func TestRevokedTokenEndsItsEventStream(t *testing.T) {
 	case err := <-got:
 		t.Fatalf("the startup token's stream ended or sent data: %v", err)
 	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestAuditWriteFailureIsCounted: with the store gone, a change is
+// answered (503) but its audit entry cannot be written: the API counts it
+// in satoru_api_audit_write_errors_total (alert SatoruAuditWriteFailing).
+// The startup token still authenticates; a scoped one cannot be checked
+// and is refused with 503, never let through.
+func TestAuditWriteFailureIsCounted(t *testing.T) {
+	env := newAccessEnv(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.store.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantError(t, env.as(testToken, "POST", "/api/v1/sites", `{"name":"edge-1","host":"h","user":"u"}`), http.StatusServiceUnavailable, CodeUnavailable, "store")
+	wantError(t, env.as(env.secrets[RoleAdmin], "GET", "/api/v1/sites", ""), http.StatusServiceUnavailable, CodeUnavailable, "cannot check the token")
+	mf, err := env.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got float64 = -1
+	for _, f := range mf {
+		if f.GetName() == "satoru_api_audit_write_errors_total" {
+			got = f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if got != 1 {
+		t.Errorf("satoru_api_audit_write_errors_total = %v, want 1", got)
 	}
 }
 

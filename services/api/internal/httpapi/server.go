@@ -81,7 +81,6 @@ func New(d Deps) *echo.Echo {
 		services: d.Services, expected: d.ExpectedServices, nodes: d.Nodes,
 		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
 		restoreGuard: d.RestoreGuard, siteDeleted: d.SiteDeleted,
-		access: newAccess(d.Store),
 	}
 	if s.ctx == nil {
 		s.ctx = context.Background()
@@ -110,6 +109,7 @@ func New(d Deps) *echo.Echo {
 		s.log.Warn("api: no startup API token configured; only scoped tokens (if any) are accepted")
 	}
 	s.metrics = newHTTPMetrics(s.reg)
+	s.access = newAccess(d.Store, s.reg)
 	s.siteLists = newSiteLists(d.Store, d.SiteListMaxAge, d.Context, s.log)
 
 	e := echo.New()
