@@ -74,8 +74,8 @@ func TestDashboardAccessE2E(t *testing.T) {
 		b := b.with(t)
 		login(b, viewer, "watcher (viewer)")
 		b.waitJS(`document.querySelector('[data-testid=count-success]')`, "the overview")
-		if shown(b, "#nav-add-site") || shown(b, "#nav-audit") {
-			t.Error("a viewer sees Add site or Audit in the nav")
+		if shown(b, "#nav-add-site") || shown(b, "#nav-audit") || shown(b, "#nav-tokens") {
+			t.Error("a viewer sees Add site, Audit or Tokens in the nav")
 		}
 		b.do(chromedp.Navigate(base + "/#/sites/" + site))
 		b.visible("#site-page h1")
@@ -155,6 +155,31 @@ func TestDashboardAccessE2E(t *testing.T) {
 		// Filter by token from a row's link.
 		b.click(`[data-testid=audit-row][data-action="snapshot.download"] td:nth-child(2) a`)
 		b.waitJS(`location.hash.includes('token=ops') && document.querySelectorAll('[data-testid=audit-row]').length === 1`, "the audit filtered by token ops")
+	})
+
+	t.Run("admin makes and revokes a token", func(t *testing.T) {
+		b := b.with(t)
+		b.click("#nav-tokens")
+		b.visible("#token-form")
+		b.waitJS(`document.querySelectorAll('[data-testid=token-row]').length === 2`, "the two tokens listed")
+		b.do(chromedp.SetValue(chromedp.CSS("#token-name"), "ci-read"), chromedp.SetValue(chromedp.CSS("#token-role select, select#token-role"), "viewer"))
+		b.click("#token-submit")
+		b.visible("#token-secret")
+		secret := b.text("#token-secret")
+		var me struct{ Name, Role string }
+		if code := (&client{t: t, base: base, token: secret}).do("GET", "/api/v1/me", nil, &me); code != http.StatusOK || me.Name != "ci-read" || me.Role != "viewer" {
+			t.Fatalf("the secret shown does not work: %d %+v", code, me)
+		}
+		b.waitJS(`document.querySelector('[data-testid=token-row][data-name="ci-read"]')`, "the new token listed")
+		msgs := b.acceptDialogs()
+		b.click(`[data-testid=token-row][data-name="ops"] [data-testid=token-revoke]`)
+		b.waitJS(`!document.querySelector('[data-testid=token-row][data-name="ops"]')`, "ops revoked")
+		if m := msgs(); len(m) != 1 || !strings.Contains(m[0], "ops") {
+			t.Errorf("confirm dialogs %q", m)
+		}
+		if code := (&client{t: t, base: base, token: operator}).do("GET", "/api/v1/me", nil, nil); code != http.StatusUnauthorized {
+			t.Errorf("revoked operator token: GET /me = %d, want 401", code)
+		}
 	})
 }
 

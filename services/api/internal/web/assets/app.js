@@ -158,6 +158,7 @@ function can(role) {
 function showRole() {
   $('nav-add-site').hidden = !can('admin');
   $('nav-audit').hidden = !can('admin');
+  $('nav-tokens').hidden = !can('admin');
   const who = $('nav-me');
   who.textContent = me ? me.name + ' (' + me.role + ')' : '';
   who.dataset.role = me ? me.role : '';
@@ -431,6 +432,7 @@ function route() {
   else if (a === 'jobs' && b && parts.length === 2) render = () => jobPage(view, signal, b);
   else if (a === 'sync' && parts.length === 1) render = () => syncPage(view, signal);
   else if (a === 'audit' && parts.length === 1) render = () => auditPage(view, signal, query);
+  else if (a === 'tokens' && parts.length === 1) render = () => tokensPage(view, signal);
   else render = async () => { view.append(h('h1', null, 'Not found'), empty('No such page. ', h('a', { href: '#/' }, 'Back to the overview'))); };
   whoami(signal).then(() => { showRole(); return render(); }).catch((err) => { if (!signal.aborted) showError(err); });
 }
@@ -1129,6 +1131,60 @@ async function auditPage(view, signal, query) {
     filters.length ? h('p', null, 'Filtered by ', filters.join(', '), ' — ', h('a', { href: '#/audit' }, 'show all')) : null,
     rows.length ? table(['Time', 'Token', 'From', 'Action', 'Status', 'Site', 'Details'], rows, { id: 'audit-table' }) : empty('No entries.'),
     list.next ? h('p', null, h('a', { id: 'audit-older', href: '#/audit?' + (() => { const n = new URLSearchParams(q); n.delete('limit'); n.set('before', list.next); return n.toString(); })() }, 'Older entries')) : null));
+}
+
+// ---------------------------------------------------------------- tokens
+
+// tokensPage lists the scoped tokens (admins only), creates one (its
+// secret is shown once, here) and revokes one after a confirmation.
+async function tokensPage(view, signal) {
+  view.append(h('h1', null, 'API tokens'));
+  if (!can('admin')) {
+    view.append(notAllowed('manage tokens', 'admin'));
+    return;
+  }
+  const listBox = h('div', { id: 'tokens-list' });
+  const secretBox = h('div', { id: 'token-secret-box', class: 'card', hidden: true });
+  const load = async () => {
+    const list = await api('/api/v1/tokens', { signal });
+    const rows = list.tokens.map((t) => h('tr', { 'data-testid': 'token-row', 'data-name': t.name },
+      h('td', null, t.name), h('td', null, t.role), h('td', { class: 'mono' }, t.id), h('td', null, when(t.created_at)), h('td', null, t.created_by),
+      h('td', null, h('button', {
+        type: 'button', class: 'small secondary', 'data-testid': 'token-revoke',
+        onclick: (ev) => {
+          if (!confirm('Revoke the token ' + t.name + ' (' + t.role + ')? Requests with it are refused at once.')) return;
+          action(ev.currentTarget, async () => {
+            await api('/api/v1/tokens/' + enc(t.id), { method: 'DELETE', signal });
+            await load();
+          });
+        },
+      }, 'Revoke'))));
+    fill(listBox, rows.length
+      ? table(['Name', 'Role', 'Id', 'Created', 'Created by', ''], rows, { id: 'tokens-table' })
+      : empty('No scoped tokens. The startup token (admin) always works.'));
+  };
+  const role = h('select', null, ['viewer', 'operator', 'admin'].map((r) => h('option', { value: r }, r)));
+  const submit = h('button', { type: 'submit', id: 'token-submit' }, 'Create token');
+  const form = h('form', { id: 'token-form', class: 'card form', novalidate: true },
+    h('h2', null, 'New token'),
+    field('token-name', 'Name', h('input', { required: true, autocomplete: 'off', placeholder: 'ci-readonly' })),
+    field('token-role', 'Role', role, 'viewer: read only, no snapshot contents; operator: also runs jobs, downloads and restores to a local folder; admin: everything.'),
+    submit);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(submit, async () => {
+      const t = await api('/api/v1/tokens', { method: 'POST', body: { name: $('token-name').value.trim(), role: role.value }, signal });
+      $('token-name').value = '';
+      fill(secretBox,
+        h('h2', null, 'Token ', t.name, ' (', t.role, ')'),
+        h('p', null, 'Its secret is shown only now: copy it into the tool or file that will use it.'),
+        h('p', { class: 'mono wrap', id: 'token-secret' }, t.secret));
+      secretBox.hidden = false;
+      await load();
+    });
+  });
+  view.append(secretBox, form, section('Tokens', listBox));
+  await load();
 }
 
 // ---------------------------------------------------------------- start
