@@ -83,6 +83,7 @@ type Config struct {
 	JobTimeoutSync           time.Duration   // job_timeout_sync_seconds: one offsite copy
 	ResticB2Retry            time.Duration   // restic_b2_retry_seconds: how long restic may keep retrying an offsite repository that fails
 	HistoryRetention         time.Duration   // history_retention_days
+	AuditRetention           time.Duration   // audit_retention_days
 	LogLevel                 string          // log_level: debug, info, warn, error
 	LogFormat                string          // log_format: text, json
 	InstanceName             string          // instance_name (Load fills "" with <hostname>-<pid>)
@@ -122,6 +123,7 @@ func Default() Config {
 		JobTimeoutSync:        12 * time.Hour,
 		ResticB2Retry:         2 * time.Minute,
 		HistoryRetention:      90 * 24 * time.Hour,
+		AuditRetention:        90 * 24 * time.Hour,
 		LogLevel:              "info",
 		LogFormat:             "text",
 	}
@@ -789,6 +791,7 @@ var specs = []spec{
 	durSpec("job_timeout_sync_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.JobTimeoutSync }),
 	durSpec("restic_b2_retry_seconds", time.Second, 1, 3600, func(c *Config) *time.Duration { return &c.ResticB2Retry }),
 	durSpec("history_retention_days", 24*time.Hour, 1, 36500, func(c *Config) *time.Duration { return &c.HistoryRetention }),
+	durSpec("audit_retention_days", 24*time.Hour, 1, 36500, func(c *Config) *time.Duration { return &c.AuditRetention }),
 	enumSpec("log_level", []string{"debug", "info", "warn", "error"}, func(c *Config) *string { return &c.LogLevel }),
 	enumSpec("log_format", []string{"text", "json"}, func(c *Config) *string { return &c.LogFormat }),
 	strSpec("instance_name", func(c *Config) *string { return &c.InstanceName }, checkInstance),

@@ -65,6 +65,7 @@ func TestDefaults(t *testing.T) {
 		{"stale after", c.JobStaleAfter, 5 * time.Minute},
 		{"preflight timeout", c.JobTimeoutPreflight, 2 * time.Minute},
 		{"history", c.HistoryRetention, 90 * 24 * time.Hour},
+		{"audit", c.AuditRetention, 90 * 24 * time.Hour},
 		{"log_level", c.LogLevel, "info"},
 		{"log_format", c.LogFormat, "text"},
 		{"embedded", c.Embedded(), true},
@@ -446,7 +447,7 @@ func TestKeys(t *testing.T) {
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
 		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "preflight_reuse_seconds", "job_timeout_target_seconds",
-		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "restic_b2_retry_seconds", "history_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
+		"job_timeout_snapshot_seconds", "job_timeout_retention_seconds", "job_timeout_sync_seconds", "restic_b2_retry_seconds", "history_retention_days", "audit_retention_days", "log_level", "log_format", "instance_name", "webhook_url"}
 	if !reflect.DeepEqual(keys, want) {
 		t.Errorf("Keys() = %q", keys)
 	}

@@ -161,6 +161,10 @@ func Open(ctx context.Context, uri string, opts ...Option) (*Store, error) {
 		_ = client.Disconnect(context.WithoutCancel(ctx))
 		return nil, fmt.Errorf("store: open: %w", err)
 	}
+	if err := s.ensureAccess(ctx); err != nil {
+		_ = client.Disconnect(context.WithoutCancel(ctx))
+		return nil, fmt.Errorf("store: open: %w", err)
+	}
 	return s, nil
 }
 

@@ -78,6 +78,9 @@ type Settings struct {
 	// deletes the jobs (and their events) that finished longer ago; 0
 	// turns the pass off.
 	HistoryRetention time.Duration
+	// AuditRetention is audit_retention_days: each history pass, when it
+	// ends, deletes the audit entries recorded longer ago; 0 keeps them.
+	AuditRetention time.Duration
 	// HistoryEvery is the least time from the end of one history pass to
 	// the start of the next (default 1 h); the first starts HistoryDelay
 	// (default 1 minute) after this instance became leader.

@@ -27,6 +27,8 @@ type History struct {
 	// finished jobs found in the open jobs and moved to the history
 	// (see store.PurgeHistory).
 	Jobs, EventDocs, Archived int
+	// Audit: audit entries deleted when the pass ended (AuditRetention).
+	Audit int64
 	// Before is the cutoff: jobs that finished before it were deleted.
 	Before time.Time
 	// Err ends this tick's share; the pass goes on at the next tick.
@@ -69,6 +71,7 @@ func (s *Scheduler) purgeHistory(ctx context.Context, now time.Time) History {
 		}
 		if !res.More {
 			h.Done = true
+			h.Audit = s.pruneAudit(ctx, now)
 			s.historyOn = false
 			s.historyNext = now.Add(s.set.HistoryEvery)
 			s.m.historyLastPass.SetToCurrentTime()
@@ -80,10 +83,30 @@ func (s *Scheduler) purgeHistory(ctx context.Context, now time.Time) History {
 	}
 	h.Took = time.Since(start)
 	if h.Jobs > 0 || h.Archived > 0 || h.Done {
-		s.log.Info("scheduler: history pass", "deleted_jobs", h.Jobs, "deleted_event_docs", h.EventDocs,
+		s.log.Info("scheduler: history pass", "deleted_jobs", h.Jobs, "deleted_event_docs", h.EventDocs, "deleted_audit", h.Audit,
 			"archived", h.Archived, "before", h.Before, "done", h.Done, "took", h.Took)
 	}
 	return h
+}
+
+// pruneAudit deletes the audit entries recorded more than AuditRetention
+// before now (one delete by time; the audit trail has no TTL index
+// either) and returns how many. An error is logged and counted; the next
+// pass tries again.
+func (s *Scheduler) pruneAudit(ctx context.Context, now time.Time) int64 {
+	if s.set.AuditRetention <= 0 {
+		return 0
+	}
+	n, err := s.store.PruneAudit(ctx, now.Add(-s.set.AuditRetention))
+	if err != nil {
+		s.m.historyErrors.Inc()
+		if ctx.Err() == nil {
+			s.log.Error("scheduler: audit prune; trying again at the next pass", "retention", s.set.AuditRetention, "err", err)
+		}
+		return 0
+	}
+	s.m.historyDeleted.WithLabelValues("audit").Add(float64(n))
+	return n
 }
 
 func (h *History) add(r store.PurgeResult) {

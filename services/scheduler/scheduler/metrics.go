@@ -60,7 +60,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		historyDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "satoru_history_deleted_total",
-			Help: "What the history pass deleted (history_retention_days): kind=jobs counts jobs, kind=events their job_events documents.",
+			Help: "What the history pass deleted (history_retention_days): kind=jobs counts jobs, kind=events their job_events documents, kind=audit audit entries (audit_retention_days).",
 		}, []string{"kind"}),
 		historyErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "satoru_history_errors_total",

@@ -50,7 +50,7 @@ func ExitCode(s domain.JobStatus) int {
 }
 
 // Commands are the command words this package runs.
-var Commands = []string{"sites", "targets", "run", "jobs", "snapshots", "restore", "sync", "health"}
+var Commands = []string{"sites", "targets", "run", "jobs", "snapshots", "restore", "sync", "health", "tokens", "audit", "whoami"}
 
 // IsCommand reports whether word is one of Commands.
 func IsCommand(word string) bool { return slices.Contains(Commands, word) }
@@ -174,6 +174,14 @@ func (r *runner) dispatch(cmd string, args []string) error {
 		})
 	case "health":
 		return r.health(args)
+	case "tokens":
+		return r.sub(args, tokensHelp, map[string]func([]string) error{
+			"create": r.tokensCreate, "list": r.tokensList, "revoke": r.tokensRevoke,
+		})
+	case "audit":
+		return r.audit(args)
+	case "whoami":
+		return r.whoami(args)
 	}
 	return usagef(Usage, "satoru: unknown command %q", cmd)
 }

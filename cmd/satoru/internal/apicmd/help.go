@@ -23,6 +23,9 @@ const Usage = `client commands (talk to the REST API; satoru <command> --help fo
   restore <site> --snapshot ID --path P (--to-local DIR | --to-site DIR)
   sync now|status               offsite copy
   health                        aggregate health; exits 1 when degraded
+  tokens create|list|revoke     scoped API tokens (viewer, operator, admin)
+  audit [--token T] [--action A] [--site S] [--since T]   the audit trail
+  whoami                        the name and role of the token in use
   <site> is a site's name or uuid.
 `
 

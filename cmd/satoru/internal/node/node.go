@@ -292,6 +292,7 @@ func SchedulerSettings(cfg config.Config) scheduler.Settings {
 		StaleAfter:        cfg.JobStaleAfter,
 		MaxAttempts:       cfg.JobMaxAttempts,
 		HistoryRetention:  cfg.HistoryRetention,
+		AuditRetention:    cfg.AuditRetention,
 	}
 }
 

@@ -89,6 +89,7 @@ func (s *server) handleCreateJob(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
+	auditDetail(c, "type", string(in.Type))
 	out, err := s.createJob(c.Request().Context(), c.Param("site_uuid"), in)
 	if err != nil {
 		return err

@@ -113,6 +113,9 @@ func (s *server) handleCreateRestore(c echo.Context) error {
 	if err := decodeJSON(c, &in); err != nil {
 		return err
 	}
+	if err := checkRestoreAccess(c, in); err != nil {
+		return err
+	}
 	out, err := s.createRestore(c.Request().Context(), c.Param("site_uuid"), in)
 	if err != nil {
 		return err

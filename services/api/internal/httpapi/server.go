@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -67,6 +66,8 @@ type server struct {
 
 	restoreGuard *restore.Guard
 	siteDeleted  func(ctx context.Context, siteUUID string) error
+
+	access *access // scoped tokens and the audit trail (access.go)
 }
 
 // New builds the Echo instance with every route. Deps.Store, Dispatcher
@@ -105,9 +106,10 @@ func New(d Deps) *echo.Echo {
 	if d.Token != "" {
 		s.token, s.hasTok = sha256.Sum256([]byte(d.Token)), true
 	} else {
-		s.log.Warn("api: no API token configured; every /api/v1 request will be refused")
+		s.log.Warn("api: no startup API token configured; only scoped tokens (if any) are accepted")
 	}
 	s.metrics = newHTTPMetrics(s.reg)
+	s.access = newAccess(d.Store, s.reg)
 	s.siteLists = newSiteLists(d.Store, d.SiteListMaxAge, d.Context, s.log)
 
 	e := echo.New()
@@ -145,8 +147,18 @@ func New(d Deps) *echo.Echo {
 	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
 	g.GET("/events/stream", s.handleEventStream)
 	g.GET("/schedules", s.handleListSchedules)
-	// Every route must be in openapi.json too (openapi_test.go checks).
+	g.GET("/me", s.handleMe)
+	g.GET("/tokens", s.handleListTokens)
+	g.POST("/tokens", s.handleCreateToken)
+	g.DELETE("/tokens/:token", s.handleDeleteToken)
+	g.GET("/audit", s.handleListAudit)
+	// Every route must be in openapi.json too (openapi_test.go checks),
+	// and in routeRules (access.go; access_test.go checks).
 	e.GET(OpenAPIPath, s.handleOpenAPI)
+	s.access.registered = map[string]bool{}
+	for _, r := range e.Routes() {
+		s.access.registered[routeKey(r.Method, r.Path)] = true
+	}
 	return e
 }
 
@@ -236,27 +248,6 @@ func isPublic(c echo.Context) bool {
 
 var errUnauthorized = &Error{Status: http.StatusUnauthorized, Code: CodeUnauthorized,
 	Message: "missing or invalid token: send Authorization: Bearer <token>"}
-
-// auth requires the bearer token on every path but the public ones,
-// unknown paths included (so they reveal nothing). The comparison hashes
-// both sides first, so it takes the same time whatever the length.
-func (s *server) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		if isPublic(c) {
-			return next(c)
-		}
-		h := c.Request().Header.Get(echo.HeaderAuthorization)
-		scheme, tok, ok := strings.Cut(h, " ")
-		if !ok || !strings.EqualFold(scheme, "Bearer") || !s.hasTok {
-			return errUnauthorized
-		}
-		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
-		if subtle.ConstantTimeCompare(sum[:], s.token[:]) != 1 {
-			return errUnauthorized
-		}
-		return next(c)
-	}
-}
 
 // --- metrics ---
 

@@ -133,9 +133,46 @@ function authHeaders(extra) {
   return Object.assign({ Authorization: 'Bearer ' + token() }, extra || {});
 }
 
+// ---------------------------------------------------------------- role
+
+// The caller's token name and role (GET /api/v1/me), read once per
+// token. The dashboard hides what the role may not do; the API refuses
+// it anyway (403).
+let me = null;
+let meToken = '';
+const ROLE_RANK = { viewer: 1, operator: 2, admin: 3 };
+
+async function whoami(signal) {
+  if (me && meToken === token()) return me;
+  const m = await api('/api/v1/me', { signal });
+  me = m;
+  meToken = token();
+  return me;
+}
+
+// can says the caller's role is at least role.
+function can(role) {
+  return !!me && (ROLE_RANK[me.role] || 0) >= (ROLE_RANK[role] || 99);
+}
+
+function showRole() {
+  $('nav-add-site').hidden = !can('admin');
+  $('nav-audit').hidden = !can('admin');
+  $('nav-tokens').hidden = !can('admin');
+  const who = $('nav-me');
+  who.textContent = me ? me.name + ' (' + me.role + ')' : '';
+  who.dataset.role = me ? me.role : '';
+}
+
+function notAllowed(what, role) {
+  return empty('Your token (' + (me ? me.name + ', role ' + me.role : 'unknown') + ') may not ' + what + ': that needs the ' + role + ' role.');
+}
+
 // loggedOut forgets the token and shows the login form with a message.
 function loggedOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
+  me = null;
+  meToken = '';
   if (page) page.abort();
   page = null;
   showLogin(message);
@@ -394,8 +431,10 @@ function route() {
   else if (a === 'sites' && b && c === 'snapshots' && d && parts.length === 4) render = () => browsePage(view, signal, b, d, query.get('path') || '');
   else if (a === 'jobs' && b && parts.length === 2) render = () => jobPage(view, signal, b);
   else if (a === 'sync' && parts.length === 1) render = () => syncPage(view, signal);
+  else if (a === 'audit' && parts.length === 1) render = () => auditPage(view, signal, query);
+  else if (a === 'tokens' && parts.length === 1) render = () => tokensPage(view, signal);
   else render = async () => { view.append(h('h1', null, 'Not found'), empty('No such page. ', h('a', { href: '#/' }, 'Back to the overview'))); };
-  render().catch((err) => { if (!signal.aborted) showError(err); });
+  whoami(signal).then(() => { showRole(); return render(); }).catch((err) => { if (!signal.aborted) showError(err); });
 }
 
 // ---------------------------------------------------------------- overview
@@ -527,6 +566,10 @@ function field(id, label, input, hint) {
 }
 
 async function addSitePage(view, signal) {
+  if (!can('admin')) {
+    view.append(h('h1', null, 'Add a site'), notAllowed('add sites', 'admin'));
+    return;
+  }
   const form = h('form', { id: 'site-form', class: 'card form', novalidate: true },
     field('site-name', 'Name', h('input', { name: 'name', required: true, autocomplete: 'off' })),
     h('div', { class: 'row' },
@@ -587,7 +630,7 @@ async function sitePage(view, signal, uuid) {
       h('h1', null, site.name, ' ', badge(health.status, { id: 'site-health' })),
       health.message ? h('p', { class: 'health-message' }, health.message) : null,
       h('div', { class: 'actions' },
-        ['preflight', 'backup', 'retention'].map((type) => h('button', {
+        ['preflight', 'backup', 'retention'].filter(() => can('operator')).map((type) => h('button', {
           type: 'button', id: 'run-' + type,
           onclick: (ev) => action(ev.currentTarget, async () => {
             const res = await api('/api/v1/sites/' + enc(uuid) + '/jobs', { method: 'POST', body: { type }, signal });
@@ -653,7 +696,7 @@ function jobsTable(jobs, id) {
 // pinned key. Pinning always asks for confirmation: the fingerprint must
 // be checked out of band.
 async function hostKeyCard(site, jobs, signal, reload) {
-  if (site.host_key) return null;
+  if (site.host_key || !can('admin')) return null;
   let line = '';
   let fp = '';
   let source = '';
@@ -716,7 +759,7 @@ async function jobPage(view, signal, id) {
     tbody);
   const streamState = h('span', { id: 'stream-state', class: 'muted' });
   const cancel = h('button', {
-    type: 'button', id: 'job-cancel', class: 'secondary', hidden: TERMINAL.has(job.status),
+    type: 'button', id: 'job-cancel', class: 'secondary', hidden: TERMINAL.has(job.status) || !can('operator'),
     onclick: (ev) => action(ev.currentTarget, () => api('/api/v1/jobs/' + enc(id) + '/cancel', { method: 'POST', signal })),
   }, 'Cancel job');
   view.append(h('div', { id: 'job-page', 'data-job-id': id },
@@ -729,7 +772,7 @@ async function jobPage(view, signal, id) {
     status.dataset.status = s;
     status.className = 'badge badge-' + (/^[a-z_]+$/.test(s) ? s : 'unknown');
     status.textContent = s;
-    cancel.hidden = TERMINAL.has(s);
+    cancel.hidden = TERMINAL.has(s) || !can('operator');
   };
   let siteName = '';
   const renderJob = (j) => fill(fields, jobDetails(j, siteName));
@@ -925,16 +968,17 @@ async function browsePage(view, signal, uuid, snapID, path) {
   const rows = tree.entries.map((e) => {
     const isDir = e.type === 'dir';
     return h('tr', { 'data-testid': 'entry-row', 'data-name': e.name, 'data-type': e.type },
-      h('td', null, h('input', { type: 'checkbox', class: 'select', 'aria-label': 'select ' + e.name, onchange: (ev) => onSelect(e.path, ev.target.checked) })),
+      h('td', null, can('operator') ? h('input', { type: 'checkbox', class: 'select', 'aria-label': 'select ' + e.name, onchange: (ev) => onSelect(e.path, ev.target.checked) }) : ''),
       h('td', null, isDir
         ? h('a', { href: snapshotHref(uuid, snap.id, e.path), class: 'entry-link' }, label(e.name, e.path) + '/')
         : h('span', { class: 'mono' }, e.name)),
       h('td', null, e.type), h('td', null, isDir ? '' : fmtBytes(e.size)), h('td', null, when(e.mtime)),
-      h('td', null, h('button', {
+      // Snapshot contents are for operators and admins only.
+      h('td', null, can('operator') ? h('button', {
         type: 'button', class: 'small secondary', 'data-testid': 'download', 'data-name': e.name,
         title: isDir ? 'Download the folder as a tar archive' : 'Download the file',
         onclick: (ev) => action(ev.currentTarget, () => download(snap.id, e.path, isDir ? e.name + '.tar' : e.name, signal)),
-      }, isDir ? 'Download .tar' : 'Download')));
+      }, isDir ? 'Download .tar' : 'Download') : ''));
   });
 
   view.append(h('div', { id: 'browse-page', 'data-snapshot-id': snap.id, 'data-path': dir },
@@ -945,7 +989,7 @@ async function browsePage(view, signal, uuid, snapID, path) {
         h('span', { class: 'mono' }, dir)),
       rows.length ? table(['', 'Name', 'Type', 'Size', 'Modified', ''], rows, { id: 'entries-table' }) : empty('Empty folder.'),
       tree.omitted ? h('p', { class: 'muted' }, tree.omitted + ' more entries not listed.') : null),
-    restoreForm(uuid, snap, selected, restoreButton, selCount, signal)));
+    can('operator') ? restoreForm(uuid, snap, selected, restoreButton, selCount, signal) : null));
 }
 
 // download fetches with the Authorization header (a plain link cannot
@@ -980,9 +1024,9 @@ function restoreForm(uuid, snap, selected, submit, selCount, signal) {
       h('div', { class: 'field check' },
         h('input', { type: 'radio', name: 'dest', id: 'restore-dest-local', value: 'local', checked: true }),
         h('label', { for: 'restore-dest-local' }, 'A folder on the Satoru host')),
-      h('div', { class: 'field check' },
+      can('admin') ? h('div', { class: 'field check' },
         h('input', { type: 'radio', name: 'dest', id: 'restore-dest-site', value: 'site' }),
-        h('label', { for: 'restore-dest-site' }, 'A folder on the edge host (over the site\'s ssh)')),
+        h('label', { for: 'restore-dest-site' }, 'A folder on the edge host (over the site\'s ssh)')) : null,
       field('restore-path', 'Destination path', h('input', { required: true, autocomplete: 'off', placeholder: '/var/tmp/restore' }),
         'Must not exist (on the edge host: or be empty), unless overwrite is on (files of the same name are replaced, nothing is deleted). Satoru\'s own folders are refused.')),
     h('div', { class: 'field check' }, h('input', { type: 'checkbox', id: 'restore-overwrite' }), h('label', { for: 'restore-overwrite' }, 'Overwrite')),
@@ -991,7 +1035,7 @@ function restoreForm(uuid, snap, selected, submit, selCount, signal) {
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const path = $('restore-path').value.trim();
-    const destination = $('restore-dest-site').checked ? { to_site: true, path } : { local_path: path };
+    const destination = $('restore-dest-site') && $('restore-dest-site').checked ? { to_site: true, path } : { local_path: path };
     const body = {
       snapshot_id: snap.id, paths: Array.from(selected), destination,
       overwrite: $('restore-overwrite').checked, dry_run: $('restore-dry-run').checked,
@@ -1029,7 +1073,7 @@ async function syncPage(view, signal) {
       }),
     }, 'Sync now');
     fill(box,
-      h('div', { class: 'actions' }, now),
+      can('operator') ? h('div', { class: 'actions' }, now) : null,
       section('State', dl([
         ['Health', badge(s.health, { id: 'sync-health' })],
         ['Configured', s.configured ? 'yes' : 'no'],
@@ -1055,6 +1099,92 @@ async function syncPage(view, signal) {
     statusOf.set(se.job_id, se.status);
     reload();
   });
+}
+
+// ---------------------------------------------------------------- audit
+
+// auditPage lists the audit trail (admins only), newest first, filtered
+// by the hash's query (token, action, site_uuid), a page at a time.
+async function auditPage(view, signal, query) {
+  view.append(h('h1', null, 'Audit trail'));
+  if (!can('admin')) {
+    view.append(notAllowed('read the audit trail', 'admin'));
+    return;
+  }
+  const q = new URLSearchParams();
+  for (const k of ['token', 'action', 'site_uuid', 'before']) if (query.get(k)) q.set(k, query.get(k));
+  q.set('limit', '100');
+  const list = await api('/api/v1/audit?' + q.toString(), { signal });
+  const filterHref = (k, v) => { const n = new URLSearchParams(); n.set(k, v); return '#/audit?' + n.toString(); };
+  const detail = (e) => Object.entries(Object.assign({}, e.ids || {}, e.detail || {}))
+    .filter(([k]) => k !== 'site_uuid').map(([k, v]) => k + '=' + v).join(' ');
+  const rows = list.entries.map((e) => h('tr', { 'data-testid': 'audit-row', 'data-action': e.action },
+    h('td', null, fmtTime(e.at)),
+    h('td', null, h('a', { href: filterHref('token', e.token) }, e.token), ' ', h('span', { class: 'muted' }, e.role)),
+    h('td', { class: 'mono' }, e.remote),
+    h('td', null, h('a', { href: filterHref('action', e.action) }, e.action)),
+    h('td', null, String(e.status)),
+    h('td', null, e.site_uuid ? h('a', { href: '#/sites/' + enc(e.site_uuid), class: 'mono' }, shortID(e.site_uuid)) : ''),
+    h('td', { class: 'mono wrap' }, detail(e))));
+  const filters = ['token', 'action', 'site_uuid'].filter((k) => query.get(k)).map((k) => k + ' = ' + query.get(k));
+  view.append(h('section', { class: 'card', id: 'audit-page' },
+    filters.length ? h('p', null, 'Filtered by ', filters.join(', '), ' — ', h('a', { href: '#/audit' }, 'show all')) : null,
+    rows.length ? table(['Time', 'Token', 'From', 'Action', 'Status', 'Site', 'Details'], rows, { id: 'audit-table' }) : empty('No entries.'),
+    list.next ? h('p', null, h('a', { id: 'audit-older', href: '#/audit?' + (() => { const n = new URLSearchParams(q); n.delete('limit'); n.set('before', list.next); return n.toString(); })() }, 'Older entries')) : null));
+}
+
+// ---------------------------------------------------------------- tokens
+
+// tokensPage lists the scoped tokens (admins only), creates one (its
+// secret is shown once, here) and revokes one after a confirmation.
+async function tokensPage(view, signal) {
+  view.append(h('h1', null, 'API tokens'));
+  if (!can('admin')) {
+    view.append(notAllowed('manage tokens', 'admin'));
+    return;
+  }
+  const listBox = h('div', { id: 'tokens-list' });
+  const secretBox = h('div', { id: 'token-secret-box', class: 'card', hidden: true });
+  const load = async () => {
+    const list = await api('/api/v1/tokens', { signal });
+    const rows = list.tokens.map((t) => h('tr', { 'data-testid': 'token-row', 'data-name': t.name },
+      h('td', null, t.name), h('td', null, t.role), h('td', { class: 'mono' }, t.id), h('td', null, when(t.created_at)), h('td', null, t.created_by),
+      h('td', null, h('button', {
+        type: 'button', class: 'small secondary', 'data-testid': 'token-revoke',
+        onclick: (ev) => {
+          if (!confirm('Revoke the token ' + t.name + ' (' + t.role + ')? Requests with it are refused at once.')) return;
+          action(ev.currentTarget, async () => {
+            await api('/api/v1/tokens/' + enc(t.id), { method: 'DELETE', signal });
+            await load();
+          });
+        },
+      }, 'Revoke'))));
+    fill(listBox, rows.length
+      ? table(['Name', 'Role', 'Id', 'Created', 'Created by', ''], rows, { id: 'tokens-table' })
+      : empty('No scoped tokens. The startup token (admin) always works.'));
+  };
+  const role = h('select', null, ['viewer', 'operator', 'admin'].map((r) => h('option', { value: r }, r)));
+  const submit = h('button', { type: 'submit', id: 'token-submit' }, 'Create token');
+  const form = h('form', { id: 'token-form', class: 'card form', novalidate: true },
+    h('h2', null, 'New token'),
+    field('token-name', 'Name', h('input', { required: true, autocomplete: 'off', placeholder: 'ci-readonly' })),
+    field('token-role', 'Role', role, 'viewer: read only, no snapshot contents; operator: also runs jobs, downloads and restores to a local folder; admin: everything.'),
+    submit);
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action(submit, async () => {
+      const t = await api('/api/v1/tokens', { method: 'POST', body: { name: $('token-name').value.trim(), role: role.value }, signal });
+      $('token-name').value = '';
+      fill(secretBox,
+        h('h2', null, 'Token ', t.name, ' (', t.role, ')'),
+        h('p', null, 'Its secret is shown only now: copy it into the tool or file that will use it.'),
+        h('p', { class: 'mono wrap', id: 'token-secret' }, t.secret));
+      secretBox.hidden = false;
+      await load();
+    });
+  });
+  view.append(secretBox, form, section('Tokens', listBox));
+  await load();
 }
 
 // ---------------------------------------------------------------- start
