@@ -34,6 +34,7 @@ func hosts12Sites3Nodes(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		hn.addNode()
 	}
+	hn.waitSettled(time.Minute)
 	sites := hn.register(hs, 0)
 
 	writeRound(t, sites, 1)
@@ -63,6 +64,7 @@ func hostsNodeKilledMidPull(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		hn.addNode()
 	}
+	hn.waitSettled(time.Minute)
 	sites := hn.register(hs, nodeBWLimit)
 	writeRound(t, sites, 1)
 	for i, s := range sites {
@@ -141,12 +143,13 @@ func hostsFourthNodeJoins(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		hn.addNode()
 	}
+	hn.waitSettled(time.Minute)
 	sites := hn.register(hs, 0)
 	writeRound(t, sites, 1)
 	on1 := hn.checkRound(sites, backupAll(t, hn.api, sites), 1, 3*time.Minute)
 
 	fourth := hn.addNode()
-	hn.waitPartitions(fourth, time.Minute)
+	hn.waitSettled(time.Minute)
 	changeData(t, sites, 2, hostFileSize)
 	on2 := hn.checkRound(sites, backupAll(t, hn.api, sites), 2, 3*time.Minute)
 	moved := 0
@@ -180,6 +183,7 @@ func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, string, ti
 				if staged >= 1<<20 && hasChild(n.proc, isRsyncInto(dir)) {
 					at := time.Now()
 					before := n.proc.Kill()
+					n.dead = true
 					t.Logf("killed %s mid-pull of site %s (%d bytes staged)", n.name, siteUUID, staged)
 					return n, siteUUID, at, before
 				}

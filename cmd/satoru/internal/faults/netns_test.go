@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/satoru/satoru/cmd/satoru/internal/netns"
 	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
+	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/testkit"
@@ -50,6 +52,7 @@ type hostNode struct {
 	proc    *satoru
 	staging string // staging id
 	root    string // staging_root
+	dead    bool   // SIGKILLed by the test
 }
 
 // hostSite is a site's folder on its edge host.
@@ -425,37 +428,41 @@ func (hn *hostNet) healthNodes() []nodeHealth {
 	return out.Nodes
 }
 
-// waitPartitions polls the health's nodes until n holds at least one of
-// the job stream's 32 partitions and the live nodes hold all 32 between
-// them. It fails the test if they do not within, and returns: the round
-// after it still tells which sites moved where.
-func (hn *hostNet) waitPartitions(n *hostNode, within time.Duration) {
+// waitSettled polls the health's nodes until every one of hn's live
+// workers holds exactly its rendezvous share of the 32 partitions among
+// them (affinity.Owned) and no other node holds any: the split the
+// sites will keep while these nodes live. Backups posted before that
+// may land on a node that is about to hand their partition on.
+func (hn *hostNet) waitSettled(within time.Duration) {
 	t := hn.t
 	t.Helper()
+	var ids []string
+	for _, n := range hn.nodes {
+		if !n.dead {
+			ids = append(ids, n.staging)
+		}
+	}
+	want := map[string]int{}
+	for _, id := range ids {
+		want[id] = len(affinity.Owned(id, ids))
+	}
 	deadline := time.Now().Add(within)
 	var last []nodeHealth
 	for time.Now().Before(deadline) {
 		last = hn.healthNodes()
-		total, mine := 0, 0
+		got := map[string]int{}
 		for _, e := range last {
-			if e.Partitions == nil {
-				continue
-			}
-			if e.Status == "live" {
-				total += *e.Partitions
-			}
-			if e.Node == n.staging {
-				mine = *e.Partitions
+			if e.Partitions != nil && *e.Partitions > 0 {
+				got[e.Node] = *e.Partitions
 			}
 		}
-		if mine > 0 && total == 32 {
-			t.Logf("partitions settled: %v", last)
+		if maps.Equal(got, want) {
+			t.Logf("partitions settled: %v", got)
 			return
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	t.Errorf("%s (staging %s) holds no partition, or the live nodes do not hold all 32 partitions, %s after it started: health nodes %v",
-		n.name, n.staging, within, last)
+	t.Fatalf("the partitions did not settle to %v within %s: health nodes %v", want, within, last)
 }
 
 // stopAll stops the workers and the control, so nothing holds the

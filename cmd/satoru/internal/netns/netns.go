@@ -287,23 +287,40 @@ func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.C
 
 // in runs fn on an OS thread switched into the host's namespace. Sockets
 // fn creates belong to the namespace for good, whichever thread uses them
-// later. The thread stays locked and ends with its goroutine, so it never
-// serves other goroutines from inside the namespace.
+// later. The thread is switched back before it serves other goroutines.
 func (h *Host) in(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		// The thread goes back to its own namespace and is unlocked: a
+		// locked goroutine that exits terminates its thread, and a child
+		// process started from that thread earlier (realproc sets
+		// Pdeathsig) would be SIGKILLed with it. Only a thread that could
+		// not go back stays locked and dies with the goroutine.
+		home, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("netns: enter %s: own namespace: %w", h.NS, err)
+			return
+		}
+		defer home.Close()
 		f, err := os.Open(filepath.Join(runDir, h.NS))
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netns: enter %s: %w", h.NS, err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("netns: enter %s: setns: %w", h.NS, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := unix.Setns(int(home.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
 	}()
 	return <-errc
 }

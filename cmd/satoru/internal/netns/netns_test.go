@@ -7,7 +7,10 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -247,5 +250,87 @@ func TestEdgeHostInside(t *testing.T) {
 	e.Restart(t)
 	if out, err := login(); err != nil {
 		t.Errorf("ssh after Restart: %v: %s", err, out)
+	}
+}
+
+// TestEnteringAHostKillsNoChild: a child process started with
+// Pdeathsig (as realproc starts satoru) survives many dials into a
+// host. Pdeathsig fires when the thread that started the child ends,
+// and a goroutine that exits locked to its thread ends that thread: in
+// must hand its thread back, not let it die.
+func TestEnteringAHostKillsNoChild(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("network namespaces need root; run the integration tests as root (CI does)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lan := ForTest(t)
+	h, err := lan.AddHost(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := h.Listen("tcp", h.Addr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	// Children started from many goroutines, so from many threads, and
+	// dials from many goroutines at once, so the threads entering the
+	// host are the ones that started the children.
+	children := make([]*exec.Cmd, 16)
+	var wg sync.WaitGroup
+	for i := range children {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := exec.Command("sleep", "60")
+			c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := c.Start(); err != nil {
+				t.Error(err)
+				return
+			}
+			children[i] = c
+		}()
+	}
+	wg.Wait()
+	for _, c := range children {
+		if c != nil {
+			t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	for range 50 {
+		for range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := h.DialContext(ctx, "tcp", ln.Addr().String())
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				_ = c.Close()
+			}()
+		}
+		wg.Wait()
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, c := range children {
+		// A killed child is a zombie until waited for: read its state.
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if i := strings.LastIndexByte(string(b), ')'); err != nil || i < 0 || i+2 >= len(b) || b[i+2] == 'Z' {
+			t.Fatalf("child %d died while the test entered the host (stat %q, %v)", c.Process.Pid, b, err)
+		}
 	}
 }
