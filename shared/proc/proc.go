@@ -210,11 +210,10 @@ func Run(ctx context.Context, c Cmd) (Result, error) {
 	// child, and its own children (ssh under rsync, rsync's receiver) see
 	// their pipes close and exit. The signal fires when the OS thread
 	// that forked the child exits, not the process: Go ends a thread only
-	// when a goroutine that called runtime.LockOSThread returns still
-	// locked, and such a goroutine runs nothing else on its thread. So the
-	// only thread that can go early is a locked caller's own, and that
-	// caller sits in this function until Wait has returned, i.e. until the
-	// child is gone anyway.
+	// when a goroutine returns still locked to it (runtime.LockOSThread),
+	// and that can be any thread, one that forked a child earlier too (a
+	// test in cmd/satoru/internal/netns shows it). Satoru never leaves a
+	// goroutine locked, so its threads live as long as the process.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	var (
 		mu        sync.Mutex
