@@ -27,6 +27,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -431,6 +432,21 @@ func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult
 	}
 	for i, site := range sites {
 		in.Sites[i] = site.UUID
+		if site.Policy.IsZero() {
+			continue
+		}
+		if in.Policies == nil {
+			in.Policies = map[string]policy.Compiled{}
+		}
+		pol, err := policy.Compile(site.Policy)
+		if err != nil {
+			// The API validates policies; one that fails here (a zone
+			// gone from the time zone database) falls back to the global
+			// schedule, but a pause still holds.
+			s.log.Error("scheduler: site policy unusable; following the global schedule", "site_uuid", site.UUID, "err", err)
+			pol = policy.Compiled{Paused: site.Policy.Paused}
+		}
+		in.Policies[site.UUID] = pol
 	}
 	for _, sc := range s.cache {
 		in.Schedules = append(in.Schedules, sc)
