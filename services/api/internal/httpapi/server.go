@@ -145,6 +145,8 @@ func New(d Deps) *echo.Echo {
 	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
 	g.GET("/events/stream", s.handleEventStream)
 	g.GET("/schedules", s.handleListSchedules)
+	g.GET("/sites/:site_uuid/policy", s.handleGetPolicy)
+	g.PUT("/sites/:site_uuid/policy", s.handlePutPolicy)
 	// Every route must be in openapi.json too (openapi_test.go checks).
 	e.GET(OpenAPIPath, s.handleOpenAPI)
 	return e
