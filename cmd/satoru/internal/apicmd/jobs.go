@@ -339,11 +339,11 @@ func writeJob(w io.Writer, j domain.Job, names map[string]string, now time.Time)
 		{"status", string(j.Status)},
 	}
 	if j.Trigger != "" {
-		trig := "by " + j.Trigger
+		trig := j.Trigger
 		if j.PolicyNote != "" {
 			trig += " (" + j.PolicyNote + ")"
 		}
-		pairs = append(pairs, [2]string{"started", trig})
+		pairs = append(pairs, [2]string{"trigger", trig})
 	}
 	if j.Error != "" {
 		pairs = append(pairs, [2]string{"error", j.Error})
