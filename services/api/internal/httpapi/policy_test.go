@@ -8,7 +8,6 @@ import (
 	"github.com/satoru/satoru/shared/domain"
 )
 
-
 // The handler logic around a site's policy (testNow is 2026-01-02 03:04:05
 // UTC, a Friday): PATCH keeps a policy it is not given, PUT normalises
 // and validates, and manual jobs follow the pause and the windows.
