@@ -309,6 +309,9 @@ func (s *server) createJob(ctx context.Context, siteUUID string, in JobInput) (J
 // enqueue inserts a queued job, then publishes its request (see
 // createJob). Repository-level jobs have no site.
 func (s *server) enqueue(ctx context.Context, job domain.Job) (JobAccepted, error) {
+	if job.Trigger == "" {
+		job.Trigger = domain.TriggerManual // every job the API queues was asked for by hand
+	}
 	if err := s.store.InsertJob(ctx, job); err != nil {
 		return JobAccepted{}, storeError(err, "", "")
 	}
