@@ -101,3 +101,39 @@ func Effective(p *domain.SitePolicy, global config.RetentionPolicy) (r config.Re
 	}
 	return global, false
 }
+
+// cronSample is how many coming runs ExpectedGap looks at: enough to see
+// a weekend in a weekday schedule.
+const cronSample = 16
+
+// ExpectedGap is the longest time a site's backups are expected to be
+// apart from now on: its interval (or the global one), or the longest gap
+// between a cron schedule's next runs, plus its longest maintenance
+// window (a run due inside one waits for its end). Alerting on stale
+// backups compares against it.
+func (c Compiled) ExpectedGap(now time.Time, global time.Duration) time.Duration {
+	gap := global
+	switch {
+	case c.Cron != nil:
+		gap = 0
+		prev := c.Cron.Next(now)
+		for i := 0; i < cronSample && !prev.IsZero(); i++ {
+			next := c.Cron.Next(prev)
+			if next.IsZero() {
+				break
+			}
+			gap = max(gap, next.Sub(prev))
+			prev = next
+		}
+		if gap == 0 {
+			gap = global
+		}
+	case c.Interval > 0:
+		gap = c.Interval
+	}
+	var win time.Duration
+	for _, w := range c.Windows {
+		win = max(win, w.Length())
+	}
+	return gap + win
+}

@@ -144,3 +144,12 @@ func (ws Windows) At(t time.Time) (w Window, end time.Time, in bool) {
 	}
 	return w, end, in
 }
+
+// Length is how long the window lasts on a day without a clock change.
+func (w Window) Length() time.Duration {
+	mins := (w.eh*60 + w.em - w.sh*60 - w.sm + 24*60) % (24 * 60)
+	if mins == 0 {
+		mins = 24 * 60 // start = end: a whole day
+	}
+	return time.Duration(mins) * time.Minute
+}

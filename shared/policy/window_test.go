@@ -85,3 +85,30 @@ func TestCompileNamesTheField(t *testing.T) {
 		}
 	})
 }
+
+func TestExpectedGap(t *testing.T) {
+	now := time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC) // a Wednesday
+	cases := []struct {
+		name string
+		p    *domain.SitePolicy
+		want time.Duration
+	}{
+		{"no policy: the global interval", nil, 24 * time.Hour},
+		{"own interval", &domain.SitePolicy{Schedule: &domain.BackupSchedule{IntervalMinutes: 90}}, 90 * time.Minute},
+		{"weekday cron sees the weekend", &domain.SitePolicy{Schedule: &domain.BackupSchedule{Cron: "0 2 * * mon-fri"}}, 72 * time.Hour},
+		{"weekly cron", &domain.SitePolicy{Schedule: &domain.BackupSchedule{Cron: "@weekly"}}, 7 * 24 * time.Hour},
+		{"plus the longest window", &domain.SitePolicy{MaintenanceWindows: []domain.MaintenanceWindow{
+			{Start: "22:00", End: "02:00"}, {Start: "09:00", End: "10:00"}}}, 28 * time.Hour},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := Compile(tc.p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ExpectedGap(now, 24*time.Hour); got != tc.want {
+				t.Fatalf("ExpectedGap = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}

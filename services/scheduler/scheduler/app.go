@@ -158,6 +158,7 @@ type Scheduler struct {
 	log   *slog.Logger
 	now   func() time.Time
 	m     *metrics
+	pm    *policyMetrics
 
 	lease *bus.Lease
 	// cache holds the schedules while this instance leads: it is then
@@ -237,6 +238,7 @@ func New(d Deps) (*Scheduler, error) {
 		log:   log.With("service", domain.ServiceScheduler, "instance", s.Instance),
 		now:   now,
 		m:     newMetrics(d.Registry),
+		pm:    newPolicyMetrics(d.Registry),
 	}, nil
 }
 
@@ -317,6 +319,7 @@ func (s *Scheduler) Resign() {
 	s.cacheOK = false
 	s.historyNext, s.historyOn = time.Time{}, false
 	s.m.leader.Set(0)
+	s.pm.reset()
 }
 
 // lead renews the leader lease, or tries to take it, and reports whether
@@ -336,6 +339,7 @@ func (s *Scheduler) lead(ctx context.Context) (bool, error) {
 		s.cacheOK = false
 		s.historyNext, s.historyOn = time.Time{}, false
 		s.m.leader.Set(0)
+		s.pm.reset()
 	}
 	l, err := s.infra.AcquireKey(ctx, LeaderKey, bus.LeaseHolder{Worker: s.set.Instance})
 	if errors.Is(err, bus.ErrLeaseHeld) {
@@ -451,6 +455,7 @@ func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult
 	for _, sc := range s.cache {
 		in.Schedules = append(in.Schedules, sc)
 	}
+	s.pm.set(in.Sites, in.Policies, s.set.ScanInterval, now)
 	out := plan.Plan(in)
 	if !out.NeedActive {
 		return out, nil

@@ -1,9 +1,12 @@
 package scheduler
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/store"
@@ -113,5 +116,71 @@ func TestSitePolicySchedules(t *testing.T) {
 	}
 	if got := countRequests(e.published(t)); got["backup:"+paused] != 1 {
 		t.Errorf("after resuming: %v, want one backup of the resumed site", got)
+	}
+}
+
+// The leader exports each site's pause and expected backup gap for the
+// stale-backup alert, drops a removed site's, and clears them when it
+// stops leading.
+func TestSitePolicyMetrics(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	const (
+		weekly = "0b7a3a4e-dddd-4c1e-9a55-000000000004"
+		paused = "0b7a3a4e-eeee-4c1e-9a55-000000000005"
+	)
+	if _, err := e.st.InsertSites(ctx, []domain.Site{
+		{UUID: weekly, Name: "weekly", Host: "10.0.0.4", Port: 22, User: "b",
+			Policy: &domain.SitePolicy{Schedule: &domain.BackupSchedule{Cron: "@weekly"},
+				MaintenanceWindows: []domain.MaintenanceWindow{{Start: "01:00", End: "03:00"}}}},
+		{UUID: paused, Name: "paused", Host: "10.0.0.5", Port: 22, User: "b", Policy: &domain.SitePolicy{Paused: true}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	s, err := New(Deps{Settings: Settings{Instance: "metrics", ScanInterval: day}, Store: e.st, Infra: e.in, Registry: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gauges := func() map[string]float64 {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]float64{}
+		for _, mf := range mfs {
+			if !strings.HasPrefix(mf.GetName(), "satoru_site_") {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				out[mf.GetName()+"/"+m.GetLabel()[0].GetValue()] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	now := time.Date(2026, 6, 3, 12, 0, 0, 0, time.UTC)
+	if _, err := s.Tick(ctx, now); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{
+		"satoru_site_paused/" + weekly: 0, "satoru_site_backup_expected_interval_seconds/" + weekly: (7*24 + 2) * 3600,
+		"satoru_site_paused/" + paused: 1, "satoru_site_backup_expected_interval_seconds/" + paused: 24 * 3600,
+	}
+	if got := gauges(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("gauges = %v\nwant %v", got, want)
+	}
+	if err := e.st.DeleteSite(ctx, paused); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Tick(ctx, now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if got := gauges(); len(got) != 2 || got["satoru_site_paused/"+weekly] != 0 {
+		t.Fatalf("after removing a site: %v", got)
+	}
+	s.Resign()
+	if got := gauges(); len(got) != 0 {
+		t.Fatalf("after resigning: %v", got)
 	}
 }
