@@ -1119,6 +1119,10 @@ const KEEPS = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_mo
 // policyCard shows and edits the site's policy (PUT /sites/{id}/policy).
 // Empty fields follow the global config; the API's errors name the field.
 function policyCard(site, signal, reload) {
+  // The site page re-renders when one of its jobs changes status: keep a
+  // form the operator is editing rather than wipe it.
+  const open = $('policy-form');
+  if (open && open.dataset.dirty === '1' && open.dataset.siteUuid === site.site_uuid) return open.parentElement;
   const p = site.policy || {};
   const sc = p.schedule || {};
   const ret = p.retention || {};
@@ -1144,6 +1148,9 @@ function policyCard(site, signal, reload) {
         (p.maintenance_windows || []).map(windowText).join('\n')),
       'No job starts inside a window: scheduled runs wait for its end; jobs started by hand ask first.'),
     h('button', { type: 'submit', id: 'policy-save' }, 'Save policy'));
+  form.dataset.siteUuid = site.site_uuid;
+  form.addEventListener('input', () => { form.dataset.dirty = '1'; });
+  form.addEventListener('change', () => { form.dataset.dirty = '1'; });
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
     action($('policy-save'), async () => {
@@ -1166,6 +1173,7 @@ function policyCard(site, signal, reload) {
       const lines = v('policy-windows').split('\n').map((l) => l.trim()).filter(Boolean);
       if (lines.length) body.maintenance_windows = lines.map(parseWindow);
       await api('/api/v1/sites/' + enc(site.site_uuid) + '/policy', { method: 'PUT', body, signal });
+      form.dataset.dirty = '';
       await reload();
     });
   });
