@@ -136,4 +136,19 @@ func TestSitePolicyAgainstNode(t *testing.T) {
 		t.Fatalf("clear policy: %d", code)
 	}
 	expect(t, cli("sites", "show", "pol-edge"), 0, "policy:", "global")
+
+	// The other schedule and retention flags, and the usage errors.
+	expect(t, cli("sites", "policy", "pol-edge", "--every", "90m", "--keep-daily", "3", "--keep-within", "30d"), 0,
+		"schedule:", "every 1h30m0s", "keep_daily=3 keep_within=30d")
+	expect(t, cli("sites", "policy", "pol-edge", "--default-schedule", "--default-retention"), 0,
+		"global (site_scan_interval_hours)", "global (restic_retention_policy)")
+	for _, args := range [][]string{
+		{"--pause", "--resume"}, {"--every", "90s"}, {"--tz", "UTC"}, {"--every", "1h", "--cron", "@daily"},
+		{"--keep-last", "2", "--default-retention"}, {"--window", "22:00"}, {"--reason", "x"},
+	} {
+		if r := cli(append([]string{"sites", "policy", "pol-edge"}, args...)...); r.code != 2 {
+			t.Errorf("sites policy %v: want exit 2 (usage), got %s", args, r)
+		}
+	}
+	expect(t, cli("sites", "policy", "--help"), 0, "--window", "--cron", "--keep-last")
 }
