@@ -79,6 +79,9 @@ type Site struct {
 	BandwidthLimitKbps int       `bson:"bandwidth_limit_kbps,omitempty" json:"bandwidth_limit_kbps,omitempty"`
 	CreatedAt          time.Time `bson:"created_at" json:"created_at"`
 	UpdatedAt          time.Time `bson:"updated_at" json:"updated_at"`
+	// Policy is the site's own schedule, retention, pause and maintenance
+	// windows (policy.go); nil follows the global config.
+	Policy *SitePolicy `bson:"policy,omitempty" json:"policy,omitempty"`
 }
 
 // HealthState is a status with the reason and when it was set.
@@ -180,6 +183,12 @@ type Job struct {
 	// its next step reads (a backup's pull, for its snapshot); nil until
 	// the hand-off.
 	HandOff *HandOff `bson:"hand_off,omitempty" json:"hand_off,omitempty"`
+	// Trigger is who started the job: TriggerSchedule or TriggerManual
+	// ("" on jobs stored before it was recorded). PolicyNote says what of
+	// the site's policy a manual start overrode (paused, a forced
+	// maintenance window).
+	Trigger    string `bson:"trigger,omitempty" json:"trigger,omitempty"`
+	PolicyNote string `bson:"policy_note,omitempty" json:"policy_note,omitempty"`
 }
 
 // HandOff is where a job's first step left its data for the next step.

@@ -43,6 +43,10 @@ type Schedule struct {
 	// IntervalSeconds is the interval NextRunAt was computed with; a
 	// changed configuration shows as a different value.
 	IntervalSeconds int64 `bson:"interval_seconds" json:"interval_seconds"`
+	// Spec is the site's cron schedule ("<5 fields> <zone>") NextRunAt
+	// was computed with, "" for an interval; a changed policy shows as a
+	// different value.
+	Spec string `bson:"spec,omitempty" json:"spec,omitempty"`
 	// NextRunAt is when the next run is due. Writers compare and set it
 	// (SwapSchedules).
 	NextRunAt time.Time `bson:"next_run_at" json:"next_run_at"`

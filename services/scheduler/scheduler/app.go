@@ -27,6 +27,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -160,6 +161,7 @@ type Scheduler struct {
 	log   *slog.Logger
 	now   func() time.Time
 	m     *metrics
+	pm    *policyMetrics
 
 	lease *bus.Lease
 	// cache holds the schedules while this instance leads: it is then
@@ -239,6 +241,7 @@ func New(d Deps) (*Scheduler, error) {
 		log:   log.With("service", domain.ServiceScheduler, "instance", s.Instance),
 		now:   now,
 		m:     newMetrics(d.Registry),
+		pm:    newPolicyMetrics(d.Registry),
 	}, nil
 }
 
@@ -319,6 +322,7 @@ func (s *Scheduler) Resign() {
 	s.cacheOK = false
 	s.historyNext, s.historyOn = time.Time{}, false
 	s.m.leader.Set(0)
+	s.pm.reset()
 }
 
 // lead renews the leader lease, or tries to take it, and reports whether
@@ -338,6 +342,7 @@ func (s *Scheduler) lead(ctx context.Context) (bool, error) {
 		s.cacheOK = false
 		s.historyNext, s.historyOn = time.Time{}, false
 		s.m.leader.Set(0)
+		s.pm.reset()
 	}
 	l, err := s.infra.AcquireKey(ctx, LeaderKey, bus.LeaseHolder{Worker: s.set.Instance})
 	if errors.Is(err, bus.ErrLeaseHeld) {
@@ -434,10 +439,26 @@ func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult
 	}
 	for i, site := range sites {
 		in.Sites[i] = site.UUID
+		if site.Policy.IsZero() {
+			continue
+		}
+		if in.Policies == nil {
+			in.Policies = map[string]policy.Compiled{}
+		}
+		pol, err := policy.Compile(site.Policy)
+		if err != nil {
+			// The API validates policies; one that fails here (a zone
+			// gone from the time zone database) falls back to the global
+			// schedule, but a pause still holds.
+			s.log.Error("scheduler: site policy unusable; following the global schedule", "site_uuid", site.UUID, "err", err)
+			pol = policy.Compiled{Paused: site.Policy.Paused}
+		}
+		in.Policies[site.UUID] = pol
 	}
 	for _, sc := range s.cache {
 		in.Schedules = append(in.Schedules, sc)
 	}
+	s.pm.set(in.Sites, in.Policies, s.set.ScanInterval, now)
 	out := plan.Plan(in)
 	if !out.NeedActive {
 		return out, nil

@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/store"
 	"github.com/satoru/satoru/shared/units"
 )
 
@@ -45,8 +48,7 @@ func RetentionOptions(siteUUID string, policy []string) restic.ForgetOptions {
 // touched: only last_retention_at.
 func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *jobrun.Recorder) jobrun.Outcome {
 	const step = "retention"
-	policy := s.Retention.String()
-	summary := map[string]any{"policy": policy}
+	summary := map[string]any{"policy": s.Retention.String()}
 	fail := func(msg string) jobrun.Outcome {
 		rec.Add(ctx, domain.JobEvent{Step: step, Level: domain.LevelError, Message: msg})
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: msg, Summary: summary}
@@ -54,10 +56,19 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	if job.SiteUUID == "" {
 		return fail("retention job without a site")
 	}
-	if err := s.Retention.Validate(); err != nil {
-		// Config rejects a bad policy at start; this catches a process
+	keep, source, err := s.sitePolicy(ctx, job.SiteUUID)
+	if err != nil {
+		// Not knowing the site's own policy, the global one might delete
+		// snapshots the site keeps: try again later instead.
+		out := fail(err.Error())
+		out.Retry = true
+		return out
+	}
+	summary["policy"], summary["policy_source"] = keep.String(), source
+	if err := keep.Validate(); err != nil {
+		// Config and the API reject a bad policy; this catches a process
 		// wired without one.
-		return fail("restic_retention_policy: " + err.Error())
+		return fail(source + ": " + err.Error())
 	}
 
 	// The maintenance lease first: waiting for another process's prune or
@@ -84,7 +95,7 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 
 	rctx, cancel := jobrun.WithLimit(ctx, s.RetentionLimit)
 	defer cancel()
-	res, noRepo, err := s.forget(rctx, ctx, job, rec, summary)
+	res, noRepo, err := s.forget(rctx, ctx, job, rec, summary, keep, source)
 	if noRepo {
 		s.putRetentionAt(ctx, job, rec)
 		return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
@@ -109,11 +120,12 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 // (rctx bounds restic, jctx is the job's, for events) and adds what it
 // did to summary. noRepo means there is no repository yet, so nothing to
 // forget: retention succeeds.
-func (s *Snapshotter) forget(rctx, jctx context.Context, job domain.Job, rec *jobrun.Recorder, summary map[string]any) (res restic.ForgetResult, noRepo bool, err error) {
+func (s *Snapshotter) forget(rctx, jctx context.Context, job domain.Job, rec *jobrun.Recorder, summary map[string]any,
+	keep config.RetentionPolicy, source string) (res restic.ForgetResult, noRepo bool, err error) {
 	const step = "retention"
-	opts := RetentionOptions(job.SiteUUID, s.Retention.Args())
+	opts := RetentionOptions(job.SiteUUID, keep.Args())
 	rec.Add(jctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
-		"restic forget, policy %s, snapshots of host %s with tag %s", s.Retention.String(), opts.Host, opts.Tags[0])})
+		"restic forget, policy %s (%s), snapshots of host %s with tag %s", keep.String(), source, opts.Host, opts.Tags[0])})
 	err = s.unlockedRetry(rctx, jctx, rec, step, summary, func() error {
 		var ferr error
 		res, ferr = s.Repo.Forget(rctx, opts)
@@ -244,4 +256,39 @@ func (s *Snapshotter) putRetentionAt(ctx context.Context, job domain.Job, rec *j
 	if err != nil {
 		rec.Add(ctx, domain.JobEvent{Step: "retention", Level: domain.LevelWarn, Message: "last_retention_at not recorded: " + err.Error()})
 	}
+}
+
+// SiteReader is the store's site lookup; a Store that has it gives the
+// retention the site's own policy.
+type SiteReader interface {
+	GetSite(ctx context.Context, uuid string) (domain.Site, error)
+}
+
+// Where a retention policy came from, for events and the job summary.
+const (
+	sourceGlobal = "restic_retention_policy"
+	sourceSite   = "site policy"
+)
+
+// sitePolicy is the retention that applies to a site: its policy's
+// override when it has one, else the global restic_retention_policy (also
+// for a site deleted meanwhile, whose snapshots stay under the global
+// rule).
+func (s *Snapshotter) sitePolicy(ctx context.Context, siteUUID string) (config.RetentionPolicy, string, error) {
+	sr, ok := s.Store.(SiteReader)
+	if !ok {
+		return s.Retention, sourceGlobal, nil
+	}
+	site, err := sr.GetSite(ctx, siteUUID)
+	if errors.Is(err, store.ErrNotFound) {
+		return s.Retention, sourceGlobal, nil
+	}
+	if err != nil {
+		return config.RetentionPolicy{}, "", fmt.Errorf("read the site's retention policy: %w", err)
+	}
+	keep, own := policy.Effective(site.Policy, s.Retention)
+	if own {
+		return keep, sourceSite, nil
+	}
+	return keep, sourceGlobal, nil
 }

@@ -152,7 +152,7 @@ func (r *runner) dispatch(cmd string, args []string) error {
 	switch cmd {
 	case "sites":
 		return r.sub(args, sitesHelp, map[string]func([]string) error{
-			"add": r.sitesAdd, "list": r.sitesList, "show": r.sitesShow, "rm": r.sitesRm,
+			"add": r.sitesAdd, "list": r.sitesList, "show": r.sitesShow, "rm": r.sitesRm, "policy": r.sitesPolicy,
 		})
 	case "targets":
 		return r.sub(args, targetsHelp, map[string]func([]string) error{

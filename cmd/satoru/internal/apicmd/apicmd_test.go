@@ -256,7 +256,7 @@ func TestMainUsage(t *testing.T) {
 		stderr string
 	}{
 		{name: "unknown command", args: []string{"frob"}, code: ExitUsage, stderr: `satoru: unknown command "frob"`},
-		{name: "missing subcommand", args: []string{"sites"}, code: ExitUsage, stderr: "satoru sites: missing subcommand (add, list, rm, show)\nsee: satoru sites --help"},
+		{name: "missing subcommand", args: []string{"sites"}, code: ExitUsage, stderr: "satoru sites: missing subcommand (add, list, policy, rm, show)\nsee: satoru sites --help"},
 		{name: "unknown subcommand", args: []string{"jobs", "frob"}, code: ExitUsage, stderr: `satoru jobs: unknown subcommand "frob"`},
 		{name: "unknown flag", args: []string{"sites", "list", "--nope"}, code: ExitUsage, stderr: "satoru sites list: flag provided but not defined: -nope"},
 		{name: "missing site", args: []string{"snapshots"}, code: ExitUsage, stderr: "satoru snapshots: missing SITE"},

@@ -16,8 +16,9 @@ warning, 4 --timeout ran out while waiting, 130 interrupted while waiting
 // Usage lists the client commands (shown by satoru's own usage too).
 const Usage = `client commands (talk to the REST API; satoru <command> --help for more):
   sites add|list|show|rm        register, list, show, remove sites
+  sites policy <site> [...]     pause/resume, own schedule, retention, windows
   targets add|list|rm <site>    a site's directories and SQLite databases
-  run <site> preflight|backup|retention [--wait] [--timeout D]
+  run <site> preflight|backup|retention [--wait] [--timeout D] [--force]
   jobs list|show|logs|cancel    jobs and their step events (logs --follow is live)
   snapshots <site>              a site's restic snapshots
   restore <site> --snapshot ID --path P (--to-local DIR | --to-site DIR)
@@ -37,6 +38,8 @@ const sitesHelp = `usage:
   satoru sites list
   satoru sites show <site>
   satoru sites rm <site>        (its snapshots stay in the repository)
+  satoru sites policy <site> [--pause|--resume] [--every D|--cron EXPR [--tz Z]]
+        [--keep-last N ...] [--window "..."]   (see satoru sites policy --help)
 
 ` + commonHelp
 
@@ -48,7 +51,10 @@ const targetsHelp = `usage:
 ` + commonHelp
 
 const runHelp = `usage:
-  satoru run <site> preflight|backup|retention [--wait] [--timeout D]
+  satoru run <site> preflight|backup|retention [--wait] [--timeout D] [--force]
+      --force     start it even inside one of the site's maintenance windows
+                  (refused there otherwise); a paused site's jobs run anyway
+                  and are marked as started by hand
       --wait      follow the job's events until it ends; the exit code is the
                   job's (0 success, 3 warning, 1 failed or canceled)
       --timeout D stop waiting after D (e.g. 30m); exit 4, the job goes on

@@ -47,8 +47,10 @@ func (w waitFlags) check(help, cmd string) error {
 
 func (r *runner) runJob(args []string) error {
 	var wf waitFlags
+	var force bool
 	fs := r.newFlags()
 	wf.register(fs)
+	fs.BoolVar(&force, "force", false, "start the job even inside a maintenance window of the site")
 	pos, err := parse(fs, runHelp, args, "SITE", "TYPE")
 	if err != nil {
 		return err
@@ -63,7 +65,11 @@ func (r *runner) runJob(args []string) error {
 	if err != nil {
 		return err
 	}
-	acc, err := r.api.CreateJob(r.ctx, sv.UUID, domain.JobType(pos[1]))
+	create := r.api.CreateJob
+	if force {
+		create = r.api.CreateJobForced
+	}
+	acc, err := create(r.ctx, sv.UUID, domain.JobType(pos[1]))
 	if err != nil {
 		return fmt.Errorf("queue %s job for site %s: %w", pos[1], clean(sv.Name), err)
 	}
@@ -331,6 +337,13 @@ func writeJob(w io.Writer, j domain.Job, names map[string]string, now time.Time)
 		{"type", string(j.Type)},
 		{"site", site},
 		{"status", string(j.Status)},
+	}
+	if j.Trigger != "" {
+		trig := j.Trigger
+		if j.PolicyNote != "" {
+			trig += " (" + j.PolicyNote + ")"
+		}
+		pairs = append(pairs, [2]string{"trigger", trig})
 	}
 	if j.Error != "" {
 		pairs = append(pairs, [2]string{"error", j.Error})

@@ -94,7 +94,11 @@ func writeSites(w io.Writer, sites []domain.SiteView, now time.Time) error {
 	}
 	t := newTable(w, "NAME", "UUID", "HOST", "HEALTH", "LAST SUCCESS", "LAST JOB")
 	for _, s := range sites {
-		t.row(s.Name, s.UUID, sshAddr(s.Site), string(s.Status.Health.Status),
+		health := string(s.Status.Health.Status)
+		if s.Policy != nil && s.Policy.Paused {
+			health += " (paused)"
+		}
+		t.row(s.Name, s.UUID, sshAddr(s.Site), health,
 			agoPtr(s.Status.LastSuccessAt, now), orDash(s.Status.LastJobID))
 	}
 	return t.flush()
@@ -154,6 +158,7 @@ func writeSiteDetail(w io.Writer, d client.SiteDetail, now time.Time) error {
 		{"host key", hostKey},
 		{"bandwidth", bw},
 		{"health", health},
+		{"policy", policySummary(d.Policy)},
 		{"last success", stampPtr(st.LastSuccessAt)},
 		{"last preflight", stampPtr(st.LastPreflightAt)},
 		{"last scan", stampPtr(st.LastScanAt)},

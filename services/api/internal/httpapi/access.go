@@ -92,6 +92,8 @@ var routeRules = map[string]routeRule{
 	"GET " + BasePath + "/sites/:site_uuid":                         {Role: RoleViewer},
 	"PATCH " + BasePath + "/sites/:site_uuid":                       {Role: RoleAdmin, Action: "site.update"},
 	"DELETE " + BasePath + "/sites/:site_uuid":                      {Role: RoleAdmin, Action: "site.delete"},
+	"GET " + BasePath + "/sites/:site_uuid/policy":                  {Role: RoleViewer},
+	"PUT " + BasePath + "/sites/:site_uuid/policy":                  {Role: RoleAdmin, Action: "policy.update"},
 	"POST " + BasePath + "/sites/:site_uuid/targets":                {Role: RoleAdmin, Action: "target.create"},
 	"GET " + BasePath + "/sites/:site_uuid/targets":                 {Role: RoleViewer},
 	"DELETE " + BasePath + "/sites/:site_uuid/targets/:target_hash": {Role: RoleAdmin, Action: "target.delete"},

@@ -583,7 +583,8 @@ func TestCreateJob(t *testing.T) {
 		if !reflect.DeepEqual(h.calls, []string{"InsertJob id-2", "Publish id-2"}) {
 			t.Errorf("calls = %v, want insert before publish", h.calls)
 		}
-		want := domain.Job{ID: "id-2", SiteUUID: "id-1", Type: domain.JobPreflight, Status: domain.StatusQueued, Attempts: 0, CreatedAt: testNow}
+		want := domain.Job{ID: "id-2", SiteUUID: "id-1", Type: domain.JobPreflight, Status: domain.StatusQueued, Attempts: 0, CreatedAt: testNow,
+			Trigger: domain.TriggerManual}
 		if got := h.store.jobs["id-2"]; !reflect.DeepEqual(got, want) {
 			t.Errorf("job = %+v\nwant %+v", got, want)
 		}

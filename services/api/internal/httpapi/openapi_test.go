@@ -239,6 +239,7 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 		"RestoreInput":   RestoreInput{},
 		"ScheduleList":   ScheduleList{},
 		"SyncInput":      SyncInput{},
+		"PolicyView":     PolicyView{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			matchSchema(t, raw, name, reflect.TypeOf(v), resolve(t, raw, map[string]any{"$ref": "#/components/schemas/" + name}))

@@ -226,7 +226,7 @@ func TestCreateRestore(t *testing.T) {
 		}
 		want := domain.Job{ID: "id-2", SiteUUID: "id-1", Type: domain.JobRestore, Status: domain.StatusQueued, CreatedAt: testNow,
 			Restore: &domain.RestoreRequest{SnapshotID: snapA, Paths: []string{root + "/t1", root + "/f.txt"},
-				Destination: domain.RestoreDestination{LocalPath: "/srv/r"}, DryRun: true}}
+				Destination: domain.RestoreDestination{LocalPath: "/srv/r"}, DryRun: true}, Trigger: domain.TriggerManual}
 		if got := h.store.jobs["id-2"]; !reflect.DeepEqual(got, want) {
 			t.Errorf("job = %+v %+v\nwant %+v %+v", got, got.Restore, want, want.Restore)
 		}

@@ -147,6 +147,8 @@ func New(d Deps) *echo.Echo {
 	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
 	g.GET("/events/stream", s.handleEventStream)
 	g.GET("/schedules", s.handleListSchedules)
+	g.GET("/sites/:site_uuid/policy", s.handleGetPolicy)
+	g.PUT("/sites/:site_uuid/policy", s.handlePutPolicy)
 	g.GET("/me", s.handleMe)
 	g.GET("/tokens", s.handleListTokens)
 	g.POST("/tokens", s.handleCreateToken)

@@ -88,6 +88,13 @@ func (s *server) createSite(ctx context.Context, in SiteInput) (SiteDetail, erro
 	if err := ValidateSite(&site); err != nil {
 		return SiteDetail{}, err
 	}
+	if in.Policy != nil {
+		p, err := ValidatePolicy(in.Policy, "policy.")
+		if err != nil {
+			return SiteDetail{}, err
+		}
+		site.Policy = p
+	}
 	if len(in.Targets) > maxTargets {
 		return SiteDetail{}, invalid("targets: at most %d, got %d", maxTargets, len(in.Targets))
 	}
@@ -206,6 +213,13 @@ func (s *server) patchSite(ctx context.Context, uuid string, in SiteInput) (Site
 	if err := ValidateSite(&next); err != nil {
 		return SiteDetail{}, err
 	}
+	if in.Policy != nil {
+		p, err := ValidatePolicy(in.Policy, "policy.")
+		if err != nil {
+			return SiteDetail{}, err
+		}
+		next.Policy = p
+	}
 	if next != cur {
 		next.UpdatedAt = s.now().UTC()
 		err := s.store.ReplaceSite(ctx, next)
@@ -273,21 +287,31 @@ func (s *server) createJob(ctx context.Context, siteUUID string, in JobInput) (J
 	if err := ValidateJobType(in.Type); err != nil {
 		return JobAccepted{}, err
 	}
-	if _, err := s.store.GetSite(ctx, siteUUID); err != nil {
+	site, err := s.store.GetSite(ctx, siteUUID)
+	if err != nil {
 		return JobAccepted{}, storeError(err, siteNotFound(siteUUID), "")
 	}
+	note, verr := s.manualJobPolicy(site, in.Force)
+	if verr != nil {
+		return JobAccepted{}, verr
+	}
 	return s.enqueue(ctx, domain.Job{
-		ID:        s.newID(),
-		SiteUUID:  siteUUID,
-		Type:      in.Type,
-		Status:    domain.StatusQueued,
-		CreatedAt: s.now().UTC(),
+		ID:         s.newID(),
+		SiteUUID:   siteUUID,
+		Type:       in.Type,
+		Status:     domain.StatusQueued,
+		CreatedAt:  s.now().UTC(),
+		Trigger:    domain.TriggerManual,
+		PolicyNote: note,
 	})
 }
 
 // enqueue inserts a queued job, then publishes its request (see
 // createJob). Repository-level jobs have no site.
 func (s *server) enqueue(ctx context.Context, job domain.Job) (JobAccepted, error) {
+	if job.Trigger == "" {
+		job.Trigger = domain.TriggerManual // every job the API queues was asked for by hand
+	}
 	if err := s.store.InsertJob(ctx, job); err != nil {
 		return JobAccepted{}, storeError(err, "", "")
 	}

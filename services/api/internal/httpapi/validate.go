@@ -22,6 +22,9 @@ type SiteInput struct {
 	TrustOnFirstUse    *bool         `json:"trust_on_first_use"`
 	BandwidthLimitKbps *int          `json:"bandwidth_limit_kbps"`
 	Targets            []TargetInput `json:"targets"` // POST only
+	// Policy replaces the site's whole policy (policy.go); {} clears it,
+	// null or absent leaves it.
+	Policy *domain.SitePolicy `json:"policy"`
 }
 
 // TargetInput is the body of POST /sites/{uuid}/targets and an entry of
@@ -35,6 +38,8 @@ type TargetInput struct {
 // JobInput is the body of POST /sites/{uuid}/jobs.
 type JobInput struct {
 	Type domain.JobType `json:"type"`
+	// Force starts the job inside one of the site's maintenance windows.
+	Force bool `json:"force"`
 }
 
 // Limits.

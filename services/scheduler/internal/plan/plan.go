@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/store"
 )
 
@@ -38,6 +39,9 @@ type Input struct {
 	// with nothing due reads no jobs.
 	Active      []domain.Job
 	ActiveKnown bool
+	// Policies are the sites' own policies by site uuid (policy.go);
+	// a site without one follows Settings.
+	Policies map[string]policy.Compiled
 }
 
 // Run is one run of a schedule to carry out.
@@ -63,10 +67,17 @@ type Wait struct {
 	Due      time.Time
 	// BlockedBy is the active job that holds the run back.
 	BlockedBy domain.Job
+	// Held says why the site's policy holds the run back (paused, a
+	// maintenance window), when it does; Until is when the window ends.
+	Held  string
+	Until time.Time
 }
 
 // Reason says why the run waits, for logs.
 func (w Wait) Reason() string {
+	if w.Held != "" {
+		return w.Held
+	}
 	return fmt.Sprintf("job %s (%s) is %s", w.BlockedBy.ID, w.BlockedBy.Type, w.BlockedBy.Status)
 }
 
@@ -134,6 +145,10 @@ func Plan(in Input) Output {
 	periodic := func(kind, site, key string, every time.Duration) {
 		id := store.ScheduleID(kind, site)
 		want[id] = true
+		if cr := in.Policies[site].Cron; kind == store.ScheduleBackup && cr != nil {
+			out.cronSchedule(cur, id, site, cr, now)
+			return
+		}
 		off := Offset(key, every)
 		sc, ok := cur[id]
 		switch {
@@ -141,9 +156,10 @@ func Plan(in Input) Output {
 			sc = store.Schedule{ID: id, Kind: kind, SiteUUID: site, IntervalSeconds: seconds(every),
 				NextRunAt: Next(now, time.Time{}, every, off), UpdatedAt: now}
 			out.Create = append(out.Create, sc)
-		case sc.IntervalSeconds != seconds(every):
+		case sc.IntervalSeconds != seconds(every) || sc.Spec != "":
 			next := sc
 			next.IntervalSeconds = seconds(every)
+			next.Spec = ""
 			if first := NextSlot(now, every, off); first.Before(next.NextRunAt) {
 				next.NextRunAt = first
 			}
@@ -154,7 +170,7 @@ func Plan(in Input) Output {
 		cur[id] = sc
 	}
 	for _, site := range sites {
-		periodic(store.ScheduleBackup, site, site, st.ScanInterval)
+		periodic(store.ScheduleBackup, site, site, BackupInterval(in.Policies[site], st))
 		if st.RetentionInterval <= 0 {
 			continue
 		}
@@ -214,6 +230,19 @@ func Plan(in Input) Output {
 			cands = append(cands, cand{store.ScheduleSync, "", s.NextRunAt, s})
 		}
 	}
+	// A site's policy holds its due runs back: nothing is queued while
+	// it is paused or inside a maintenance window, and its schedule stays
+	// due, so one run follows on the first tick after (however many
+	// slots passed meanwhile).
+	kept := cands[:0]
+	for _, c := range cands {
+		if w, held := holdBy(in.Policies[c.site], c.kind, c.site, c.due, now); held {
+			out.Waiting = append(out.Waiting, w)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	cands = kept
 	if len(cands) == 0 {
 		return out
 	}
@@ -230,7 +259,7 @@ func Plan(in Input) Output {
 		id := JobID(c.kind, c.site, c.due)
 		jobs := active[c.site]
 		if j, ok := findJob(jobs, id); ok {
-			run := makeRun(c.kind, c.site, c.due, c.sc, j, now, st)
+			run := makeRun(c.kind, c.site, c.due, c.sc, j, now, st, in.Policies[c.site])
 			if j.Status == domain.StatusQueued {
 				out.Resume = append(out.Resume, run)
 			} else {
@@ -242,8 +271,9 @@ func Plan(in Input) Output {
 			out.Waiting = append(out.Waiting, Wait{Kind: c.kind, SiteUUID: c.site, Due: c.due, BlockedBy: jobs[0]})
 			continue
 		}
-		job := domain.Job{ID: id, SiteUUID: c.site, Type: JobType(c.kind), Status: domain.StatusQueued, CreatedAt: now}
-		out.Fire = append(out.Fire, makeRun(c.kind, c.site, c.due, c.sc, job, now, st))
+		job := domain.Job{ID: id, SiteUUID: c.site, Type: JobType(c.kind), Status: domain.StatusQueued, CreatedAt: now,
+			Trigger: domain.TriggerSchedule}
+		out.Fire = append(out.Fire, makeRun(c.kind, c.site, c.due, c.sc, job, now, st, in.Policies[c.site]))
 		active[c.site] = append(jobs, job)
 	}
 	return out
@@ -273,7 +303,7 @@ func JobType(kind string) domain.JobType {
 
 // makeRun builds the run of schedule sc for job j, with the swap that
 // moves sc past it.
-func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, now time.Time, st Settings) Run {
+func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, now time.Time, st Settings, pol policy.Compiled) Run {
 	next := sc
 	queued := j.CreatedAt.UTC()
 	if queued.IsZero() {
@@ -285,7 +315,12 @@ func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, 
 	case store.ScheduleSync:
 		next.NextRunAt = Next(now, due, st.SyncInterval, Offset(SyncKey, st.SyncInterval))
 	default:
-		next.NextRunAt = Next(now, due, st.ScanInterval, Offset(site, st.ScanInterval))
+		if pol.Cron != nil {
+			next.NextRunAt = CronNext(pol.Cron, now, due)
+			break
+		}
+		every := BackupInterval(pol, st)
+		next.NextRunAt = Next(now, due, every, Offset(site, every))
 	}
 	d := due
 	next.LastDueAt = &d

@@ -107,7 +107,7 @@ func TestPlan(t *testing.T) {
 				}
 				r := out.Fire[0]
 				wantJob := domain.Job{ID: JobID("backup", "site-a", sA), SiteUUID: "site-a", Type: domain.JobBackup,
-					Status: domain.StatusQueued, CreatedAt: now}
+					Status: domain.StatusQueued, CreatedAt: now, Trigger: domain.TriggerSchedule}
 				if !reflect.DeepEqual(r.Job, wantJob) {
 					t.Errorf("job = %+v\nwant %+v", r.Job, wantJob)
 				}

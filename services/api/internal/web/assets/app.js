@@ -499,12 +499,13 @@ function sitesCard(sites, jobByID, nextBackup, haveSchedules) {
     const last = st.last_job_id ? jobByID.get(st.last_job_id) : null;
     return h('tr', { 'data-testid': 'site-row', 'data-site-uuid': s.site_uuid },
       h('td', null, h('a', { href: '#/sites/' + enc(s.site_uuid), class: 'site-link' }, s.name)),
-      h('td', null, badge(st.health && st.health.status, { title: (st.health && st.health.message) || '' })),
+      h('td', null, badge(st.health && st.health.status, { title: (st.health && st.health.message) || '' }), pausedBadge(s)),
       h('td', null, when(st.last_success_at)),
       h('td', null, st.last_job_id
         ? [jobLink(st.last_job_id, last ? last.type : shortID(st.last_job_id)), ' ', last ? badge(last.status) : null]
         : '—'),
-      h('td', null, !haveSchedules ? h('span', { class: 'muted' }, 'unavailable')
+      h('td', null, isPaused(s) ? h('span', { class: 'muted' }, 'paused')
+        : !haveSchedules ? h('span', { class: 'muted' }, 'unavailable')
         : nextBackup.has(s.site_uuid) ? when(nextBackup.get(s.site_uuid)) : h('span', { class: 'muted' }, 'not scheduled yet')));
   });
   return section('Sites', table(['Site', 'Health', 'Last success', 'Last job', 'Next backup'], rows, { id: 'sites-table' }));
@@ -627,14 +628,14 @@ async function sitePage(view, signal, uuid) {
     const st = site.status || {};
     const health = st.health || {};
     fill(box,
-      h('h1', null, site.name, ' ', badge(health.status, { id: 'site-health' })),
+      h('h1', null, site.name, ' ', badge(health.status, { id: 'site-health' }), pausedBadge(site)),
       health.message ? h('p', { class: 'health-message' }, health.message) : null,
       h('div', { class: 'actions' },
         ['preflight', 'backup', 'retention'].filter(() => can('operator')).map((type) => h('button', {
           type: 'button', id: 'run-' + type,
           onclick: (ev) => action(ev.currentTarget, async () => {
-            const res = await api('/api/v1/sites/' + enc(uuid) + '/jobs', { method: 'POST', body: { type }, signal });
-            location.hash = '#/jobs/' + enc(res.job_id);
+            const res = await startSiteJob(uuid, type, signal);
+            if (res) location.hash = '#/jobs/' + enc(res.job_id);
           }),
         }, 'Run ' + type)),
         h('a', { class: 'button secondary', id: 'site-snapshots', href: '#/sites/' + enc(uuid) + '/snapshots' }, 'Snapshots')),
@@ -654,6 +655,7 @@ async function sitePage(view, signal, uuid) {
           ['Last job', jobLink(st.last_job_id)],
         ]))),
       keyCard,
+      policyCard(site, signal, load),
       targetsCard(site.targets || []),
       section('Recent jobs', jobsTable(jobs.jobs, 'site-jobs')));
   };
@@ -875,6 +877,7 @@ function jobDetails(j, siteName) {
       ['Started', when(j.started_at)],
       ['Finished', when(j.finished_at)],
       ['Attempts', String(j.attempts)],
+      j.trigger ? ['Trigger', h('span', { id: 'job-trigger' }, j.trigger + (j.policy_note ? ' — ' + j.policy_note : ''))] : null,
       j.worker ? ['Worker', j.worker] : null,
       j.error ? ['Error', h('span', { class: 'error-text', id: 'job-error' }, j.error)] : null,
       j.restore ? ['Restore', h('span', { class: 'mono wrap' }, JSON.stringify(j.restore))] : null,
@@ -1195,3 +1198,114 @@ document.addEventListener('DOMContentLoaded', () => {
   window.addEventListener('hashchange', route);
   route();
 });
+
+// ---------------------------------------------------------------- site policy
+
+function isPaused(site) { return !!(site.policy && site.policy.paused); }
+
+function pausedBadge(site) {
+  if (!isPaused(site)) return null;
+  return [' ', h('span', { class: 'badge badge-paused', 'data-testid': 'paused', title: site.policy.paused_reason || 'no scheduled jobs' }, 'paused')];
+}
+
+// startSiteJob queues a manual job. Inside a maintenance window the API
+// answers 409 maintenance_window: the operator is asked, and the job is
+// sent again with force.
+async function startSiteJob(uuid, type, signal) {
+  const path = '/api/v1/sites/' + enc(uuid) + '/jobs';
+  try {
+    return await api(path, { method: 'POST', body: { type }, signal });
+  } catch (err) {
+    if (err.code !== 'maintenance_window') throw err;
+    if (!confirm(err.message + '\n\nStart the ' + type + ' job anyway?')) return null;
+    return api(path, { method: 'POST', body: { type, force: true }, signal });
+  }
+}
+
+// windowText is a maintenance window in the CLI's form:
+// [NAME=][DAYS ]HH:MM-HH:MM[ ZONE].
+function windowText(w) {
+  return (w.name ? w.name + '=' : '') + (w.days && w.days.length ? w.days.join(',') + ' ' : '') +
+    w.start + '-' + w.end + (w.timezone ? ' ' + w.timezone : '');
+}
+
+function parseWindow(line) {
+  const w = {};
+  let rest = line;
+  const eq = rest.indexOf('=');
+  if (eq >= 0) { w.name = rest.slice(0, eq).trim(); rest = rest.slice(eq + 1); }
+  const parts = rest.trim().split(/\s+/);
+  const i = parts.findIndex((p) => p.includes(':'));
+  if (i < 0 || !parts[i].includes('-')) throw new Error('maintenance window "' + line + '": want [NAME=][DAYS ]HH:MM-HH:MM[ ZONE]');
+  const days = parts.slice(0, i).join(',').split(',').filter(Boolean);
+  if (days.length) w.days = days;
+  [w.start, w.end] = parts[i].split('-');
+  if (parts[i + 1]) w.timezone = parts[i + 1];
+  return w;
+}
+
+const KEEPS = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
+
+// policyCard shows and edits the site's policy (PUT /sites/{id}/policy).
+// Empty fields follow the global config; the API's errors name the field.
+function policyCard(site, signal, reload) {
+  // The site page re-renders when one of its jobs changes status: keep a
+  // form the operator is editing rather than wipe it.
+  const open = $('policy-form');
+  if (open && open.dataset.dirty === '1' && open.dataset.siteUuid === site.site_uuid) return open.parentElement;
+  const p = site.policy || {};
+  const sc = p.schedule || {};
+  const ret = p.retention || {};
+  const kind = sc.cron ? 'cron' : sc.interval_minutes ? 'interval' : 'global';
+  const num = (name, value) => h('input', { name, type: 'number', min: 0, value: value || '' });
+  const form = h('form', { id: 'policy-form', class: 'form', novalidate: true },
+    h('div', { class: 'field check' },
+      h('input', { id: 'policy-paused', type: 'checkbox', checked: !!p.paused }),
+      h('label', { for: 'policy-paused' }, 'Paused (no scheduled jobs; jobs started by hand still run)')),
+    field('policy-reason', 'Reason', h('input', { value: p.paused_reason || '', autocomplete: 'off' })),
+    h('div', { class: 'row' },
+      field('policy-schedule', 'Backup schedule', h('select', null,
+        ['global', 'interval', 'cron'].map((k) => h('option', { value: k, selected: k === kind },
+          k === 'global' ? 'global interval' : k)))),
+      field('policy-interval', 'Every (minutes)', h('input', { type: 'number', min: 1, value: sc.interval_minutes || '' })),
+      field('policy-cron', 'Cron (5 fields)', h('input', { value: sc.cron || '', placeholder: '30 2 * * *', autocomplete: 'off' })),
+      field('policy-tz', 'Time zone', h('input', { value: sc.timezone || '', placeholder: 'UTC', autocomplete: 'off' }))),
+    h('fieldset', null, h('legend', null, 'Retention (empty: restic_retention_policy)'),
+      h('div', { class: 'row' }, KEEPS.map((k) => field('policy-' + k, k.replace('keep_', 'keep '), num(k, ret[k]))),
+        field('policy-keep_within', 'keep within', h('input', { value: ret.keep_within || '', placeholder: '30d', autocomplete: 'off' })))),
+    field('policy-windows', 'Maintenance windows (one per line)',
+      h('textarea', { rows: 2, spellcheck: 'false', placeholder: 'nightly=mon,tue 22:00-02:00 Europe/Berlin' },
+        (p.maintenance_windows || []).map(windowText).join('\n')),
+      'No job starts inside a window: scheduled runs wait for its end; jobs started by hand ask first.'),
+    h('button', { type: 'submit', id: 'policy-save' }, 'Save policy'));
+  form.dataset.siteUuid = site.site_uuid;
+  form.addEventListener('input', () => { form.dataset.dirty = '1'; });
+  form.addEventListener('change', () => { form.dataset.dirty = '1'; });
+  form.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    action($('policy-save'), async () => {
+      const v = (id) => $(id).value.trim();
+      const body = {};
+      if ($('policy-paused').checked) {
+        body.paused = true;
+        if (v('policy-reason')) body.paused_reason = v('policy-reason');
+      }
+      const k = $('policy-schedule').value;
+      if (k === 'interval') body.schedule = { interval_minutes: Number(v('policy-interval')) };
+      if (k === 'cron') {
+        body.schedule = { cron: v('policy-cron') };
+        if (v('policy-tz')) body.schedule.timezone = v('policy-tz');
+      }
+      const r = {};
+      for (const key of KEEPS) if (v('policy-' + key)) r[key] = Number(v('policy-' + key));
+      if (v('policy-keep_within')) r.keep_within = v('policy-keep_within');
+      if (Object.keys(r).length) body.retention = r;
+      const lines = v('policy-windows').split('\n').map((l) => l.trim()).filter(Boolean);
+      if (lines.length) body.maintenance_windows = lines.map(parseWindow);
+      await api('/api/v1/sites/' + enc(site.site_uuid) + '/policy', { method: 'PUT', body, signal });
+      form.dataset.dirty = '';
+      await reload();
+    });
+  });
+  return section('Policy', form);
+}
