@@ -54,7 +54,9 @@ func TestCheckJobs(t *testing.T) {
 		}
 		id := submitCheck()
 		deadline := time.Now().Add(30 * time.Second)
-		for !h.hasEvent(t, id, func(e domain.JobEvent) bool { return strings.Contains(e.Message, "waiting for the repository's maintenance lease") }) {
+		for !h.hasEvent(t, id, func(e domain.JobEvent) bool {
+			return strings.Contains(e.Message, "waiting for the repository's maintenance lease")
+		}) {
 			if time.Now().After(deadline) {
 				t.Fatal("the check did not wait for the maintenance lease")
 			}
@@ -149,4 +151,3 @@ func corruptPacks(t *testing.T, repoDir string) {
 		t.Fatalf("corrupt packs: %d files, %v", n, err)
 	}
 }
-

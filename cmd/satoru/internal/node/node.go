@@ -470,6 +470,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
+		CheckInterval:     cfg.ResticCheckInterval,
 		Disks: []apiserver.DiskCheck{
 			{Name: "staging_root", Path: cfg.StagingRoot, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 			repoDisk(cfg),

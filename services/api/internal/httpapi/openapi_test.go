@@ -239,6 +239,9 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 		"RestoreInput":   RestoreInput{},
 		"ScheduleList":   ScheduleList{},
 		"SyncInput":      SyncInput{},
+		"CheckView":      CheckView{},
+		"CheckInput":     CheckInput{},
+		"SnapshotDiff":   SnapshotDiff{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			matchSchema(t, raw, name, reflect.TypeOf(v), resolve(t, raw, map[string]any{"$ref": "#/components/schemas/" + name}))
