@@ -178,7 +178,10 @@ func subsetText(s string) string {
 // CheckMetrics are the repository check's gauges, per repository.
 type CheckMetrics struct {
 	LastSuccess *prometheus.GaugeVec
-	Status      *prometheus.GaugeVec
+	// LastRun lets an alert trust the process whose check is newest:
+	// every snapshotter seeds the gauges at start, one runs each check.
+	LastRun *prometheus.GaugeVec
+	Status  *prometheus.GaugeVec
 }
 
 // NewCheckMetrics registers the check's gauges on reg (nil: unregistered),
@@ -187,6 +190,8 @@ func NewCheckMetrics(reg prometheus.Registerer) *CheckMetrics {
 	m := &CheckMetrics{
 		LastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "satoru_repo_check_last_success_timestamp_seconds",
 			Help: "When restic check last passed on the repository (Unix time)."}, []string{"repository"}),
+		LastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "satoru_repo_check_last_run_timestamp_seconds",
+			Help: "When restic check of the repository last finished, passed or not (Unix time)."}, []string{"repository"}),
 		Status: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "satoru_repo_check_status",
 			Help: "1 if the last restic check of the repository passed, 0 if it found errors or could not run."}, []string{"repository"}),
 	}
@@ -194,6 +199,7 @@ func NewCheckMetrics(reg prometheus.Registerer) *CheckMetrics {
 		return m
 	}
 	m.LastSuccess = observe.Register(reg, m.LastSuccess)
+	m.LastRun = observe.Register(reg, m.LastRun)
 	m.Status = observe.Register(reg, m.Status)
 	return m
 }
@@ -213,5 +219,8 @@ func (m *CheckMetrics) Observe(st domain.CheckState) {
 			}
 		}
 		m.Status.WithLabelValues(r.Name).Set(ok)
+		if r.CheckedAt != nil {
+			m.LastRun.WithLabelValues(r.Name).Set(float64(r.CheckedAt.UnixMilli()) / 1000)
+		}
 	}
 }
