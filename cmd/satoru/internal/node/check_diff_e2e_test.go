@@ -140,6 +140,16 @@ func TestSnapshotDiffThroughAPI(t *testing.T) {
 	if code := c.do("GET", "/api/v1/snapshots/"+ids[1]+"/diff", nil, &e); code != http.StatusBadRequest || !strings.Contains(e.Error.Message, "against") {
 		t.Errorf("no against: %d %+v", code, e)
 	}
+
+	// The CLI: satoru snapshots diff <id> <against>.
+	env := []string{"SATORU_API_URL=http://" + n.APIAddr, "SATORU_API_TOKEN=" + testToken}
+	r := satoruCLI(t, env, "snapshots", "diff", ids[1][:8], ids[0][:8])
+	expect(t, r, 0, "+ "+root+"/new/added.txt  (10 B)", "- "+root+"/gone.txt  (5 B)", "M "+root+"/grow.txt  (2 B -> 8 B)",
+		"added 2 (10 B), removed 1 (5 B), changed 1 (+6 bytes)")
+	r = satoruCLI(t, env, "snapshots", "diff", ids[1][:8], "deadbeef00")
+	if r.code != 1 || !strings.Contains(r.stderr, "deadbeef00") {
+		t.Errorf("CLI diff against an unknown snapshot: %s", r)
+	}
 }
 
 // TestRepositoryCheckThroughAPI: POST /check on a healthy repository
@@ -197,8 +207,11 @@ func TestRepositoryCheckThroughAPI(t *testing.T) {
 	if h.Check.Status != "never" {
 		t.Errorf("health check before any check: %+v", h.Check)
 	}
-	if j := runCheck(); j.Status != domain.StatusSuccess {
-		t.Fatalf("check of a healthy repository: %s %q\n%s", j.Status, j.Error, dumpEvents(c.events(j.ID)))
+	// The first check through the CLI, waiting for it.
+	env := []string{"SATORU_API_URL=http://" + n.APIAddr, "SATORU_API_TOKEN=" + testToken}
+	r := satoruCLI(t, env, "check", "now", "--wait")
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "local repository "+n.Config.ResticRepoPath+": no errors") {
+		t.Fatalf("satoru check now --wait: %s", r)
 	}
 	var v checkView
 	if code := c.do("GET", "/api/v1/check", nil, &v); code != http.StatusOK || v.Status != domain.HealthSuccess || v.Health != "ok" ||
@@ -215,6 +228,11 @@ func TestRepositoryCheckThroughAPI(t *testing.T) {
 	if val, _ := metric("satoru_repo_check_last_success_timestamp_seconds"); val < float64(time.Now().Add(-5*time.Minute).Unix()) {
 		t.Errorf("satoru_repo_check_last_success_timestamp_seconds{local} = %v", val)
 	}
+
+	r = satoruCLI(t, env, "check", "status")
+	expectLine(t, r, "health:", "ok")
+	expectLine(t, r, "read data subset:", "100%")
+	expectLine(t, r, "local:", "success "+n.Config.ResticRepoPath)
 
 	repoDir := n.Config.ResticRepoPath
 	corruptRepo(t, repoDir)
@@ -237,6 +255,13 @@ func TestRepositoryCheckThroughAPI(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("health problems %q do not give the failed check", h.Problems)
+	}
+	r = satoruCLI(t, env, "check", "status")
+	expectLine(t, r, "health:", "failed")
+	expectLine(t, r, "local:", "failed "+repoDir, "repository contains errors")
+	r = satoruCLI(t, env, "health")
+	if r.code != 1 || !strings.Contains(r.stdout, "problem: repository check failed: local repository "+repoDir) {
+		t.Errorf("satoru health after a failed check: %s", r)
 	}
 	if val, ok := metric("satoru_repo_check_status"); !ok || val != 0 {
 		t.Errorf("satoru_repo_check_status{local} = %v (%v), want 0", val, ok)
