@@ -17,8 +17,8 @@ type CheckOptions struct {
 }
 
 // subsetRe is what restic takes as --read-data-subset: a percentage, a
-// part n/t, or a size with an optional K/M/G/T unit.
-var subsetRe = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?%|[0-9]+/[0-9]+|[0-9]+[KMGTkmgt]?)$`)
+// part n/t, or a size with its K/M/G/T unit (restic refuses a bare number).
+var subsetRe = regexp.MustCompile(`^([0-9]+(\.[0-9]+)?%|[0-9]+/[0-9]+|[0-9]+[KMGTkmgt])$`)
 
 // ValidSubset reports what is wrong with a --read-data-subset value.
 func ValidSubset(s string) error {
