@@ -835,8 +835,8 @@ func TestOpenCreatesCollections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// sites, site_status, site_targets, jobs, jobs_history, job_index,
-	// job_events, sync_state
-	if n != 8 {
-		t.Fatalf("indexed %d collections, want 8", n)
+	// job_events, sync_state, check_state
+	if n != 9 {
+		t.Fatalf("indexed %d collections, want 9", n)
 	}
 }
