@@ -313,3 +313,56 @@ func corruptRepo(t *testing.T, repoDir string) {
 		t.Fatalf("corrupt packs: %d files, %v", n, err)
 	}
 }
+
+// TestRepositoryCheckWithOffsite: with an offsite repository (an S3
+// stand-in) the check covers it too, after the local one, and names it by
+// its redacted location.
+func TestRepositoryCheckWithOffsite(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	s3 := testkit.StartS3(t, "AKIASATORUTEST", "s3cr3t-key-for-tests")
+	s3.Bucket(t, "offsite")
+	repoURL := s3.Repository("offsite", "satoru")
+	_, c := backupNode(t,
+		"SATORU_RESTIC_B2_REPOSITORY="+repoURL,
+		"SATORU_RESTIC_B2_ACCOUNT_ID=AKIASATORUTEST",
+		"SATORU_RESTIC_B2_ACCOUNT_KEY=s3cr3t-key-for-tests",
+	)
+	src := filepath.Join(edge.Dir, "files")
+	mkdir(t, src)
+	if err := os.WriteFile(filepath.Join(src, "doc.txt"), []byte("check me offsite\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	site := c.registerSite(edge, siteOpts{name: "edge-check-offsite", targets: []map[string]any{{"mode": "directory", "path": src}}})
+	if j := c.waitJob(c.startJob(site, "backup"), 120*time.Second); j.Status != domain.StatusSuccess {
+		t.Fatalf("backup: %s %q", j.Status, j.Error)
+	}
+	var q struct {
+		JobID string `json:"job_id"`
+	}
+	if code := c.do("POST", "/api/v1/sync", nil, &q); code != http.StatusAccepted {
+		t.Fatalf("POST /sync: %d", code)
+	}
+	if j := c.waitJob(q.JobID, 120*time.Second); j.Status != domain.StatusSuccess {
+		t.Fatalf("sync: %s %q", j.Status, j.Error)
+	}
+	if code := c.do("POST", "/api/v1/check", nil, &q); code != http.StatusAccepted {
+		t.Fatalf("POST /check: %d", code)
+	}
+	if j := c.waitJob(q.JobID, 120*time.Second); j.Status != domain.StatusSuccess {
+		t.Fatalf("check: %s %q\n%s", j.Status, j.Error, dumpEvents(c.events(q.JobID)))
+	}
+	var v checkView
+	c.do("GET", "/api/v1/check", nil, &v)
+	if len(v.Repositories) != 2 || v.Repositories[0].Name != "local" || v.Repositories[1].Name != "offsite" ||
+		v.Repositories[1].Status != domain.HealthSuccess || v.Repositories[1].Repository != repoURL || v.Subset != "5%" {
+		t.Errorf("GET /check = %+v", v)
+	}
+	if !hasEvent(c.events(q.JobID), "check", domain.LevelInfo, "offsite repository "+repoURL+": no errors") {
+		t.Errorf("no event for the offsite check:\n%s", dumpEvents(c.events(q.JobID)))
+	}
+	for _, ev := range c.events(q.JobID) {
+		if strings.Contains(ev.Message, "s3cr3t-key-for-tests") {
+			t.Errorf("event shows the offsite key: %s", ev.Message)
+		}
+	}
+}
