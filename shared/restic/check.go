@@ -3,8 +3,11 @@ package restic
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/satoru/satoru/shared/proc"
 )
@@ -74,5 +77,70 @@ func (r Repo) CheckReport(ctx context.Context, o CheckOptions) (CheckResult, err
 	if len(res.BrokenPacks) > maxBrokenPacks {
 		res.BrokenPacks = res.BrokenPacks[:maxBrokenPacks]
 	}
+	var xe *proc.ExitError
+	if errors.As(err, &xe) {
+		return res, &Error{Op: "check", Code: xe.Code, Stderr: r.redact(checkErrorText(out.Stderr))}
+	}
 	return res, r.wrap("check", out, err)
+}
+
+// checkProblemsCap bounds the problems part of a check's error text, so
+// the final reason always fits in errorTextCap after it.
+const checkProblemsCap = 700
+
+// checkErrorText is restic check's failure as an operator reads it: the
+// first problems it found (which tree or pack, what failed), without the
+// repair advice it prints after them, then its final reason. restic's own
+// error text would keep only the end of stderr: the advice.
+func checkErrorText(stderr string) string {
+	var problems []string
+	var exit []string
+	advice := false
+	for line := range strings.Lines(stderr) {
+		line = strings.TrimSpace(line)
+		if line == "" {
+			continue
+		}
+		var m struct {
+			MessageType string `json:"message_type"`
+			Message     string `json:"message"`
+			Error       struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		msg := line
+		if line[0] == '{' && json.Unmarshal([]byte(line), &m) == nil && m.MessageType != "" {
+			if m.MessageType == "exit_error" {
+				exit = append(exit, m.Message)
+				continue
+			}
+			msg = m.Message
+			if m.Error.Message != "" {
+				msg = m.Error.Message
+			}
+		}
+		msg = strings.Join(strings.Fields(msg), " ")
+		if strings.HasPrefix(msg, "The repository contains damaged pack files") {
+			advice = true
+		}
+		if msg == "" || advice {
+			continue
+		}
+		problems = append(problems, msg)
+	}
+	text := strings.Join(problems, "; ")
+	if len(text) > checkProblemsCap {
+		cut := checkProblemsCap
+		for cut > 0 && !utf8.RuneStart(text[cut]) {
+			cut--
+		}
+		text = text[:cut] + " ..."
+	}
+	if len(exit) > 0 {
+		if text != "" {
+			text += "; "
+		}
+		text += strings.Join(exit, "; ")
+	}
+	return proc.TrimStderr(text, errorTextCap)
 }

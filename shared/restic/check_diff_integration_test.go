@@ -137,3 +137,27 @@ func TestIntegrationDiff(t *testing.T) {
 		t.Errorf("unknown id: %v", err)
 	}
 }
+
+// TestCheckErrorText: the problems restic check names come first, its
+// repair advice is left out, its final reason ends the text.
+func TestCheckErrorText(t *testing.T) {
+	stderr := `{"message_type":"error","message":"error for tree 6c80e41c:\n"}
+{"message_type":"error","message":"  decrypting blob \u003ctree/6c80e41c\u003e from a73b33ea failed: ciphertext verification failed\n"}
+{"message_type":"error","message":"pack 03c694a7 contains 2 errors: [blob a81c31ac: decrypting blob failed]\n"}
+{"message_type":"error","message":"\nThe repository contains damaged pack files. These damaged files must be removed to repair the repository.\n\n"}
+{"message_type":"error","message":"restic repair packs 03c694a7\nrestic repair snapshots --forget\n\n"}
+{"message_type":"error","message":"Damaged pack files can be caused by backend problems, hardware problems or bugs in restic.\n"}
+{"message_type":"exit_error","code":1,"message":"Fatal: repository contains errors"}
+`
+	got := checkErrorText(stderr)
+	want := "error for tree 6c80e41c:; decrypting blob <tree/6c80e41c> from a73b33ea failed: ciphertext verification failed; " +
+		"pack 03c694a7 contains 2 errors: [blob a81c31ac: decrypting blob failed]; Fatal: repository contains errors"
+	if got != want {
+		t.Errorf("checkErrorText =\n%q\nwant\n%q", got, want)
+	}
+	long := strings.Repeat(`{"message_type":"error","message":"pack 0123456789abcdef contains 2 errors"}`+"\n", 100) +
+		`{"message_type":"exit_error","code":1,"message":"Fatal: repository contains errors"}`
+	if got := checkErrorText(long); len(got) > errorTextCap || !strings.HasSuffix(got, " ...; Fatal: repository contains errors") {
+		t.Errorf("long: %d bytes, %q", len(got), got)
+	}
+}
