@@ -15,6 +15,7 @@ func TestRepositoryCheckFailedThenRecovered(t *testing.T) {
 	ctx := context.Background()
 	check := func(id string) domain.Job { return domain.Job{ID: id, Type: domain.JobCheck} }
 	n.Hook(ctx, check("c1"), jobrun.Outcome{Status: domain.StatusFailed, Error: "local repository /r: restic check: exit 1: Fatal: repository contains errors"})
+	n.Wait() // sends are asynchronous: keep their order
 	n.Hook(ctx, domain.Job{ID: "s1", Type: domain.JobResticSync}, jobrun.Outcome{Status: domain.StatusSuccess})
 	n.Hook(ctx, check("c2"), jobrun.Outcome{Status: domain.StatusSuccess})
 	n.Wait()
