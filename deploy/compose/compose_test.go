@@ -289,8 +289,11 @@ func TestSecretsByFile(t *testing.T) {
 				"grafana":     {"GF_SECURITY_ADMIN_PASSWORD__FILE": "grafana_admin_password"},
 			}
 			if tc.environ != nil {
-				wantFiles["syncer"]["SATORU_RESTIC_B2_ACCOUNT_ID_FILE"] = "b2_account_id"
-				wantFiles["syncer"]["SATORU_RESTIC_B2_ACCOUNT_KEY_FILE"] = "b2_account_key"
+				// The syncer copies offsite; the snapshotters check it.
+				for _, name := range []string{"syncer", "snapshotter", "worker"} {
+					wantFiles[name]["SATORU_RESTIC_B2_ACCOUNT_ID_FILE"] = "b2_account_id"
+					wantFiles[name]["SATORU_RESTIC_B2_ACCOUNT_KEY_FILE"] = "b2_account_key"
+				}
 			}
 			for name, files := range wantFiles {
 				s := service(t, p, name)
@@ -300,12 +303,13 @@ func TestSecretsByFile(t *testing.T) {
 					}
 				}
 			}
-			syncer := service(t, p, "syncer")
 			if tc.environ == nil {
-				// Credentials without a repository stop the syncer.
-				for _, key := range []string{"SATORU_RESTIC_B2_REPOSITORY", "SATORU_RESTIC_B2_ACCOUNT_ID_FILE", "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE"} {
-					if got := env(syncer, key); got != "" {
-						t.Errorf("syncer without offsite: %s=%q, want empty", key, got)
+				// Credentials without a repository stop the service.
+				for _, name := range []string{"syncer", "snapshotter", "worker"} {
+					for _, key := range []string{"SATORU_RESTIC_B2_REPOSITORY", "SATORU_RESTIC_B2_ACCOUNT_ID_FILE", "SATORU_RESTIC_B2_ACCOUNT_KEY_FILE"} {
+						if got := env(service(t, p, name), key); got != "" {
+							t.Errorf("%s without offsite: %s=%q, want empty", name, key, got)
+						}
 					}
 				}
 			}

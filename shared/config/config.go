@@ -42,6 +42,8 @@ type Config struct {
 	ResticPassword           Secret          // SATORU_RESTIC_PASSWORD or the contents of restic_password_file
 	ResticRetentionPolicy    RetentionPolicy // restic_retention_policy
 	ResticSyncInterval       time.Duration   // restic_sync_interval_hours
+	ResticCheckInterval      time.Duration   // restic_check_interval_hours (0 = the scheduler never queues a check)
+	ResticCheckSubset        string          // restic_check_read_data_subset
 	ResticB2Repository       string          // restic_b2_repository
 	ResticB2AccountID        Secret          // restic_b2_account_id or the contents of restic_b2_account_id_file
 	ResticB2AccountIDFile    string          // restic_b2_account_id_file
@@ -98,6 +100,8 @@ func Default() Config {
 		ResticRepoPath:        "./repos/restic",
 		ResticRetentionPolicy: DefaultRetentionPolicy(),
 		ResticSyncInterval:    24 * time.Hour,
+		ResticCheckInterval:   168 * time.Hour,
+		ResticCheckSubset:     "5%",
 		JobWorkerConcurrency:  4,
 		NATSReplicas:          1,
 		SiteScanInterval:      24 * time.Hour,
@@ -729,6 +733,8 @@ var specs = []spec{
 		show: func(c Config) string { return c.ResticRetentionPolicy.String() },
 	},
 	durSpec("restic_sync_interval_hours", time.Hour, 1, maxHours, func(c *Config) *time.Duration { return &c.ResticSyncInterval }),
+	durSpec("restic_check_interval_hours", time.Hour, 0, maxHours, func(c *Config) *time.Duration { return &c.ResticCheckInterval }),
+	strSpec("restic_check_read_data_subset", func(c *Config) *string { return &c.ResticCheckSubset }, checkSubset),
 	strSpec("restic_b2_repository", func(c *Config) *string { return &c.ResticB2Repository }, nil),
 	secretSpec("restic_b2_account_id", false, func(c *Config) *Secret { return &c.ResticB2AccountID }),
 	strSpec("restic_b2_account_id_file", func(c *Config) *string { return &c.ResticB2AccountIDFile }, nil),
@@ -933,3 +939,6 @@ func checkInstance(s string) error {
 	}
 	return nil
 }
+
+// checkSubset accepts "" (structure only), a percentage, n/t or a size.
+func checkSubset(s string) error { return restic.ValidSubset(s) }

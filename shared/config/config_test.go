@@ -441,7 +441,7 @@ func TestKeys(t *testing.T) {
 	keys := Keys()
 	want := []string{"staging_root", "restic_repo_path", "restic_repo_account_id", "restic_repo_account_id_file",
 		"restic_repo_account_key", "restic_repo_account_key_file", "restic_password_file", "restic_password", "restic_retention_policy",
-		"restic_sync_interval_hours", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
+		"restic_sync_interval_hours", "restic_check_interval_hours", "restic_check_read_data_subset", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
 		"restic_b2_account_key", "restic_b2_account_key_file", "restic_bin", "job_worker_concurrency", "nats_replicas", "site_scan_interval_hours",
 		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
@@ -766,5 +766,31 @@ func TestRepoLocation(t *testing.T) {
 	if !strings.Contains(rest.String(), "restic_repo_path=rest:https://satoru:[redacted]@backup.example:8000/") ||
 		!strings.Contains(c.String(), "restic_repo_account_key=[redacted]") {
 		t.Errorf("String() should show the location redacted and that the key is set: %s | %s", rest, c)
+	}
+}
+
+// TestCheckKeys: the repository check's defaults, 0 turns the schedule
+// off, and a read data subset restic would refuse is refused at load.
+func TestCheckKeys(t *testing.T) {
+	d := Default()
+	if d.ResticCheckInterval != 168*time.Hour || d.ResticCheckSubset != "5%" {
+		t.Errorf("defaults: interval %v, subset %q", d.ResticCheckInterval, d.ResticCheckSubset)
+	}
+	for _, ok := range []string{"0", "24"} {
+		if _, err := Load("", []string{"SATORU_RESTIC_CHECK_INTERVAL_HOURS=" + ok}); err != nil {
+			t.Errorf("restic_check_interval_hours=%s: %v", ok, err)
+		}
+	}
+	for _, ok := range []string{"100%", "2.5%", "1/10", "500M"} {
+		c, err := Load("", []string{"SATORU_RESTIC_CHECK_READ_DATA_SUBSET=" + ok})
+		if err != nil || c.ResticCheckSubset != ok {
+			t.Errorf("restic_check_read_data_subset=%q: %q, %v", ok, c.ResticCheckSubset, err)
+		}
+	}
+	for _, bad := range []string{"5", "five%", "--read-data", "1/"} {
+		_, err := Load("", []string{"SATORU_RESTIC_CHECK_READ_DATA_SUBSET=" + bad})
+		if err == nil || !strings.Contains(err.Error(), "restic_check_read_data_subset") {
+			t.Errorf("restic_check_read_data_subset=%q: %v, want an error naming the key", bad, err)
+		}
 	}
 }

@@ -32,6 +32,8 @@ const (
 	JobRetention  JobType = "retention"
 	JobResticSync JobType = "restic_sync"
 	JobRestore    JobType = "restore"
+	// JobCheck is a repository-level restic check (site "").
+	JobCheck JobType = "check"
 )
 
 // JobStatus is where a job is in its life.
@@ -285,4 +287,38 @@ type SyncState struct {
 	// none is pending), as measured after the last successful copy.
 	SnapshotsPending int        `bson:"snapshots_pending" json:"snapshots_pending"`
 	OldestPendingAt  *time.Time `bson:"oldest_pending_at,omitempty" json:"oldest_pending_at,omitempty"`
+}
+
+// CheckStateID is the _id of the one check_state document.
+const CheckStateID = "repository"
+
+// CheckState is the last repository check (restic check), one document.
+// Only the snapshotter running the check job (under the repository's
+// maintenance lease) writes it.
+type CheckState struct {
+	ID     string `bson:"_id" json:"id"`
+	Status Health `bson:"status" json:"status"`
+	// Subset is the --read-data-subset of the last attempt ("5%").
+	Subset        string     `bson:"subset,omitempty" json:"subset,omitempty"`
+	LastAttemptAt *time.Time `bson:"last_attempt_at,omitempty" json:"last_attempt_at,omitempty"`
+	// LastSuccessAt stays as it was when an attempt fails.
+	LastSuccessAt *time.Time `bson:"last_success_at,omitempty" json:"last_success_at,omitempty"`
+	LastJobID     string     `bson:"last_job_id,omitempty" json:"last_job_id,omitempty"`
+	// Error names each failed repository and restic's message.
+	Error        string            `bson:"error,omitempty" json:"error,omitempty"`
+	Repositories []CheckRepoResult `bson:"repositories" json:"repositories"`
+}
+
+// CheckRepoResult is one repository's part of a check.
+type CheckRepoResult struct {
+	// Name is "local" or "offsite".
+	Name string `bson:"name" json:"name"`
+	// Repository is the location with any password redacted.
+	Repository  string     `bson:"repository" json:"repository"`
+	Status      Health     `bson:"status" json:"status"`
+	Error       string     `bson:"error,omitempty" json:"error,omitempty"`
+	NumErrors   int        `bson:"num_errors" json:"num_errors"`
+	BrokenPacks []string   `bson:"broken_packs,omitempty" json:"broken_packs,omitempty"`
+	CheckedAt   *time.Time `bson:"checked_at,omitempty" json:"checked_at,omitempty"`
+	DurationMS  int64      `bson:"duration_ms" json:"duration_ms"`
 }

@@ -69,7 +69,7 @@ type Consumer struct {
 // puller has its own, NodeDurable, over the partitions it owns.
 var (
 	ConsumerPuller      = Consumer{Durable: "puller", Types: []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRestore)}}
-	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention)}}
+	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention), string(domain.JobCheck)}}
 	ConsumerSyncer      = Consumer{Durable: "syncer", Types: []string{string(domain.JobResticSync)}}
 )
 
@@ -191,7 +191,7 @@ const (
 	RepoInitKey = "repo.init"
 	// RepoUnlockKey guards restic unlock.
 	RepoUnlockKey = "repo.unlock"
-	// RepoMaintenanceKey is held by prune and the offsite copy.
+	// RepoMaintenanceKey is held by prune, the offsite copy and check.
 	RepoMaintenanceKey = "repo.maintenance"
 )
 

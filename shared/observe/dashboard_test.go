@@ -25,8 +25,10 @@ func dashboardPath(t *testing.T) string {
 
 // otherServiceMetrics are the metrics registered outside this package by
 // services this package cannot import (they import it): the syncer's
-// (services/syncer/syncer NewMetrics) and the scheduler's
-// (services/scheduler/scheduler). Keep in step with those files.
+// (services/syncer/syncer NewMetrics), the scheduler's
+// (services/scheduler/scheduler) and the snapshotter's repository check
+// (services/snapshotter/snapshotter NewCheckMetrics). Keep in step with
+// those files.
 var otherServiceMetrics = []string{
 	"satoru_sync_last_success_timestamp_seconds",
 	"satoru_sync_last_status_success",
@@ -37,6 +39,10 @@ var otherServiceMetrics = []string{
 	"satoru_scheduler_tick_duration_seconds",
 	"satoru_scheduler_jobs_queued_total",
 	"satoru_scheduler_runs_waiting",
+	// services/snapshotter/snapshotter NewCheckMetrics.
+	"satoru_repo_check_status",
+	"satoru_repo_check_last_success_timestamp_seconds",
+	"satoru_repo_check_last_run_timestamp_seconds",
 }
 
 // describer is a Registerer that only records the names of the metrics

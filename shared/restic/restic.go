@@ -403,7 +403,12 @@ func stderrMessages(stderr string) (msgs, exit []string) {
 		case "exit_error":
 			exit = append(exit, m.Message)
 		case "error":
-			msgs = append(msgs, m.Error.Message)
+			// backup nests the text under "error"; check puts it at the top.
+			msg := m.Error.Message
+			if msg == "" {
+				msg = m.Message
+			}
+			msgs = append(msgs, msg)
 		default:
 			msgs = append(msgs, line)
 		}

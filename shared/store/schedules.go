@@ -23,6 +23,7 @@ const (
 	ScheduleBackup    = "backup"    // per site, every site_scan_interval_hours
 	ScheduleRetention = "retention" // per site, after its backups
 	ScheduleSync      = "sync"      // the repository's offsite copy
+	ScheduleCheck     = "check"     // the repository check (restic check)
 )
 
 // ScheduleID is the _id of a schedule: "<kind>:<site_uuid>", or the kind

@@ -66,6 +66,7 @@ const (
 	collJobIndex    = "job_index"
 	collJobEvents   = "job_events"
 	collSyncState   = "sync_state"
+	collCheckState  = "check_state"
 )
 
 // Store is a client of the satoru database. It is safe for concurrent use;
@@ -75,6 +76,7 @@ type Store struct {
 	db     *mongo.Database
 
 	sites, siteStatus, targets, jobs, history, index, events, syncState *mongo.Collection
+	checkState                                                          *mongo.Collection
 
 	eventsPerBucket int
 	indexBucket     int64
@@ -146,6 +148,7 @@ func Open(ctx context.Context, uri string, opts ...Option) (*Store, error) {
 		index:           db.Collection(collJobIndex),
 		events:          db.Collection(collJobEvents),
 		syncState:       db.Collection(collSyncState),
+		checkState:      db.Collection(collCheckState),
 		eventsPerBucket: cfg.eventsPerBucket,
 		indexBucket:     int64(cfg.indexBucket),
 	}
@@ -196,7 +199,7 @@ func (s *Store) ensureCollections(ctx context.Context) error {
 	for _, n := range names {
 		have[n] = true
 	}
-	for _, n := range []string{collSites, collSiteStatus, collTargets, collJobs, collJobsHistory, collJobIndex, collJobEvents, collSyncState} {
+	for _, n := range []string{collSites, collSiteStatus, collTargets, collJobs, collJobsHistory, collJobIndex, collJobEvents, collSyncState, collCheckState} {
 		if have[n] {
 			continue
 		}

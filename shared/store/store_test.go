@@ -835,8 +835,8 @@ func TestOpenCreatesCollections(t *testing.T) {
 		t.Fatal(err)
 	}
 	// sites, site_status, site_targets, jobs, jobs_history, job_index,
-	// job_events, sync_state, api_tokens, audit
-	if n != 10 {
-		t.Fatalf("indexed %d collections, want 10", n)
+	// job_events, sync_state, api_tokens, audit, check_state
+	if n != 11 {
+		t.Fatalf("indexed %d collections, want 11", n)
 	}
 }

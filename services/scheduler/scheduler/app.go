@@ -59,6 +59,9 @@ type Settings struct {
 	// offsite repository is configured).
 	SyncInterval time.Duration
 	SyncEnabled  bool
+	// CheckInterval is how often the repository check runs
+	// (restic_check_interval_hours; default 168 h); 0 = never.
+	CheckInterval time.Duration
 	// LeaderTTL is how long the leader lease lives unrenewed. It is the
 	// TTL of the leases bucket (bus.Settings.LeaseTTL, i.e.
 	// site_lease_seconds), which NATS enforces; 0 reads it from the
@@ -204,6 +207,9 @@ func New(d Deps) (*Scheduler, error) {
 	}
 	if s.RetentionInterval < 0 {
 		s.RetentionInterval = 0
+	}
+	if s.CheckInterval < 0 {
+		s.CheckInterval = 0
 	}
 	if s.RecoverEvery <= 0 {
 		s.RecoverEvery = DefaultRecoverEvery
@@ -433,7 +439,7 @@ func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult
 	in := plan.Input{
 		Now: now,
 		Settings: plan.Settings{ScanInterval: s.set.ScanInterval, RetentionInterval: s.set.RetentionInterval,
-			SyncInterval: s.set.SyncInterval, SyncEnabled: s.set.SyncEnabled},
+			SyncInterval: s.set.SyncInterval, SyncEnabled: s.set.SyncEnabled, CheckInterval: s.set.CheckInterval},
 		Sites:     make([]string, len(sites)),
 		Schedules: make([]store.Schedule, 0, len(s.cache)),
 	}

@@ -49,6 +49,13 @@ type Settings struct {
 	// RetentionLimit bounds one retention job's restic runs; zero means
 	// no limit beyond the job's own.
 	RetentionLimit time.Duration
+	// Offsite is the offsite repository a check job checks too; its
+	// Repository is "" when none is configured.
+	Offsite restic.Repo
+	// CheckSubset is restic_check_read_data_subset; CheckLimit bounds
+	// one repository's check (0: the job's own limit only).
+	CheckSubset string
+	CheckLimit  time.Duration
 }
 
 // Deps are the snapshotter's collaborators.
@@ -86,9 +93,17 @@ func New(d Deps) (*Snapshotter, error) {
 	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
 		StagingID: id, Worker: d.Settings.Worker,
 		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
-		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log,
+		CheckSubset: d.Settings.CheckSubset, CheckLimit: d.Settings.CheckLimit}
+	if d.Settings.Offsite.Repository != "" {
+		s.Offsite = guard.Track(d.Settings.Offsite, d.Settings.Repo)
+	}
+	if d.Store != nil {
+		s.Checks = d.Store
+	}
 	if d.Registry != nil {
 		s.Metrics = observe.NewSnapshotMetrics(d.Registry)
+		s.CheckMetrics = NewCheckMetrics(d.Registry)
 	}
 	return s, nil
 }
@@ -101,6 +116,14 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
 		}
 		seedLastSuccess(ctx, d)
+		if s.CheckMetrics == nil {
+			s.CheckMetrics = NewCheckMetrics(d.Registry)
+		}
+		if s.Checks != nil {
+			if st, err := s.Checks.GetCheckState(ctx); err == nil {
+				s.CheckMetrics.Observe(st)
+			}
+		}
 	}
 	// Before the first job: open (or initialise, once across every
 	// process) the repository and clear what a crash left; then keep
@@ -160,6 +183,14 @@ type Snapshotter struct {
 	// Metrics count the data added; nil records nothing.
 	Metrics *observe.SnapshotMetrics
 
+	// Offsite, CheckSubset, CheckLimit: see Settings. Checks keeps the
+	// check's state; CheckMetrics are its gauges (nil: none).
+	Offsite      restic.Repo
+	CheckSubset  string
+	CheckLimit   time.Duration
+	Checks       CheckStore
+	CheckMetrics *CheckMetrics
+
 	// Guard guards the repository across processes (one init, dead
 	// processes' locks cleared); nil only in tests of one snapshotter.
 	Guard *repoguard.Guard
@@ -186,6 +217,8 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 		return s.snapshot, nil
 	case domain.JobRetention:
 		return s.applyRetention, nil
+	case domain.JobCheck:
+		return s.runCheck, nil
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }

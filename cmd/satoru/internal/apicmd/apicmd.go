@@ -50,7 +50,7 @@ func ExitCode(s domain.JobStatus) int {
 }
 
 // Commands are the command words this package runs.
-var Commands = []string{"sites", "targets", "run", "jobs", "snapshots", "restore", "sync", "health", "tokens", "audit", "whoami"}
+var Commands = []string{"sites", "targets", "run", "jobs", "snapshots", "restore", "sync", "check", "health", "tokens", "audit", "whoami"}
 
 // IsCommand reports whether word is one of Commands.
 func IsCommand(word string) bool { return slices.Contains(Commands, word) }
@@ -171,6 +171,10 @@ func (r *runner) dispatch(cmd string, args []string) error {
 	case "sync":
 		return r.sub(args, syncHelp, map[string]func([]string) error{
 			"now": r.syncNow, "status": r.syncStatus,
+		})
+	case "check":
+		return r.sub(args, checkHelp, map[string]func([]string) error{
+			"now": r.checkNow, "status": r.checkStatus,
 		})
 	case "health":
 		return r.health(args)

@@ -166,6 +166,14 @@ func writeHealth(w io.Writer, h client.HealthReport, now time.Time) error {
 		sync += ": " + h.Sync.Error
 	}
 	fmt.Fprintf(kv, "offsite:\t%s\n", clean(sync))
+	check := orDash(h.Check.Status)
+	if h.Check.LastSuccessAt != nil {
+		check += ", last success " + ago(*h.Check.LastSuccessAt, now)
+	}
+	if h.Check.Error != "" {
+		check += ": " + h.Check.Error
+	}
+	fmt.Fprintf(kv, "check:\t%s\n", clean(check))
 	for _, d := range h.Disks {
 		line := fmt.Sprintf("%s %s free of %s (%.1f%%) at %s", d.Status, units.Bytes(d.FreeBytes), units.Bytes(d.TotalBytes), d.FreePercent, d.Path)
 		switch {

@@ -21,8 +21,10 @@ const Usage = `client commands (talk to the REST API; satoru <command> --help fo
   run <site> preflight|backup|retention [--wait] [--timeout D] [--force]
   jobs list|show|logs|cancel    jobs and their step events (logs --follow is live)
   snapshots <site>              a site's restic snapshots
+  snapshots diff <id> <against> what changed from snapshot <against> to <id>
   restore <site> --snapshot ID --path P (--to-local DIR | --to-site DIR)
   sync now|status               offsite copy
+  check now|status              repository check (restic check)
   health                        aggregate health; exits 1 when degraded
   tokens create|list|revoke     scoped API tokens (viewer, operator, admin)
   audit [--token T] [--action A] [--site S] [--since T]   the audit trail
@@ -72,6 +74,9 @@ const jobsHelp = `usage:
 
 const snapshotsHelp = `usage:
   satoru snapshots <site>
+  satoru snapshots diff <id> <against>   added (+), removed (-) and changed (M)
+                                         paths from snapshot <against> to <id>
+      a site named "diff" is given by its uuid
 
 ` + commonHelp
 
@@ -90,6 +95,14 @@ const restoreHelp = `usage:
 const syncHelp = `usage:
   satoru sync now [--wait] [--timeout D]   queue an offsite copy now
   satoru sync status
+
+` + commonHelp
+
+const checkHelp = `usage:
+  satoru check now [--wait] [--timeout D]   queue a repository check now (restic
+                                            check of the local repository and the
+                                            offsite one when configured)
+  satoru check status                       the last check, per repository
 
 ` + commonHelp
 

@@ -12,6 +12,11 @@ import (
 )
 
 func (r *runner) snapshots(args []string) error {
+	// "diff" is a subcommand; a site named diff is given by its uuid.
+	if len(args) > 0 && args[0] == "diff" {
+		r.cmd += " diff"
+		return r.snapshotsDiff(args[1:])
+	}
 	sv, _, err := r.siteArgs(r.newFlags(), snapshotsHelp, args)
 	if err != nil {
 		return err

@@ -160,6 +160,11 @@ type HealthReport struct {
 		OldestPendingAgeSeconds int64      `json:"oldest_pending_age_seconds"`
 		Error                   string     `json:"error,omitempty"`
 	} `json:"sync"`
+	Check struct {
+		Status        string     `json:"status"`
+		LastSuccessAt *time.Time `json:"last_success_at"`
+		Error         string     `json:"error,omitempty"`
+	} `json:"check"`
 	Disks []struct {
 		Name        string  `json:"name"`
 		Path        string  `json:"path"`

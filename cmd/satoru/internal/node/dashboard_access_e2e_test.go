@@ -85,6 +85,11 @@ func TestDashboardAccessE2E(t *testing.T) {
 				t.Errorf("a viewer sees %s on the site page", sel)
 			}
 		}
+		// The policy is shown, not offered for editing.
+		b.visible("#policy-view")
+		if eval[bool](b, `!!document.getElementById('policy-form')`) {
+			t.Error("a viewer gets the site policy form")
+		}
 		b.do(chromedp.Navigate(base + "/#/jobs/" + j.ID))
 		b.visible("#job-page #job-status")
 		if shown(b, "#job-cancel") {
@@ -101,6 +106,11 @@ func TestDashboardAccessE2E(t *testing.T) {
 		b.visible("#sync-health")
 		if shown(b, "#sync-now") {
 			t.Error("a viewer sees Sync now")
+		}
+		b.do(chromedp.Navigate(base + "/#/check"))
+		b.visible("#check-health")
+		if shown(b, "#check-now") {
+			t.Error("a viewer sees Check now")
 		}
 		b.do(chromedp.Navigate(base + "/#/sites/new"))
 		b.waitJS(`document.getElementById('view').textContent.includes('needs the admin role')`, "the add-site page to refuse")

@@ -156,7 +156,16 @@ func Start(ctx context.Context, cfg config.Config, roles Roles, log *slog.Logger
 	if n.StagingID != "" {
 		reg = prometheus.WrapRegistererWith(prometheus.Labels{"node": n.StagingID}, n.Registry)
 	}
-	snapDeps := snapshotter.Deps{Settings: SnapshotterSettings(cfg, repo), Store: n.Store, Infra: n.Infra, Registry: reg, Log: log, Notify: hook}
+	snapSettings := SnapshotterSettings(cfg, repo)
+	if roles.Snapshotter && cfg.ResticB2Repository != "" {
+		// The check job checks the offsite repository too.
+		sync, err := SyncerSettings(cfg, repo)
+		if err != nil {
+			return nil, err
+		}
+		snapSettings.Offsite = sync.Remote
+	}
+	snapDeps := snapshotter.Deps{Settings: snapSettings, Store: n.Store, Infra: n.Infra, Registry: reg, Log: log, Notify: hook}
 	if roles.Snapshotter {
 		if snap, err = snapshotter.New(snapDeps); err != nil {
 			return nil, err
@@ -276,6 +285,9 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settin
 		Retention:      cfg.ResticRetentionPolicy,
 		SnapshotLimit:  cfg.JobTimeoutSnapshot,
 		RetentionLimit: cfg.JobTimeoutRetention,
+		CheckSubset:    cfg.ResticCheckSubset,
+		// A check reads data like a sync copies it: the sync's limit.
+		CheckLimit: cfg.JobTimeoutSync,
 	}
 }
 
@@ -288,6 +300,7 @@ func SchedulerSettings(cfg config.Config) scheduler.Settings {
 		RetentionInterval: cfg.RetentionInterval,
 		SyncInterval:      cfg.ResticSyncInterval,
 		SyncEnabled:       cfg.ResticB2Repository != "",
+		CheckInterval:     cfg.ResticCheckInterval,
 		LeaderTTL:         cfg.SiteLease,
 		StaleAfter:        cfg.JobStaleAfter,
 		MaxAttempts:       cfg.JobMaxAttempts,
@@ -458,6 +471,7 @@ func (n *Node) startAPI(ctx context.Context, repo restic.Repo) error {
 
 		OffsiteConfigured: cfg.ResticB2Repository != "",
 		SyncInterval:      cfg.ResticSyncInterval,
+		CheckInterval:     cfg.ResticCheckInterval,
 		Disks: []apiserver.DiskCheck{
 			{Name: "staging_root", Path: cfg.StagingRoot, MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 			repoDisk(cfg),

@@ -110,6 +110,10 @@ var routeRules = map[string]routeRule{
 
 	"GET " + BasePath + "/sites/:site_uuid/snapshots": {Role: RoleViewer},
 	"GET " + BasePath + "/snapshots/:id/tree":         {Role: RoleViewer},
+	// A diff shows paths and sizes, not contents.
+	"GET " + BasePath + "/snapshots/:id/diff": {Role: RoleViewer},
+	"POST " + BasePath + "/check":             {Role: RoleOperator, Action: "check.start"},
+	"GET " + BasePath + "/check":              {Role: RoleViewer},
 	// Snapshot contents: not for viewers.
 	"GET " + BasePath + "/snapshots/:id/download": {Role: RoleOperator, Action: "snapshot.download", Query: []string{"path"}},
 	// A restore to a site needs admin too (checkRestoreAccess).

@@ -695,7 +695,7 @@ func TestJobsReadAndCancel(t *testing.T) {
 		t.Errorf("empty job list = %s", body)
 	}
 	for _, tc := range []struct{ query, msg string }{
-		{"?type=bogus", `type: must be one of preflight, backup, retention, restic_sync, restore, got "bogus"`},
+		{"?type=bogus", `type: must be one of preflight, backup, retention, restic_sync, restore, check, got "bogus"`},
 		{"?status=done", `status: must be one of queued, running, success, warning, failed, canceled, got "done"`},
 		{"?limit=0", `limit: must be an integer from 1 to 500, got "0"`},
 		{"?limit=abc", `limit: must be an integer from 1 to 500, got "abc"`},

@@ -139,6 +139,10 @@ type Deps struct {
 	// SyncInterval is restic_sync_interval_hours: the offsite copy is
 	// stale when no sync succeeded within twice it (0 means 24 h).
 	SyncInterval time.Duration
+	// CheckInterval is restic_check_interval_hours: the repository check
+	// is stale when none succeeded within twice it; 0 = never scheduled
+	// (then only a failed check is judged).
+	CheckInterval time.Duration
 	// Disks are the paths whose free space /health reports against their
 	// configured minimum (staging_root and restic_repo_path with
 	// staging_min_free_bytes / staging_min_free_percent).

@@ -51,7 +51,9 @@ type HealthReport struct {
 	Services []CheckResult `json:"services"`
 	Sites    SitesHealth   `json:"sites"`
 	Sync     SyncHealth    `json:"sync"`
-	Disks    []DiskHealth  `json:"disks"`
+	// Check is the repository check (restic check).
+	Check CheckHealth  `json:"check"`
+	Disks []DiskHealth `json:"disks"`
 	// Liveness lists the services and their live instances; left out
 	// when the API has no liveness source (Deps.Services).
 	Liveness *LivenessHealth `json:"liveness,omitempty"`
@@ -308,7 +310,7 @@ func LivenessOf(instances []bus.Instance, readErr error, expected []string, now 
 // service check failed, the service liveness could not be read or an
 // expected service has no live instance, a node that owns sites is gone
 // (or the node records cannot be read), a site failed or warned, the offsite copy failed
-// or is stale, or a disk is low or cannot be measured. An offsite copy
+// or is stale, the repository check failed or is stale, or a disk is low or cannot be measured. An offsite copy
 // that is not configured is not a problem.
 func Judge(r *HealthReport) {
 	r.Problems = []string{}
@@ -346,6 +348,7 @@ func Judge(r *HealthReport) {
 				r.Sync.LastSuccessAt.UTC().Format(time.RFC3339), time.Duration(r.Sync.IntervalSeconds)*time.Second))
 		}
 	}
+	r.Problems = append(r.Problems, checkProblems(r.Check)...)
 	for _, d := range r.Disks {
 		switch d.Status {
 		case DiskLow:

@@ -240,6 +240,9 @@ func TestOpenAPISchemasMatchTheGoTypes(t *testing.T) {
 		"ScheduleList":   ScheduleList{},
 		"SyncInput":      SyncInput{},
 		"PolicyView":     PolicyView{},
+		"CheckView":      CheckView{},
+		"CheckInput":     CheckInput{},
+		"SnapshotDiff":   SnapshotDiff{},
 	} {
 		t.Run(name, func(t *testing.T) {
 			matchSchema(t, raw, name, reflect.TypeOf(v), resolve(t, raw, map[string]any{"$ref": "#/components/schemas/" + name}))

@@ -51,6 +51,7 @@ type server struct {
 
 	offsite      bool
 	syncInterval time.Duration
+	checkEvery   time.Duration
 	disks        []DiskCheck
 	diskSpace    func(path string) (DiskSpace, error)
 	repo         Repository
@@ -76,7 +77,7 @@ func New(d Deps) *echo.Echo {
 	s := &server{
 		store: d.Store, disp: d.Dispatcher, ready: d.Ready,
 		log: d.Log, now: d.Now, newID: d.NewID, reg: d.Registry,
-		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval,
+		offsite: d.OffsiteConfigured, syncInterval: d.SyncInterval, checkEvery: d.CheckInterval,
 		disks: d.Disks, diskSpace: d.DiskSpace, repo: d.Repo,
 		services: d.Services, expected: d.ExpectedServices, nodes: d.Nodes,
 		ctx: d.Context, events: d.Events, streamPing: d.StreamPing, schedules: d.Schedules,
@@ -140,9 +141,12 @@ func New(d Deps) *echo.Echo {
 	g.POST("/jobs/:job_id/cancel", s.handleCancelJob)
 	g.POST("/sync", s.handleCreateSync)
 	g.GET("/sync", s.handleGetSync)
+	g.POST("/check", s.handleCreateCheck)
+	g.GET("/check", s.handleGetCheck)
 	g.GET("/health", s.handleHealth)
 	g.GET("/sites/:site_uuid/snapshots", s.handleListSnapshots)
 	g.GET("/snapshots/:id/tree", s.handleSnapshotTree)
+	g.GET("/snapshots/:id/diff", s.handleSnapshotDiff)
 	g.GET("/snapshots/:id/download", s.handleDownload)
 	g.POST("/sites/:site_uuid/restores", s.handleCreateRestore)
 	g.GET("/events/stream", s.handleEventStream)

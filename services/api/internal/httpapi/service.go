@@ -380,7 +380,7 @@ func ParseJobQuery(q map[string][]string) (JobQuery, *Error) {
 	}
 	if typ != "" {
 		if !validJobType(domain.JobType(typ)) {
-			return f, invalid("type: must be one of preflight, backup, retention, restic_sync, restore, got %q", clip(typ))
+			return f, invalid("type: must be one of preflight, backup, retention, restic_sync, restore, check, got %q", clip(typ))
 		}
 		f.Type = domain.JobType(typ)
 	}
@@ -410,7 +410,7 @@ func ParseJobQuery(q map[string][]string) (JobQuery, *Error) {
 
 func validJobType(t domain.JobType) bool {
 	switch t {
-	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore:
+	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore, domain.JobCheck:
 		return true
 	}
 	return false

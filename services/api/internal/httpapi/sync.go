@@ -114,6 +114,10 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	if err == nil {
 		st, err = s.store.GetSyncState(ctx, domain.OffsiteSyncStateID)
 	}
+	var cst domain.CheckState
+	if err == nil {
+		cst, err = s.checkState(ctx)
+	}
 	var running []domain.Job
 	if err == nil && s.services != nil {
 		running, err = s.store.ListJobs(ctx, store.JobFilter{Status: domain.StatusRunning, Limit: store.MaxJobLimit})
@@ -125,6 +129,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 	r.Services = orEmpty(r.Services)
 	r.Sites = SummarizeSites(snap.Sites, snap.Statuses)
 	r.Sync = SyncHealthAt(st, s.offsite, s.syncInterval, now)
+	r.Check = CheckHealthAt(cst, s.checkEvery, now)
 	if s.services != nil {
 		r.Liveness = LivenessOf(instances, livenessErr, s.expected, now)
 		if recordsErr != nil {

@@ -21,10 +21,16 @@ type Settings struct {
 	// SyncEnabled.
 	SyncInterval time.Duration
 	SyncEnabled  bool
+	// CheckInterval is how often the repository is checked (restic
+	// check); 0 = never.
+	CheckInterval time.Duration
 }
 
 // SyncKey is the key the sync schedule's offset is hashed from.
 const SyncKey = store.ScheduleSync
+
+// CheckKey is the key the check schedule's offset is hashed from.
+const CheckKey = store.ScheduleCheck
 
 // Input is everything a plan depends on.
 type Input struct {
@@ -122,6 +128,9 @@ type Output struct {
 //     retention and the time of day does not drift.
 //   - Sync (SyncEnabled): "sync" has slots every SyncInterval at the
 //     offset of SyncKey; it is a repository job (site "").
+//   - Check (CheckInterval > 0): "check" has slots every CheckInterval
+//     at the offset of CheckKey; a repository job (site ""), so it waits
+//     behind the sync and the sync behind it.
 //   - One job at a time per site: a due run of a site (or, for the sync,
 //     the repository) that has a job queued or running waits, whatever
 //     the type of that job, and runs on the first tick after it ended. A
@@ -198,6 +207,9 @@ func Plan(in Input) Output {
 	if st.SyncEnabled {
 		periodic(store.ScheduleSync, "", SyncKey, st.SyncInterval)
 	}
+	if st.CheckInterval > 0 {
+		periodic(store.ScheduleCheck, "", CheckKey, st.CheckInterval)
+	}
 	for _, id := range sortedKeys(cur) {
 		if !want[id] {
 			out.Delete = append(out.Delete, id)
@@ -228,6 +240,11 @@ func Plan(in Input) Output {
 	if st.SyncEnabled {
 		if s := cur[store.ScheduleSync]; !s.NextRunAt.After(now) {
 			cands = append(cands, cand{store.ScheduleSync, "", s.NextRunAt, s})
+		}
+	}
+	if st.CheckInterval > 0 {
+		if c := cur[store.ScheduleCheck]; !c.NextRunAt.After(now) {
+			cands = append(cands, cand{store.ScheduleCheck, "", c.NextRunAt, c})
 		}
 	}
 	// A site's policy holds its due runs back: nothing is queued while
@@ -297,6 +314,8 @@ func JobType(kind string) domain.JobType {
 		return domain.JobRetention
 	case store.ScheduleSync:
 		return domain.JobResticSync
+	case store.ScheduleCheck:
+		return domain.JobCheck
 	}
 	return domain.JobBackup
 }
@@ -314,6 +333,8 @@ func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, 
 		next.NextRunAt = due.Add(st.RetentionInterval)
 	case store.ScheduleSync:
 		next.NextRunAt = Next(now, due, st.SyncInterval, Offset(SyncKey, st.SyncInterval))
+	case store.ScheduleCheck:
+		next.NextRunAt = Next(now, due, st.CheckInterval, Offset(CheckKey, st.CheckInterval))
 	default:
 		if pol.Cron != nil {
 			next.NextRunAt = CronNext(pol.Cron, now, due)

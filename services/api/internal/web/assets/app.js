@@ -429,10 +429,12 @@ function route() {
   else if (a === 'sites' && b && parts.length === 2) render = () => sitePage(view, signal, b);
   else if (a === 'sites' && b && c === 'snapshots' && parts.length === 3) render = () => snapshotsPage(view, signal, b);
   else if (a === 'sites' && b && c === 'snapshots' && d && parts.length === 4) render = () => browsePage(view, signal, b, d, query.get('path') || '');
+  else if (a === 'sites' && b && c === 'snapshots' && d && parts[4] === 'diff' && parts.length === 5) render = () => diffPage(view, signal, b, d, query.get('against') || '');
   else if (a === 'jobs' && b && parts.length === 2) render = () => jobPage(view, signal, b);
   else if (a === 'sync' && parts.length === 1) render = () => syncPage(view, signal);
   else if (a === 'audit' && parts.length === 1) render = () => auditPage(view, signal, query);
   else if (a === 'tokens' && parts.length === 1) render = () => tokensPage(view, signal);
+  else if (a === 'check' && parts.length === 1) render = () => checkPage(view, signal);
   else render = async () => { view.append(h('h1', null, 'Not found'), empty('No such page. ', h('a', { href: '#/' }, 'Back to the overview'))); };
   whoami(signal).then(() => { showRole(); return render(); }).catch((err) => { if (!signal.aborted) showError(err); });
 }
@@ -460,6 +462,7 @@ async function overviewPage(view, signal) {
       countsCard(health),
       sitesCard(sites.sites, jobByID, nextBackup, schedules !== null),
       h('div', { class: 'columns narrow-wide' }, syncCard(health.sync), disksCard(health.disks || [])),
+      checkCard(health.check),
       nodesCard(health.nodes || [], health.nodes_error),
     );
     body.dataset.loadedAt = String(Date.now());
@@ -907,14 +910,18 @@ async function snapshotsPage(view, signal, uuid) {
     snapshotCache.set(uuid + '/' + s.id, s);
     snapshotCache.set(uuid + '/' + s.short_id, s);
   }
-  const rows = snaps.snapshots.map((s) => h('tr', { 'data-testid': 'snapshot-row', 'data-snapshot-id': s.id },
+  // Newest first: the previous snapshot of each is the next row.
+  const rows = snaps.snapshots.map((s, i) => h('tr', { 'data-testid': 'snapshot-row', 'data-snapshot-id': s.id },
     h('td', null, h('a', { href: snapshotHref(uuid, s.id, ''), class: 'snapshot-link' }, fmtTime(s.time))),
     h('td', { class: 'mono' }, s.short_id), h('td', null, jobLink(s.job_id)),
-    h('td', null, fmtNum(s.files)), h('td', null, fmtBytes(s.size)), h('td', null, fmtBytes(s.data_added))));
+    h('td', null, fmtNum(s.files)), h('td', null, fmtBytes(s.size)), h('td', null, fmtBytes(s.data_added)),
+    h('td', null, i + 1 < snaps.snapshots.length
+      ? h('a', { href: diffHref(uuid, s.id, snaps.snapshots[i + 1].id), class: 'diff-link', 'data-testid': 'diff-link' }, 'vs previous')
+      : h('span', { class: 'muted' }, 'first'))));
   view.append(h('div', { id: 'snapshots-page' },
     h('h1', null, 'Snapshots of ', h('a', { href: '#/sites/' + enc(uuid) }, site.name)),
     h('section', { class: 'card' }, rows.length
-      ? table(['Time', 'Id', 'Job', 'Files', 'Size', 'Added'], rows, { id: 'snapshots-table' })
+      ? table(['Time', 'Id', 'Job', 'Files', 'Size', 'Added', 'Changes'], rows, { id: 'snapshots-table' })
       : empty('No snapshots yet: run a backup.'))));
 }
 
@@ -1190,6 +1197,128 @@ async function tokensPage(view, signal) {
   await load();
 }
 
+// ---------------------------------------------------------------- diff
+
+function diffHref(uuid, id, against) {
+  return '#/sites/' + enc(uuid) + '/snapshots/' + enc(id) + '/diff' + (against ? '?against=' + enc(against) : '');
+}
+
+// diffPage shows what changed from snapshot `against` (default: the
+// previous snapshot of the site) to snapshot id; a select picks another
+// snapshot of the same site to compare with.
+async function diffPage(view, signal, uuid, id, against) {
+  const [site, snaps] = await Promise.all([
+    api('/api/v1/sites/' + enc(uuid), { signal }),
+    api('/api/v1/sites/' + enc(uuid) + '/snapshots', { signal }),
+  ]);
+  const list = snaps.snapshots;
+  const i = list.findIndex((s) => s.id === id || s.short_id === id);
+  if (i < 0) throw new Error('snapshot ' + id + ' is not one of ' + site.name + '\'s');
+  const snap = list[i];
+  const others = list.filter((s) => s.id !== snap.id);
+  const base = against ? others.find((s) => s.id === against || s.short_id === against) : list[i + 1];
+  const page = h('div', { id: 'diff-page', 'data-snapshot-id': snap.id, 'data-against': base ? base.id : '' });
+  view.append(page);
+  const pick = h('select', {
+    id: 'diff-against', 'aria-label': 'compare with',
+    onchange: (ev) => { location.hash = diffHref(uuid, snap.id, ev.target.value); },
+  }, others.map((s) => h('option', { value: s.id, selected: base && s.id === base.id }, s.short_id + ' — ' + fmtTime(s.time))));
+  const head = [
+    h('h1', null, 'Changes in ', h('a', { href: '#/sites/' + enc(uuid) + '/snapshots' }, site.name)),
+    h('p', null, 'Snapshot ', h('a', { href: snapshotHref(uuid, snap.id, ''), class: 'mono' }, snap.short_id), ' (', fmtTime(snap.time), ') compared with ',
+      others.length ? pick : h('span', { class: 'muted' }, 'no other snapshot')),
+  ];
+  if (!base) {
+    fill(page, ...head, empty(others.length ? 'Pick a snapshot to compare with.' : 'This is the site\'s only snapshot: nothing to compare with.'));
+    return;
+  }
+  fill(page, ...head, h('p', { class: 'muted' }, 'Comparing… (restic diff)'));
+  const d = await api('/api/v1/snapshots/' + enc(snap.id) + '/diff?against=' + enc(base.id), { signal });
+  const t = d.totals;
+  // Paths are shown below the snapshot's root (the site's staging folder).
+  const root = (snap.paths && snap.paths[0]) || '';
+  const rel = (p) => (root && p.startsWith(root + '/') ? p.slice(root.length + 1) : p);
+  const rows = (entries, kind) => entries.map((e) => h('tr', { 'data-testid': 'diff-' + kind, 'data-path': e.path },
+    h('td', { class: 'mono wrap', title: e.path }, rel(e.path)), h('td', null, e.type || '—'),
+    h('td', { class: 'nowrap' }, e.type === 'dir' ? '' : kind === 'changed' ? fmtBytes(e.old_size || 0) + ' → ' + fmtBytes(e.size) : fmtBytes(e.size))));
+  const part = (title, entries, kind) => section(title + ' (' + fmtNum(entries.length) + ')', entries.length
+    ? table(['Path', 'Type', 'Size'], rows(entries, kind), { id: 'diff-' + kind + '-table' })
+    : empty('None.'));
+  fill(page, ...head,
+    section('Totals', dl([
+      ['Added', fmtNum(t.added) + ' (' + fmtBytes(t.added_bytes) + ')'],
+      ['Removed', fmtNum(t.removed) + ' (' + fmtBytes(t.removed_bytes) + ')'],
+      ['Changed', fmtNum(t.changed) + ' (' + (t.changed_bytes < 0 ? '−' + fmtBytes(-t.changed_bytes) : '+' + fmtBytes(t.changed_bytes)) + ')'],
+    ], { id: 'diff-totals' }),
+    d.truncated ? h('p', { class: 'muted' }, 'The lists are cut at 5000 entries each; the totals count every path.') : null),
+    part('Added', d.added, 'added'), part('Removed', d.removed, 'removed'), part('Changed', d.changed, 'changed'));
+  page.dataset.loaded = '1';
+}
+
+// ---------------------------------------------------------------- check
+
+function checkCard(check) {
+  const c = check || {};
+  return section('Repository check',
+    dl([
+      ['Status', badge(c.status, { 'data-testid': 'check-status' })],
+      ['Last success', when(c.last_success_at)],
+      c.error ? ['Error', h('span', { class: 'error-text' }, c.error)] : null,
+    ]),
+    h('p', null, h('a', { href: '#/check' }, 'Check details')));
+}
+
+async function checkPage(view, signal) {
+  const box = h('div', { id: 'check-page' });
+  view.append(h('h1', null, 'Repository check'), box);
+  const load = async () => {
+    const [s, jobs, schedules] = await Promise.all([
+      api('/api/v1/check', { signal }),
+      api('/api/v1/jobs?type=check&limit=10', { signal }),
+      api('/api/v1/schedules', { signal }).catch((err) => { if (err.status === 401) throw err; return null; }),
+    ]);
+    const next = ((schedules && schedules.schedules) || []).find((x) => x.kind === 'check');
+    const now = h('button', {
+      type: 'button', id: 'check-now', disabled: !!s.active_job,
+      title: s.active_job ? 'A check is ' + s.active_job.status : 'restic check of the local repository and the offsite one',
+      onclick: (ev) => action(ev.currentTarget, async () => {
+        const res = await api('/api/v1/check', { method: 'POST', signal });
+        location.hash = '#/jobs/' + enc(res.job_id);
+      }),
+    }, 'Check now');
+    const repoRows = (s.repositories || []).map((r) => h('tr', { 'data-testid': 'check-repo', 'data-name': r.name, 'data-status': r.status },
+      h('td', null, r.name), h('td', { class: 'mono wrap' }, r.repository), h('td', null, badge(r.status)),
+      h('td', null, when(r.checked_at)), h('td', null, fmtDuration(Math.round((r.duration_ms || 0) / 1000))),
+      h('td', { class: 'wrap' }, r.error ? h('span', { class: 'error-text' }, r.error) : '—')));
+    fill(box,
+      h('div', { class: 'actions' }, can('operator') ? now : null,
+        s.active_job ? h('span', null, ' ', jobLink(s.active_job.job_id, 'check ' + s.active_job.status)) : null),
+      section('State', dl([
+        ['Health', badge(s.health, { id: 'check-health' })],
+        ['Last attempt', when(s.last_attempt_at)],
+        ['Last result', badge(s.status)],
+        ['Last success', when(s.last_success_at)],
+        ['Read data subset', s.subset || '—'],
+        ['Interval', s.interval_seconds ? fmtDuration(s.interval_seconds) : 'not scheduled'],
+        ['Next scheduled check', next ? when(next.next_run_at) : '—'],
+        s.error ? ['Error', h('span', { class: 'error-text', id: 'check-error' }, s.error)] : null,
+      ])),
+      section('Repositories', repoRows.length
+        ? table(['Repository', 'Location', 'Result', 'Checked', 'Took', 'Error'], repoRows, { id: 'check-repos' })
+        : empty('No check has run yet.')),
+      section('Recent check jobs', jobsTable(jobs.jobs, 'check-jobs')));
+    box.dataset.loadedAt = String(Date.now());
+  };
+  await load();
+  const reload = reloader(load, signal, 800);
+  const statusOf = new Map();
+  follow({ site_uuid: '_repo' }, signal, (se) => {
+    if (!se.status || statusOf.get(se.job_id) === se.status) return;
+    statusOf.set(se.job_id, se.status);
+    reload();
+  });
+}
+
 // ---------------------------------------------------------------- start
 
 document.addEventListener('DOMContentLoaded', () => {
@@ -1246,9 +1375,26 @@ function parseWindow(line) {
 
 const KEEPS = ['keep_last', 'keep_hourly', 'keep_daily', 'keep_weekly', 'keep_monthly', 'keep_yearly'];
 
+// policyReadOnly shows a site's policy without a way to change it.
+function policyReadOnly(p) {
+  const sc = p.schedule || {};
+  const ret = p.retention || {};
+  const keeps = KEEPS.filter((k) => ret[k]).map((k) => k + ' ' + ret[k]).join(', ');
+  const windows = (p.maintenance_windows || []).map((w) => (w.days || []).join(',') + ' ' + w.start + '–' + w.end + (w.timezone ? ' ' + w.timezone : '')).join('; ');
+  return section('Policy', dl([
+    ['Paused', p.paused ? 'yes' + (p.paused_reason ? ' (' + p.paused_reason + ')' : '') : 'no'],
+    ['Backup schedule', sc.cron ? sc.cron + (sc.timezone ? ' ' + sc.timezone : '') : sc.interval_minutes ? 'every ' + sc.interval_minutes + ' min' : 'global interval'],
+    ['Retention', keeps || 'global'],
+    ['Maintenance windows', windows || 'none'],
+  ], { id: 'policy-view' }));
+}
+
 // policyCard shows and edits the site's policy (PUT /sites/{id}/policy).
 // Empty fields follow the global config; the API's errors name the field.
 function policyCard(site, signal, reload) {
+  // Only an admin changes a site's policy (PUT /sites/{id}/policy): the
+  // other roles see it, without a form.
+  if (!can('admin')) return policyReadOnly(site.policy || {});
   // The site page re-renders when one of its jobs changes status: keep a
   // form the operator is editing rather than wipe it.
   const open = $('policy-form');
