@@ -23,6 +23,7 @@ const (
 	ScheduleBackup    = "backup"    // per site, every site_scan_interval_hours
 	ScheduleRetention = "retention" // per site, after its backups
 	ScheduleSync      = "sync"      // the repository's offsite copy
+	ScheduleVerify    = "verify"    // per site, every verify_interval_hours
 )
 
 // ScheduleID is the _id of a schedule: "<kind>:<site_uuid>", or the kind

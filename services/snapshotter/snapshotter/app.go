@@ -49,6 +49,13 @@ type Settings struct {
 	// RetentionLimit bounds one retention job's restic runs; zero means
 	// no limit beyond the job's own.
 	RetentionLimit time.Duration
+	// VerifyRoot is the private folder (under data_dir) verify jobs
+	// restore into; VerifyLimit bounds one verify job (0: the job's own).
+	VerifyRoot  string
+	VerifyLimit time.Duration
+	// SQLiteBin is the sqlite3 binary verify checks databases with; ""
+	// means sqlite3 on PATH.
+	SQLiteBin string
 }
 
 // Deps are the snapshotter's collaborators.
@@ -86,9 +93,14 @@ func New(d Deps) (*Snapshotter, error) {
 	s := &Snapshotter{Store: d.Store, Repo: guard.Track(d.Settings.Repo), Guard: guard, StagingRoot: d.Settings.StagingRoot,
 		StagingID: id, Worker: d.Settings.Worker,
 		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
-		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log}
+		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log,
+		VerifyRoot: d.Settings.VerifyRoot, VerifyLimit: d.Settings.VerifyLimit, SQLiteBin: d.Settings.SQLiteBin}
+	if d.Store != nil {
+		s.Targets = d.Store
+	}
 	if d.Registry != nil {
 		s.Metrics = observe.NewSnapshotMetrics(d.Registry)
+		s.VerifyMetrics = observe.NewVerifyMetrics(d.Registry)
 	}
 	return s, nil
 }
@@ -100,8 +112,12 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		if s.Metrics == nil {
 			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
 		}
+		if s.VerifyMetrics == nil {
+			s.VerifyMetrics = observe.NewVerifyMetrics(d.Registry)
+		}
 		seedLastSuccess(ctx, d)
 	}
+	s.cleanVerifyRoot()
 	// Before the first job: open (or initialise, once across every
 	// process) the repository and clear what a crash left; then keep
 	// clearing dead processes' locks every heartbeat.
@@ -156,9 +172,17 @@ type Snapshotter struct {
 	// Retention and RetentionLimit: see Settings.
 	Retention      config.RetentionPolicy
 	RetentionLimit time.Duration
-	Now            func() time.Time
+	// VerifyRoot, VerifyLimit, SQLiteBin: see Settings. Targets lists a
+	// site's targets, for verify's SQLite checks.
+	VerifyRoot  string
+	VerifyLimit time.Duration
+	SQLiteBin   string
+	Targets     TargetLister
+	Now         func() time.Time
 	// Metrics count the data added; nil records nothing.
 	Metrics *observe.SnapshotMetrics
+	// VerifyMetrics are the verify gauges; nil records nothing.
+	VerifyMetrics *observe.VerifyMetrics
 
 	// Guard guards the repository across processes (one init, dead
 	// processes' locks cleared); nil only in tests of one snapshotter.
@@ -186,6 +210,8 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 		return s.snapshot, nil
 	case domain.JobRetention:
 		return s.applyRetention, nil
+	case domain.JobVerify:
+		return s.verify, nil
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }
@@ -421,7 +447,7 @@ func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.He
 	if msg == "" {
 		msg = "backup succeeded"
 	}
-	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.SetHealth(domain.HealthState{Status: h, Message: msg, UpdatedAt: at})
 	st.LastScanAt = &at
 	st.LastJobID = job.ID
 	if snapshotted && h == domain.HealthSuccess {
@@ -451,9 +477,14 @@ func seedLastSuccess(ctx context.Context, d Deps) {
 		return
 	}
 	sites := observe.NewSiteMetrics(d.Registry)
+	verify := observe.NewVerifyMetrics(d.Registry)
 	for uuid, st := range all {
 		if st.LastSuccessAt != nil {
 			sites.SeedLastSuccess(uuid, *st.LastSuccessAt)
+		}
+		if v := st.LastVerify; v != nil {
+			ok := v.Status == domain.HealthSuccess
+			verify.Seed(uuid, st.LastVerifiedAt, &ok)
 		}
 	}
 }

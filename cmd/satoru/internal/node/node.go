@@ -276,6 +276,8 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settin
 		Retention:      cfg.ResticRetentionPolicy,
 		SnapshotLimit:  cfg.JobTimeoutSnapshot,
 		RetentionLimit: cfg.JobTimeoutRetention,
+		VerifyRoot:     filepath.Join(cfg.DataDir, "verify"),
+		VerifyLimit:    cfg.JobTimeoutSnapshot,
 	}
 }
 
@@ -286,6 +288,7 @@ func SchedulerSettings(cfg config.Config) scheduler.Settings {
 		Tick:              cfg.SchedulerTick,
 		ScanInterval:      cfg.SiteScanInterval,
 		RetentionInterval: cfg.RetentionInterval,
+		VerifyInterval:    cfg.VerifyInterval,
 		SyncInterval:      cfg.ResticSyncInterval,
 		SyncEnabled:       cfg.ResticB2Repository != "",
 		LeaderTTL:         cfg.SiteLease,

@@ -20,10 +20,16 @@ type Settings struct {
 	// SyncEnabled.
 	SyncInterval time.Duration
 	SyncEnabled  bool
+	// VerifyInterval is how often each site's latest snapshot is restore
+	// tested (a verify job); 0 = never.
+	VerifyInterval time.Duration
 }
 
 // SyncKey is the key the sync schedule's offset is hashed from.
 const SyncKey = store.ScheduleSync
+
+// VerifyKey is the key a site's verify schedule's offset is hashed from.
+func VerifyKey(site string) string { return store.ScheduleVerify + ":" + site }
 
 // Input is everything a plan depends on.
 type Input struct {
@@ -109,6 +115,10 @@ type Output struct {
 //     one is not due before B + RetentionInterval: measured on the backup
 //     slots, so with equal intervals every backup is followed by one
 //     retention and the time of day does not drift.
+//   - Verify (VerifyInterval > 0): "verify:<site>" has slots every
+//     VerifyInterval at the offset of VerifyKey(site), like a backup; it
+//     queues the site's restore test (after the site's backup and
+//     retention when they are due at once).
 //   - Sync (SyncEnabled): "sync" has slots every SyncInterval at the
 //     offset of SyncKey; it is a repository job (site "").
 //   - One job at a time per site: a due run of a site (or, for the sync,
@@ -179,6 +189,13 @@ func Plan(in Input) Output {
 		}
 		cur[id] = r
 	}
+	if st.VerifyInterval > 0 {
+		for _, site := range sites {
+			// Its own offset key, so a site's verify does not fall on
+			// its backup's slot.
+			periodic(store.ScheduleVerify, site, VerifyKey(site), st.VerifyInterval)
+		}
+	}
 	if st.SyncEnabled {
 		periodic(store.ScheduleSync, "", SyncKey, st.SyncInterval)
 	}
@@ -206,6 +223,11 @@ func Plan(in Input) Output {
 			r := cur[store.ScheduleID(store.ScheduleRetention, site)]
 			if RetentionDue(now, r, b) {
 				cands = append(cands, cand{store.ScheduleRetention, site, *b.LastDueAt, r})
+			}
+		}
+		if st.VerifyInterval > 0 {
+			if v := cur[store.ScheduleID(store.ScheduleVerify, site)]; !v.NextRunAt.After(now) {
+				cands = append(cands, cand{store.ScheduleVerify, site, v.NextRunAt, v})
 			}
 		}
 	}
@@ -267,6 +289,8 @@ func JobType(kind string) domain.JobType {
 		return domain.JobRetention
 	case store.ScheduleSync:
 		return domain.JobResticSync
+	case store.ScheduleVerify:
+		return domain.JobVerify
 	}
 	return domain.JobBackup
 }
@@ -284,6 +308,8 @@ func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, 
 		next.NextRunAt = due.Add(st.RetentionInterval)
 	case store.ScheduleSync:
 		next.NextRunAt = Next(now, due, st.SyncInterval, Offset(SyncKey, st.SyncInterval))
+	case store.ScheduleVerify:
+		next.NextRunAt = Next(now, due, st.VerifyInterval, Offset(VerifyKey(site), st.VerifyInterval))
 	default:
 		next.NextRunAt = Next(now, due, st.ScanInterval, Offset(site, st.ScanInterval))
 	}
