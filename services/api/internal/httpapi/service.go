@@ -386,7 +386,7 @@ func ParseJobQuery(q map[string][]string) (JobQuery, *Error) {
 
 func validJobType(t domain.JobType) bool {
 	switch t {
-	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore:
+	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore, domain.JobVerify:
 		return true
 	}
 	return false

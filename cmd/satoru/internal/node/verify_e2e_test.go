@@ -1,0 +1,241 @@
+package node
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/testkit"
+)
+
+// makeBigSQLite makes a database of many pages, so one page can be
+// damaged while the file still opens.
+func makeBigSQLite(t *testing.T, path string) {
+	t.Helper()
+	sql := "PRAGMA page_size=4096; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); " +
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 400) " +
+		"INSERT INTO t(v) SELECT printf('%0500d', i) FROM n; CREATE INDEX tv ON t(v);"
+	if out, err := exec.Command("sqlite3", path, sql).CombinedOutput(); err != nil {
+		t.Fatalf("sqlite3: %v: %s", err, out)
+	}
+}
+
+// corruptPages writes garbage over pages 3 to 5 of a database: its header
+// stays valid, so sqlite3 opens it and PRAGMA integrity_check finds the
+// damage.
+func corruptPages(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	junk := make([]byte, 3*4096)
+	for i := range junk {
+		junk[i] = byte(i*7 + 13)
+	}
+	if _, err := f.WriteAt(junk, 2*4096); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *client) siteStatus(site string) domain.SiteStatus {
+	c.t.Helper()
+	var view struct {
+		Status domain.SiteStatus `json:"status"`
+	}
+	if code := c.do("GET", "/api/v1/sites/"+site, nil, &view); code != http.StatusOK {
+		c.t.Fatalf("get site %s: %d", site, code)
+	}
+	return view.Status
+}
+
+func (c *client) runJob(site, typ string) domain.Job {
+	c.t.Helper()
+	id := c.startJob(site, typ)
+	j := c.waitJob(id, 120*time.Second)
+	if j.Summary == nil {
+		j.Summary = map[string]any{}
+	}
+	j.Summary["_events"] = dumpEvents(c.events(id))
+	return j
+}
+
+// verifyLeftovers lists what verify jobs left in their folder.
+func verifyLeftovers(t *testing.T, n *Node) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(n.Config.DataDir, "verify"))
+	if err != nil {
+		t.Fatalf("verify folder: %v", err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
+}
+
+// TestVerifyThroughAPI: a verify job restores the site's latest snapshot
+// with real restic, compares it with the snapshot's listing, checks the
+// SQLite target with sqlite3's PRAGMA integrity_check, and records the
+// outcome on the site; a snapshot holding a damaged database fails the
+// verify and holds the site's health at failed until a verify succeeds.
+func TestVerifyThroughAPI(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	n, c := backupNode(t)
+	src := filepath.Join(edge.Dir, "srv")
+	edgeTree(t, src)
+	db := filepath.Join(edge.Dir, "app.db")
+	makeBigSQLite(t, db)
+	site := c.registerSite(edge, siteOpts{name: "edge-verify", targets: []map[string]any{
+		{"mode": "directory", "path": src},
+		{"mode": "sqlite_dump", "path": db},
+	}})
+	dbHash := domain.TargetHash(domain.ModeSQLiteDump, db)
+
+	if j := c.runJob(site, "backup"); j.Status != domain.StatusSuccess {
+		t.Fatalf("backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+
+	t.Run("a good snapshot verifies", func(t *testing.T) {
+		c := c.with(t)
+		j := c.runJob(site, "verify")
+		if j.Status != domain.StatusSuccess {
+			t.Fatalf("verify: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+		}
+		files, want := summaryInt(j, "files"), summaryInt(j, "expected_files")
+		if files < 2 || files != want || summaryInt(j, "bytes") != summaryInt(j, "expected_bytes") || summaryInt(j, "databases_checked") != 1 {
+			t.Errorf("summary: %v", j.Summary)
+		}
+		if ev := j.Summary["_events"].(string); !strings.Contains(ev, dbHash) || !strings.Contains(ev, "integrity_check ok") {
+			t.Errorf("no integrity_check event for target %s:\n%s", dbHash, ev)
+		}
+		st := c.siteStatus(site)
+		if st.LastVerify == nil || st.LastVerify.Status != domain.HealthSuccess || st.LastVerify.JobID != j.ID ||
+			st.LastVerify.Files != files || st.LastVerifiedAt == nil || st.Health.Status != domain.HealthSuccess {
+			t.Errorf("site status after a good verify: %+v last_verify %+v", st, st.LastVerify)
+		}
+		if left := verifyLeftovers(t, n); len(left) != 0 {
+			t.Errorf("verify left %v behind", left)
+		}
+		fi, err := os.Stat(filepath.Join(n.Config.DataDir, "verify"))
+		if err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("verify folder mode: %v %v", fi.Mode(), err)
+		}
+	})
+
+	// A snapshot whose copy of the database is damaged: the staging copy
+	// rots after the pull checked it, and the next snapshot takes it.
+	staged := filepath.Join(n.Config.StagingRoot, site, dbHash, "app.db")
+	corruptPages(t, staged)
+	repo, err := ResticRepo(n.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := repo.Backup(context.Background(), restic.BackupOptions{
+		Paths: []string{filepath.Join(n.Config.StagingRoot, site)},
+		Host:  domain.ResticHost(site),
+		Tags:  domain.SnapshotTags(site, "rotted-staging"),
+	}, nil); err != nil {
+		t.Fatalf("restic backup of the damaged staging: %v", err)
+	}
+
+	t.Run("a damaged database fails the verify and the site", func(t *testing.T) {
+		c := c.with(t)
+		j := c.runJob(site, "verify")
+		if j.Status != domain.StatusFailed {
+			t.Fatalf("verify of a damaged database: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+		}
+		if !strings.Contains(j.Error, dbHash) || !strings.Contains(j.Error, "integrity_check") {
+			t.Errorf("error does not name the target and the check: %q", j.Error)
+		}
+		// integrity_check's own output (or sqlite3's error) is in it.
+		if !strings.Contains(j.Error, "Page") && !strings.Contains(j.Error, "page") && !strings.Contains(j.Error, "malformed") {
+			t.Errorf("error lacks integrity_check's output: %q", j.Error)
+		}
+		st := c.siteStatus(site)
+		if st.Health.Status != domain.HealthFailed || !strings.HasPrefix(st.Health.Message, domain.VerifyFailedPrefix) ||
+			!strings.Contains(st.Health.Message, dbHash) {
+			t.Errorf("site health after a failed verify: %+v", st.Health)
+		}
+		if st.LastVerify == nil || st.LastVerify.Status != domain.HealthFailed || st.LastVerify.JobID != j.ID {
+			t.Errorf("last_verify: %+v", st.LastVerify)
+		}
+		if left := verifyLeftovers(t, n); len(left) != 0 {
+			t.Errorf("a failed verify left %v behind", left)
+		}
+	})
+
+	t.Run("a later backup does not hide it; a good verify clears it", func(t *testing.T) {
+		c := c.with(t)
+		// The pull replaces the damaged staging copy with a good one.
+		if j := c.runJob(site, "backup"); j.Status != domain.StatusSuccess {
+			t.Fatalf("backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+		}
+		st := c.siteStatus(site)
+		if st.Health.Status != domain.HealthFailed || !strings.Contains(st.Health.Message, "until a verify succeeds") {
+			t.Errorf("a backup hid the failed verify: %+v", st.Health)
+		}
+		j := c.runJob(site, "verify")
+		if j.Status != domain.StatusSuccess {
+			t.Fatalf("verify after a good backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+		}
+		st = c.siteStatus(site)
+		if st.Health.Status != domain.HealthSuccess || st.HeldHealth != nil || st.LastVerify.Status != domain.HealthSuccess {
+			t.Errorf("site after a good verify: health %+v held %+v", st.Health, st.HeldHealth)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		resp, err := http.Get("http://" + n.APIAddr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The series carry the node label too: match name, site and value.
+		found := map[string]bool{}
+		for line := range strings.Lines(string(body)) {
+			if !strings.Contains(line, `site="`+site+`"`) {
+				continue
+			}
+			switch {
+			case strings.HasPrefix(line, "satoru_site_verify_status{") && strings.HasSuffix(strings.TrimSpace(line), "} 1"):
+				found["status"] = true
+			case strings.HasPrefix(line, "satoru_site_last_verified_timestamp_seconds{") && !strings.HasSuffix(strings.TrimSpace(line), "} 0"):
+				found["timestamp"] = true
+			}
+		}
+		if !found["status"] || !found["timestamp"] {
+			t.Errorf("metrics lack the site's verify series (%v)", found)
+		}
+	})
+}
+
+// TestVerifyWithoutSnapshotWarns: a site never backed up has nothing to
+// verify; the job says so and the site's status is left alone.
+func TestVerifyWithoutSnapshotWarns(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	_, c := backupNode(t)
+	site := c.registerSite(edge, siteOpts{name: "edge-unverified", targets: []map[string]any{
+		{"mode": "directory", "path": edge.Dir},
+	}})
+	j := c.runJob(site, "verify")
+	if j.Status != domain.StatusWarning || !strings.Contains(j.Error, "nothing to verify") {
+		t.Fatalf("verify without a snapshot: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+	if st := c.siteStatus(site); st.LastVerify != nil || st.Health.Status == domain.HealthFailed {
+		t.Errorf("site status: %+v", st)
+	}
+}
