@@ -17,7 +17,7 @@ warning, 4 --timeout ran out while waiting, 130 interrupted while waiting
 const Usage = `client commands (talk to the REST API; satoru <command> --help for more):
   sites add|list|show|rm        register, list, show, remove sites
   targets add|list|rm <site>    a site's directories and SQLite databases
-  run <site> preflight|backup|retention [--wait] [--timeout D]
+  run <site> preflight|backup|retention|verify [--wait] [--timeout D]
   jobs list|show|logs|cancel    jobs and their step events (logs --follow is live)
   snapshots <site>              a site's restic snapshots
   restore <site> --snapshot ID --path P (--to-local DIR | --to-site DIR)
@@ -45,7 +45,7 @@ const targetsHelp = `usage:
 ` + commonHelp
 
 const runHelp = `usage:
-  satoru run <site> preflight|backup|retention [--wait] [--timeout D]
+  satoru run <site> preflight|backup|retention|verify [--wait] [--timeout D]
       --wait      follow the job's events until it ends; the exit code is the
                   job's (0 success, 3 warning, 1 failed or canceled)
       --timeout D stop waiting after D (e.g. 30m); exit 4, the job goes on

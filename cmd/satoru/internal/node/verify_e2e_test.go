@@ -194,6 +194,16 @@ func TestVerifyThroughAPI(t *testing.T) {
 		}
 	})
 
+	t.Run("CLI runs a verify and shows its outcome", func(t *testing.T) {
+		env := []string{"SATORU_API_URL=http://" + n.APIAddr, "SATORU_API_TOKEN=" + testToken}
+		r := satoruCLI(t, env, "run", "edge-verify", "verify", "--wait", "--timeout", "2m")
+		expect(t, r, 0, "queued verify job for site edge-verify", "integrity_check ok")
+		expectLine(t, r, "status:", "success")
+		r = satoruCLI(t, env, "sites", "show", "edge-verify")
+		expectLine(t, r, "last verify:", "success", "files")
+		expectLine(t, r, "last verified:", "20")
+	})
+
 	t.Run("metrics", func(t *testing.T) {
 		resp, err := http.Get("http://" + n.APIAddr + "/metrics")
 		if err != nil {
