@@ -15,6 +15,9 @@ type VerifyMetrics struct {
 	// Status is 1 when the site's last verification succeeded, 0 when it
 	// failed.
 	Status *prometheus.GaugeVec
+	// LastRun is when the site's last verification finished, whatever its
+	// outcome: with several processes the newest one holds the truth.
+	LastRun *prometheus.GaugeVec
 }
 
 // NewVerifyMetrics registers the verify metrics on reg, sharing
@@ -29,9 +32,14 @@ func NewVerifyMetrics(reg prometheus.Registerer) *VerifyMetrics {
 			Name: "satoru_site_verify_status",
 			Help: "1 if the site's last verify job found its latest snapshot intact, 0 if it failed.",
 		}, []string{"site"}),
+		LastRun: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "satoru_site_last_verify_run_timestamp_seconds",
+			Help: "When the site's last verify job finished, whatever its outcome (Unix time).",
+		}, []string{"site"}),
 	}
 	m.LastVerified = Register(reg, m.LastVerified)
 	m.Status = Register(reg, m.Status)
+	m.LastRun = Register(reg, m.LastRun)
 	return m
 }
 
@@ -40,6 +48,7 @@ func (m *VerifyMetrics) Verified(site string, ok bool, at time.Time) {
 	if m == nil || site == "" {
 		return
 	}
+	m.LastRun.WithLabelValues(site).Set(unixSeconds(at))
 	if ok {
 		m.Status.WithLabelValues(site).Set(1)
 		m.LastVerified.WithLabelValues(site).Set(unixSeconds(at))
@@ -48,11 +57,15 @@ func (m *VerifyMetrics) Verified(site string, ok bool, at time.Time) {
 	m.Status.WithLabelValues(site).Set(0)
 }
 
-// Seed sets a site's gauges from its stored status, so an overdue or
-// failed verification stays visible across a restart.
-func (m *VerifyMetrics) Seed(site string, lastVerified *time.Time, lastOK *bool) {
+// Seed sets a site's gauges from its stored status (lastRun: when the
+// last verify finished, nil for none), so an overdue or failed
+// verification stays visible across a restart.
+func (m *VerifyMetrics) Seed(site string, lastVerified, lastRun *time.Time, lastOK *bool) {
 	if m == nil || site == "" {
 		return
+	}
+	if lastRun != nil && !lastRun.IsZero() {
+		m.LastRun.WithLabelValues(site).Set(unixSeconds(*lastRun))
 	}
 	if lastVerified != nil && !lastVerified.IsZero() {
 		m.LastVerified.WithLabelValues(site).Set(unixSeconds(*lastVerified))

@@ -484,7 +484,7 @@ func seedLastSuccess(ctx context.Context, d Deps) {
 		}
 		if v := st.LastVerify; v != nil {
 			ok := v.Status == domain.HealthSuccess
-			verify.Seed(uuid, st.LastVerifiedAt, &ok)
+			verify.Seed(uuid, st.LastVerifiedAt, &v.At, &ok)
 		}
 	}
 }
