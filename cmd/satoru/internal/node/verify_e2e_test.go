@@ -249,3 +249,108 @@ func TestVerifyWithoutSnapshotWarns(t *testing.T) {
 		t.Errorf("site status: %+v", st)
 	}
 }
+
+// resticShim wraps the real restic: after a real `restic restore` it
+// does what the file mode names (drop: delete one restored .txt file, as
+// a restore that silently lost data would; hang: wait, so the job can
+// be canceled while the restored data is on disk). Everything else runs
+// restic as is.
+func resticShim(t *testing.T) (bin, mode string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin, mode = filepath.Join(dir, "restic"), filepath.Join(dir, "mode")
+	script := `#!/bin/sh
+case " $* " in
+*" restore "*)
+  "` + resticBin() + `" "$@" || exit $?
+  t=""; prev=""
+  for a in "$@"; do [ "$prev" = "--target" ] && t="$a"; prev="$a"; done
+  case "$(cat '` + mode + `' 2>/dev/null)" in
+    drop) rm -f "$(find "$t" -type f -name '*.txt' | head -n 1)" ;;
+    hang) sleep 120 ;;
+  esac
+  exit 0 ;;
+esac
+exec "` + resticBin() + `" "$@"
+`
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, mode
+}
+
+// TestVerifyMismatchAndCancel: a restore that lands fewer files than the
+// snapshot lists fails the verify and the site; a verify canceled while
+// its restored copy is on disk removes it and records no verdict.
+func TestVerifyMismatchAndCancel(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	shim, mode := resticShim(t)
+	n, c := backupNode(t, "SATORU_RESTIC_BIN="+shim)
+	src := filepath.Join(edge.Dir, "srv")
+	edgeTree(t, src)
+	site := c.registerSite(edge, siteOpts{name: "edge-mismatch", targets: []map[string]any{{"mode": "directory", "path": src}}})
+	if j := c.runJob(site, "backup"); j.Status != domain.StatusSuccess {
+		t.Fatalf("backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+	setMode := func(m string) {
+		if err := os.WriteFile(mode, []byte(m), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	t.Run("fewer files restored than listed", func(t *testing.T) {
+		c := c.with(t)
+		setMode("drop")
+		j := c.runJob(site, "verify")
+		if j.Status != domain.StatusFailed || !strings.Contains(j.Error, "but the snapshot lists") {
+			t.Fatalf("verify of a short restore: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+		}
+		if summaryInt(j, "files") != summaryInt(j, "expected_files")-1 {
+			t.Errorf("summary: %v", j.Summary)
+		}
+		st := c.siteStatus(site)
+		if st.Health.Status != domain.HealthFailed || !strings.Contains(st.Health.Message, "but the snapshot lists") {
+			t.Errorf("site health: %+v", st.Health)
+		}
+		if left := verifyLeftovers(t, n); len(left) != 0 {
+			t.Errorf("verify left %v behind", left)
+		}
+	})
+
+	t.Run("cancel removes the restored copy", func(t *testing.T) {
+		c := c.with(t)
+		setMode("hang")
+		before := c.siteStatus(site).LastVerify
+		id := c.startJob(site, "verify")
+		// Wait until the restored files are on disk.
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			found := false
+			_ = filepath.WalkDir(filepath.Join(n.Config.DataDir, "verify"), func(p string, d os.DirEntry, err error) error {
+				if err == nil && d.Name() == "big.bin" {
+					found = true
+				}
+				return nil
+			})
+			if found {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the verify's restore never landed\n%s", dumpEvents(c.events(id)))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if code := c.do("POST", "/api/v1/jobs/"+id+"/cancel", nil, nil); code != http.StatusAccepted {
+			t.Fatalf("cancel: %d", code)
+		}
+		if j := c.waitJob(id, 30*time.Second); j.Status != domain.StatusCanceled {
+			t.Fatalf("canceled verify: %s %q", j.Status, j.Error)
+		}
+		if left := verifyLeftovers(t, n); len(left) != 0 {
+			t.Errorf("a canceled verify left %v behind", left)
+		}
+		if after := c.siteStatus(site).LastVerify; after == nil || before == nil || after.JobID != before.JobID {
+			t.Errorf("a canceled verify changed last_verify: %+v -> %+v", before, after)
+		}
+	})
+}
