@@ -2,16 +2,20 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/restic"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -283,9 +287,22 @@ exec "` + resticBin() + `" "$@"
 // snapshot lists fails the verify and the site; a verify canceled while
 // its restored copy is on disk removes it and records no verdict.
 func TestVerifyMismatchAndCancel(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		hook []notify.Event
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var e notify.Event
+		if err := json.NewDecoder(r.Body).Decode(&e); err == nil {
+			mu.Lock()
+			hook = append(hook, e)
+			mu.Unlock()
+		}
+	}))
+	defer srv.Close()
 	edge := testkit.StartEdgeHost(t)
 	shim, mode := resticShim(t)
-	n, c := backupNode(t, "SATORU_RESTIC_BIN="+shim)
+	n, c := backupNode(t, "SATORU_RESTIC_BIN="+shim, "SATORU_WEBHOOK_URL="+srv.URL+"/hook")
 	src := filepath.Join(edge.Dir, "srv")
 	edgeTree(t, src)
 	site := c.registerSite(edge, siteOpts{name: "edge-mismatch", targets: []map[string]any{{"mode": "directory", "path": src}}})
@@ -314,6 +331,28 @@ func TestVerifyMismatchAndCancel(t *testing.T) {
 		}
 		if left := verifyLeftovers(t, n); len(left) != 0 {
 			t.Errorf("verify left %v behind", left)
+		}
+		// The failure is posted to the webhook like any job's.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			var got *notify.Event
+			for i, e := range hook {
+				if e.JobID == j.ID {
+					got = &hook[i]
+				}
+			}
+			mu.Unlock()
+			if got != nil {
+				if got.Event != notify.JobFailed || got.JobType != "verify" || got.SiteUUID != site {
+					t.Errorf("webhook event: %+v", *got)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no webhook event for the failed verify %s", j.ID)
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	})
 
