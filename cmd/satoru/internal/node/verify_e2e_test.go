@@ -393,3 +393,35 @@ func TestVerifyMismatchAndCancel(t *testing.T) {
 		}
 	})
 }
+
+// TestVerifyOnS3Repository: verify restores from the repository as
+// configured, here at an s3: URL with its credentials from files, and its
+// events never carry the secret.
+func TestVerifyOnS3Repository(t *testing.T) {
+	const keyID, secret = "AKIASATOVERIFY01", "verify-s3-secret-key-4a7d"
+	edge := testkit.StartEdgeHost(t)
+	s3 := testkit.StartS3(t, keyID, secret)
+	s3.Bucket(t, "verify-repo")
+	secrets := t.TempDir()
+	idFile, keyFile := filepath.Join(secrets, "repo-id"), filepath.Join(secrets, "repo-key")
+	for p, v := range map[string]string{idFile: keyID + "\n", keyFile: secret + "\n"} {
+		if err := os.WriteFile(p, []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, c := backupNode(t, "SATORU_RESTIC_REPO_PATH="+s3.Repository("verify-repo", "satoru"),
+		"SATORU_RESTIC_REPO_ACCOUNT_ID_FILE="+idFile, "SATORU_RESTIC_REPO_ACCOUNT_KEY_FILE="+keyFile)
+	db := filepath.Join(edge.Dir, "app.db")
+	makeSQLite(t, db)
+	site := c.registerSite(edge, siteOpts{name: "edge-s3-verify", targets: []map[string]any{{"mode": "sqlite_dump", "path": db}}})
+	if j := c.runJob(site, "backup"); j.Status != domain.StatusSuccess {
+		t.Fatalf("backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+	j := c.runJob(site, "verify")
+	if j.Status != domain.StatusSuccess || summaryInt(j, "files") != 1 || summaryInt(j, "databases_checked") != 1 {
+		t.Fatalf("verify on s3: %s %q %v", j.Status, j.Error, j.Summary)
+	}
+	if ev := j.Summary["_events"].(string); strings.Contains(ev, secret) || !strings.Contains(ev, "integrity_check ok") {
+		t.Errorf("verify events:\n%s", ev)
+	}
+}
