@@ -17,6 +17,7 @@ import (
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -56,6 +57,9 @@ type Settings struct {
 	// SQLiteBin is the sqlite3 binary verify checks databases with; ""
 	// means sqlite3 on PATH.
 	SQLiteBin string
+	// VerifyHeadroom is the free space a verify's restore must leave on
+	// VerifyRoot's disk (staging_min_free_bytes / _percent).
+	VerifyHeadroom disk.Headroom
 }
 
 // Deps are the snapshotter's collaborators.
@@ -94,7 +98,8 @@ func New(d Deps) (*Snapshotter, error) {
 		StagingID: id, Worker: d.Settings.Worker,
 		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
 		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log,
-		VerifyRoot: d.Settings.VerifyRoot, VerifyLimit: d.Settings.VerifyLimit, SQLiteBin: d.Settings.SQLiteBin}
+		VerifyRoot: d.Settings.VerifyRoot, VerifyLimit: d.Settings.VerifyLimit, SQLiteBin: d.Settings.SQLiteBin,
+		VerifyHeadroom: d.Settings.VerifyHeadroom}
 	if d.Store != nil {
 		s.Targets = d.Store
 	}
@@ -174,11 +179,12 @@ type Snapshotter struct {
 	RetentionLimit time.Duration
 	// VerifyRoot, VerifyLimit, SQLiteBin: see Settings. Targets lists a
 	// site's targets, for verify's SQLite checks.
-	VerifyRoot  string
-	VerifyLimit time.Duration
-	SQLiteBin   string
-	Targets     TargetLister
-	Now         func() time.Time
+	VerifyRoot     string
+	VerifyLimit    time.Duration
+	SQLiteBin      string
+	VerifyHeadroom disk.Headroom
+	Targets        TargetLister
+	Now            func() time.Time
 	// Metrics count the data added; nil records nothing.
 	Metrics *observe.SnapshotMetrics
 	// VerifyMetrics are the verify gauges; nil records nothing.

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
 	"github.com/satoru/satoru/shared/restic"
+	"github.com/satoru/satoru/shared/units"
 )
 
 // verifyStep is the step name of a verify job's events.
@@ -82,15 +84,14 @@ func (s *Snapshotter) verify(ctx context.Context, job domain.Job, rec *jobrun.Re
 
 	res, problems, err := s.restoreTest(vctx, ctx, job, rec, snap, summary)
 	if err != nil {
-		if ctx.Err() != nil {
-			// Canceled or shutting down: no verdict on the snapshot.
-			return fail("verify: "+err.Error(), false)
+		if ctx.Err() != nil || noVerdict(err) {
+			// The test could not run (canceled, no room, restic or
+			// sqlite3 missing, the repository locked or unreachable): no
+			// verdict on the snapshot, the site's status stays.
+			return fail("verify could not run: "+err.Error(), errors.Is(err, restic.ErrLocked))
 		}
-		if errors.Is(err, restic.ErrLocked) {
-			return fail("verify: "+err.Error(), true)
-		}
-		// Anything else (restic could not restore the snapshot, the limit
-		// was reached) is the verdict: the snapshot did not restore.
+		// Anything else (restic could not list or restore the snapshot,
+		// the time limit was reached) is the verdict: it did not restore.
 		problems = append(problems, err.Error())
 	}
 	res.JobID, res.SnapshotID, res.At = job.ID, snap.ID, s.now().Truncate(time.Millisecond)
@@ -106,6 +107,21 @@ func (s *Snapshotter) verify(ctx context.Context, job domain.Job, rec *jobrun.Re
 	rec.Add(ctx, domain.JobEvent{Step: verifyStep, Level: domain.LevelInfo, Message: fmt.Sprintf(
 		"snapshot %s restored and verified: %d files, %d bytes", short(snap.ID), res.Files, res.Bytes)})
 	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
+}
+
+// errSetup marks a failure to prepare the test itself (its folder).
+var errSetup = errors.New("restore test setup")
+
+// noVerdict reports whether err says nothing about the snapshot: the
+// test could not run.
+func noVerdict(err error) bool {
+	for _, e := range []error{errSetup, disk.ErrLowDiskSpace, proc.ErrNotFound, restic.ErrLocked,
+		restic.ErrBackendUnreachable, restic.ErrWrongPassword, restic.ErrNoRepository, restic.ErrNoSpace, restic.ErrCanceled} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // latestSnapshot is the newest snapshot of the site (its host and tag).
@@ -140,6 +156,9 @@ func (s *Snapshotter) restoreTest(rctx, jctx context.Context, job domain.Job, re
 		return res, nil, fmt.Errorf("list snapshot %s: %w", short(snap.ID), err)
 	}
 	summary["expected_files"], summary["expected_bytes"] = want.Files, want.Bytes
+	if err := s.checkSpace(want.Bytes); err != nil {
+		return res, nil, err
+	}
 
 	dir, err := s.verifyDir(job.ID)
 	if err != nil {
@@ -178,18 +197,34 @@ func (s *Snapshotter) restoreTest(rctx, jctx context.Context, job domain.Job, re
 	return res, append(problems, sqlProblems...), nil
 }
 
+// checkSpace refuses a restore of size bytes that would leave the disk of
+// VerifyRoot (data_dir: the embedded store and NATS live there too) below
+// the headroom (staging_min_free_bytes / _percent); SQLite checks may
+// need a copy of a database beside it, which the headroom covers.
+func (s *Snapshotter) checkSpace(size int64) error {
+	sp, err := disk.Stat(s.VerifyRoot)
+	if err != nil {
+		return fmt.Errorf("%w: disk space of %s: %w", errSetup, s.VerifyRoot, err)
+	}
+	sp.FreeBytes -= size
+	if err := s.VerifyHeadroom.Judge(s.VerifyRoot, sp); err != nil {
+		return fmt.Errorf("restoring %s would leave too little space: %w", units.Bytes(size), err)
+	}
+	return nil
+}
+
 // verifyDir makes the job's private temporary folder under VerifyRoot.
 func (s *Snapshotter) verifyDir(jobID string) (string, error) {
 	if err := os.MkdirAll(s.VerifyRoot, 0o700); err != nil {
-		return "", fmt.Errorf("verify folder %s: %w", s.VerifyRoot, err)
+		return "", fmt.Errorf("%w: verify folder %s: %w", errSetup, s.VerifyRoot, err)
 	}
 	if err := os.Chmod(s.VerifyRoot, 0o700); err != nil {
-		return "", fmt.Errorf("verify folder %s: %w", s.VerifyRoot, err)
+		return "", fmt.Errorf("%w: verify folder %s: %w", errSetup, s.VerifyRoot, err)
 	}
 	// MkdirTemp makes it 0700.
 	dir, err := os.MkdirTemp(s.VerifyRoot, verifyDirPrefix+jobID+"-")
 	if err != nil {
-		return "", fmt.Errorf("verify folder: %w", err)
+		return "", fmt.Errorf("%w: verify folder: %w", errSetup, err)
 	}
 	return dir, nil
 }
@@ -270,7 +305,7 @@ func (s *Snapshotter) checkDatabases(rctx, jctx context.Context, job domain.Job,
 			db = plain
 		}
 		out, err := s.integrityCheck(rctx, db)
-		if err != nil && rctx.Err() != nil {
+		if err != nil && (rctx.Err() != nil || errors.Is(err, proc.ErrNotFound)) {
 			return checked, problems, fmt.Errorf("integrity_check of target %s: %w", t.TargetHash, err)
 		}
 		checked++

@@ -31,6 +31,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/embedded"
 	"github.com/satoru/satoru/shared/events"
@@ -278,6 +279,7 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settin
 		RetentionLimit: cfg.JobTimeoutRetention,
 		VerifyRoot:     filepath.Join(cfg.DataDir, "verify"),
 		VerifyLimit:    cfg.JobTimeoutSnapshot,
+		VerifyHeadroom: disk.Headroom{MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 	}
 }
 

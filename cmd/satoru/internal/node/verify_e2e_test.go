@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/notify"
 	"github.com/satoru/satoru/shared/restic"
@@ -423,5 +424,40 @@ func TestVerifyOnS3Repository(t *testing.T) {
 	}
 	if ev := j.Summary["_events"].(string); strings.Contains(ev, secret) || !strings.Contains(ev, "integrity_check ok") {
 		t.Errorf("verify events:\n%s", ev)
+	}
+}
+
+// TestVerifyRefusesBelowHeadroom: a restore that would leave data_dir's
+// disk below the headroom is not attempted; the job fails saying so and
+// the site's status (no verdict) stays as it was.
+func TestVerifyRefusesBelowHeadroom(t *testing.T) {
+	edge := testkit.StartEdgeHost(t)
+	n, stop := startNode(t, loadConfig(t, testEnv(t.TempDir())), All)
+	c := newClient(t, n)
+	src := filepath.Join(edge.Dir, "srv")
+	edgeTree(t, src)
+	site := c.registerSite(edge, siteOpts{name: "edge-verify-full", targets: []map[string]any{{"mode": "directory", "path": src}}})
+	if j := c.runJob(site, "backup"); j.Status != domain.StatusSuccess {
+		t.Fatalf("backup: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+	// The same node, now asking for more headroom than the disk has: its
+	// verify must refuse (the margin keeps other processes' disk use on
+	// this machine from changing the answer; TestVerifyCheckSpace covers
+	// the restore's size in the sum).
+	sp, err := disk.Stat(n.Config.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	cfg := n.Config
+	cfg.StagingMinFreeBytes = sp.FreeBytes + 256<<20
+	n2, _ := startNode(t, cfg, All)
+	c = newClient(t, n2)
+	j := c.runJob(site, "verify")
+	if j.Status != domain.StatusFailed || !strings.Contains(j.Error, "verify could not run") || !strings.Contains(j.Error, "not enough free disk space") {
+		t.Fatalf("verify below headroom: %s %q\n%s", j.Status, j.Error, j.Summary["_events"])
+	}
+	if st := c.siteStatus(site); st.LastVerify != nil || st.Health.Status != domain.HealthSuccess {
+		t.Errorf("a verify that could not run changed the site: %+v", st)
 	}
 }
