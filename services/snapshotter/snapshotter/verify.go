@@ -84,14 +84,15 @@ func (s *Snapshotter) verify(ctx context.Context, job domain.Job, rec *jobrun.Re
 
 	res, problems, err := s.restoreTest(vctx, ctx, job, rec, snap, summary)
 	if err != nil {
-		if ctx.Err() != nil || noVerdict(err) {
-			// The test could not run (canceled, no room, restic or
-			// sqlite3 missing, the repository locked or unreachable): no
-			// verdict on the snapshot, the site's status stays.
+		if ctx.Err() != nil || vctx.Err() != nil || noVerdict(err) {
+			// The test could not run or finish (canceled, the time limit,
+			// no room, restic or sqlite3 missing, the repository locked or
+			// unreachable): no verdict on the snapshot, the site's status
+			// stays.
 			return fail("verify could not run: "+err.Error(), errors.Is(err, restic.ErrLocked))
 		}
-		// Anything else (restic could not list or restore the snapshot,
-		// the time limit was reached) is the verdict: it did not restore.
+		// Anything else (restic could not list or restore the snapshot)
+		// is the verdict: it did not restore.
 		problems = append(problems, err.Error())
 	}
 	res.JobID, res.SnapshotID, res.At = job.ID, snap.ID, s.now().Truncate(time.Millisecond)
@@ -109,7 +110,8 @@ func (s *Snapshotter) verify(ctx context.Context, job domain.Job, rec *jobrun.Re
 	return jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
 }
 
-// errSetup marks a failure to prepare the test itself (its folder).
+// errSetup marks a failure of the test itself (its folder, the store, a
+// local read), which says nothing about the snapshot.
 var errSetup = errors.New("restore test setup")
 
 // noVerdict reports whether err says nothing about the snapshot: the
@@ -177,7 +179,7 @@ func (s *Snapshotter) restoreTest(rctx, jctx context.Context, job domain.Job, re
 	}
 	got, err := countFiles(rctx, dir)
 	if err != nil {
-		return res, nil, fmt.Errorf("count the restored files: %w", err)
+		return res, nil, fmt.Errorf("%w: count the restored files: %w", errSetup, err)
 	}
 	res.Files, res.Bytes = got.Files, got.Bytes
 	summary["files"], summary["bytes"] = got.Files, got.Bytes
@@ -280,11 +282,11 @@ func countFiles(ctx context.Context, dir string) (restic.Totals, error) {
 // skipped. problems name the target and what integrity_check said.
 func (s *Snapshotter) checkDatabases(rctx, jctx context.Context, job domain.Job, rec *jobrun.Recorder, snap restic.Snapshot, dir string) (checked int, problems []string, err error) {
 	if s.Targets == nil {
-		return 0, nil, errors.New("verify: no target store wired")
+		return 0, nil, fmt.Errorf("%w: no target store wired", errSetup)
 	}
 	targets, err := s.Targets.ListTargets(rctx, job.SiteUUID)
 	if err != nil {
-		return 0, nil, fmt.Errorf("list the site's targets: %w", err)
+		return 0, nil, fmt.Errorf("%w: list the site's targets: %w", errSetup, err)
 	}
 	for _, t := range targets {
 		if t.Mode != domain.ModeSQLiteDump {
