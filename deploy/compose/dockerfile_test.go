@@ -155,7 +155,7 @@ func TestDockerfile(t *testing.T) {
 	}
 
 	rt := text(runtime)
-	for _, pkg := range []string{"openssh-client", "rsync", "gzip", "ca-certificates", "tini"} {
+	for _, pkg := range []string{"openssh-client", "rsync", "gzip", "sqlite3", "ca-certificates", "tini"} {
 		if !regexp.MustCompile(`apt-get install [^&]*\b` + regexp.QuoteMeta(pkg) + `\b`).MatchString(rt) {
 			t.Errorf("runtime stage does not apt-get install %s", pkg)
 		}

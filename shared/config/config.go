@@ -53,6 +53,7 @@ type Config struct {
 	JobWorkerConcurrency     int             // job_worker_concurrency
 	SiteScanInterval         time.Duration   // site_scan_interval_hours
 	RetentionInterval        time.Duration   // retention_interval_hours (0 = the scheduler never queues retention)
+	VerifyInterval           time.Duration   // verify_interval_hours (0 = the scheduler never queues verify)
 	SchedulerTick            time.Duration   // scheduler_tick_seconds
 	NATSURL                  string          // nats_url or the contents of nats_url_file ("" with MongoURI "" = embedded); may hold credentials
 	NATSURLFile              string          // nats_url_file (read at Load into NATSURL)
@@ -106,6 +107,7 @@ func Default() Config {
 		NATSReplicas:          1,
 		SiteScanInterval:      24 * time.Hour,
 		RetentionInterval:     24 * time.Hour,
+		VerifyInterval:        168 * time.Hour,
 		SchedulerTick:         30 * time.Second,
 		MongoDatabase:         "satoru",
 		DataDir:               "./data",
@@ -747,6 +749,7 @@ var specs = []spec{
 		func(c Config) int64 { return int64(c.NATSReplicas) }, func(c *Config, n int64) { c.NATSReplicas = int(n) }),
 	durSpec("site_scan_interval_hours", time.Hour, 1, maxHours, func(c *Config) *time.Duration { return &c.SiteScanInterval }),
 	durSpec("retention_interval_hours", time.Hour, 0, maxHours, func(c *Config) *time.Duration { return &c.RetentionInterval }),
+	durSpec("verify_interval_hours", time.Hour, 0, maxHours, func(c *Config) *time.Duration { return &c.VerifyInterval }),
 	durSpec("scheduler_tick_seconds", time.Second, 1, maxSeconds, func(c *Config) *time.Duration { return &c.SchedulerTick }),
 	{
 		name: "nats_url",

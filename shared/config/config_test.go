@@ -443,7 +443,7 @@ func TestKeys(t *testing.T) {
 		"restic_repo_account_key", "restic_repo_account_key_file", "restic_password_file", "restic_password", "restic_retention_policy",
 		"restic_sync_interval_hours", "restic_check_interval_hours", "restic_check_read_data_subset", "restic_b2_repository", "restic_b2_account_id", "restic_b2_account_id_file",
 		"restic_b2_account_key", "restic_b2_account_key_file", "restic_bin", "job_worker_concurrency", "nats_replicas", "site_scan_interval_hours",
-		"retention_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
+		"retention_interval_hours", "verify_interval_hours", "scheduler_tick_seconds", "nats_url", "mongo_uri", "nats_url_file", "mongo_uri_file", "mongo_database", "data_dir", "api_listen", "api_token", "api_token_file", "embedded_nats_listen",
 		"embedded_store_listen", "staging_min_free_bytes", "staging_min_free_percent", "ssh_connect_timeout_seconds",
 		"ssh_known_hosts_dir", "remote_tmp_dir", "job_ack_wait_seconds", "job_heartbeat_seconds", "site_lease_seconds",
 		"job_max_attempts", "job_retry_base_seconds", "job_stale_after_seconds", "job_timeout_preflight_seconds", "preflight_reuse_seconds", "job_timeout_target_seconds",

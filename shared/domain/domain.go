@@ -34,6 +34,10 @@ const (
 	JobRestore    JobType = "restore"
 	// JobCheck is a repository-level restic check (site "").
 	JobCheck JobType = "check"
+	// JobVerify restores a site's latest snapshot into a temporary folder
+	// and checks it (file count, bytes, SQLite integrity); see
+	// services/snapshotter/snapshotter/verify.go.
+	JobVerify JobType = "verify"
 )
 
 // JobStatus is where a job is in its life.
@@ -112,6 +116,79 @@ type SiteStatus struct {
 	// LearnedHostKey is the key recorded on first use for a site that
 	// opted into trust-on-first-use and had no pinned key.
 	LearnedHostKey string `bson:"learned_host_key,omitempty" json:"learned_host_key,omitempty"`
+	// LastVerifiedAt is when a verify job last found the site's latest
+	// snapshot restorable and intact; LastVerify is the last verify's
+	// outcome, successful or not.
+	LastVerifiedAt *time.Time    `bson:"last_verified_at,omitempty" json:"last_verified_at,omitempty"`
+	LastVerify     *VerifyResult `bson:"last_verify,omitempty" json:"last_verify,omitempty"`
+	// HeldHealth is the health the site's jobs would show while a failed
+	// verification holds Health at failed (SetHealth); a successful
+	// verify restores it. nil when nothing is held.
+	HeldHealth *HealthState `bson:"held_health,omitempty" json:"held_health,omitempty"`
+}
+
+// VerifyResult is what a verify job found.
+type VerifyResult struct {
+	// Status is success or failed.
+	Status Health    `bson:"status" json:"status"`
+	At     time.Time `bson:"at" json:"at"`
+	JobID  string    `bson:"job_id" json:"job_id"`
+	// SnapshotID is the snapshot restored.
+	SnapshotID string `bson:"snapshot_id,omitempty" json:"snapshot_id,omitempty"`
+	// Files and Bytes are the regular files and their bytes restored.
+	Files int64 `bson:"files" json:"files"`
+	Bytes int64 `bson:"bytes" json:"bytes"`
+	// Error says what failed; "" on success.
+	Error string `bson:"error,omitempty" json:"error,omitempty"`
+}
+
+// VerifyFailedPrefix starts the health message of a site whose last
+// verification failed.
+const VerifyFailedPrefix = "verification failed: "
+
+// SetHealth sets the site's health to h, unless the site's last
+// verification failed: then the health stays failed with the verify's
+// reason until a verify succeeds, since a later backup's success says
+// nothing about whether the stored data restores. The backup's own
+// outcome is kept in the message.
+func (st *SiteStatus) SetHealth(h HealthState) {
+	if v := st.LastVerify; v != nil && v.Status == HealthFailed {
+		held := h
+		st.HeldHealth = &held
+		msg := VerifyFailedPrefix + v.Error + " (health stays failed until a verify succeeds"
+		if h.Message != "" {
+			msg += "; latest job: " + string(h.Status) + ": " + h.Message
+		}
+		h = HealthState{Status: HealthFailed, Message: msg + ")", UpdatedAt: h.UpdatedAt}
+	}
+	st.Health = h
+}
+
+// SetVerify records a verify's outcome v and what it does to the health:
+// a failure holds the health at failed (keeping what it was in
+// HeldHealth); a success releases a hold, giving back the held health.
+func (st *SiteStatus) SetVerify(v VerifyResult) {
+	wasHeld := st.LastVerify != nil && st.LastVerify.Status == HealthFailed
+	st.LastVerify = &v
+	if v.Status == HealthFailed {
+		if !wasHeld {
+			h := st.Health
+			st.HeldHealth = &h
+		}
+		st.Health = HealthState{Status: HealthFailed, UpdatedAt: v.At,
+			Message: VerifyFailedPrefix + v.Error + " (health stays failed until a verify succeeds)"}
+		return
+	}
+	at := v.At
+	st.LastVerifiedAt = &at
+	if wasHeld {
+		h := HealthState{Status: HealthUnknown, Message: "verification succeeded", UpdatedAt: v.At}
+		if st.HeldHealth != nil && st.HeldHealth.Status != "" {
+			h = *st.HeldHealth
+		}
+		st.Health = h
+	}
+	st.HeldHealth = nil
 }
 
 // SiteView is a site with its status merged in, as the API returns it.

@@ -69,7 +69,7 @@ type Consumer struct {
 // puller has its own, NodeDurable, over the partitions it owns.
 var (
 	ConsumerPuller      = Consumer{Durable: "puller", Types: []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRestore)}}
-	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention), string(domain.JobCheck)}}
+	ConsumerSnapshotter = Consumer{Durable: "snapshotter", Types: []string{StepSnapshot, string(domain.JobRetention), string(domain.JobCheck), string(domain.JobVerify)}}
 	ConsumerSyncer      = Consumer{Durable: "syncer", Types: []string{string(domain.JobResticSync)}}
 )
 

@@ -81,6 +81,7 @@ func exposedMetrics(t *testing.T) map[string]bool {
 	NewJobMetrics(d)
 	NewPullMetrics(d)
 	NewSnapshotMetrics(d)
+	NewVerifyMetrics(d)
 	NewDiskMetrics(d)
 	NewQueueMetrics(d)
 	reg := NewRegistry()

@@ -140,6 +140,12 @@ func (r Repo) lsStream(ctx context.Context, snapshotID, dir string, fn func(Node
 	if err := checkSnapshotID(snapshotID); err != nil {
 		return fmt.Errorf("restic ls: %w", err)
 	}
+	return r.lsRun(ctx, LsArgs(snapshotID, dir), fn)
+}
+
+// lsRun runs restic ls with args and calls fn for each node as it is
+// decoded, until fn says stop.
+func (r Repo) lsRun(ctx context.Context, args []string, fn func(Node) bool) error {
 	pr, pw := io.Pipe()
 	done := make(chan error, 1)
 	stopped := false
@@ -167,7 +173,7 @@ func (r Repo) lsStream(ctx context.Context, snapshotID, dir string, fn func(Node
 		_, _ = io.Copy(io.Discard, pr)
 		done <- err
 	}()
-	res, runErr := r.runRaw(ctx, proc.Cmd{Step: "ls", Args: LsArgs(snapshotID, dir), Stdout: pw}, false)
+	res, runErr := r.runRaw(ctx, proc.Cmd{Step: "ls", Args: args, Stdout: pw}, false)
 	pw.Close()
 	scanErr := <-done
 	if stopped {

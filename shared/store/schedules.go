@@ -24,6 +24,7 @@ const (
 	ScheduleRetention = "retention" // per site, after its backups
 	ScheduleSync      = "sync"      // the repository's offsite copy
 	ScheduleCheck     = "check"     // the repository check (restic check)
+	ScheduleVerify    = "verify"    // per site, every verify_interval_hours
 )
 
 // ScheduleID is the _id of a schedule: "<kind>:<site_uuid>", or the kind

@@ -277,11 +277,12 @@ func (p *Puller) preflight(ctx context.Context, job domain.Job, rec *jobrun.Reco
 	}
 	summary := map[string]any{"checks": len(res.Events), "failures": len(res.Failures)}
 	out := jobrun.Outcome{Status: domain.StatusSuccess, Summary: summary}
-	status.Health = domain.HealthState{Status: domain.HealthSuccess, Message: "preflight passed", UpdatedAt: at}
+	health := domain.HealthState{Status: domain.HealthSuccess, Message: "preflight passed", UpdatedAt: at}
 	if !res.OK() {
 		out = jobrun.Outcome{Status: domain.StatusFailed, Error: "preflight failed: " + res.Error(), Summary: summary, Retry: res.Transient}
-		status.Health = domain.HealthState{Status: domain.HealthFailed, Message: out.Error, UpdatedAt: at}
+		health = domain.HealthState{Status: domain.HealthFailed, Message: out.Error, UpdatedAt: at}
 	}
+	status.SetHealth(health)
 	if err := p.Store.PutSiteStatus(ctx, status); err != nil {
 		return jobrun.Outcome{Status: domain.StatusFailed, Error: fmt.Sprintf("record site status: %v", err), Summary: summary}
 	}

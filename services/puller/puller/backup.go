@@ -327,7 +327,7 @@ func cleanupEvent(c pull.Cleanup) domain.JobEvent {
 func (p *Puller) putHealth(ctx context.Context, st domain.SiteStatus, job domain.Job, h domain.Health, msg string, success *time.Time) error {
 	at := p.now()
 	st.SiteUUID = job.SiteUUID
-	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.SetHealth(domain.HealthState{Status: h, Message: msg, UpdatedAt: at})
 	st.LastScanAt = &at
 	st.LastJobID = job.ID
 	if success != nil {

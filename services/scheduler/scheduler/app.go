@@ -54,6 +54,9 @@ type Settings struct {
 	// RetentionInterval is the least time between two retention runs of a
 	// site (retention_interval_hours); 0 = the scheduler queues none.
 	RetentionInterval time.Duration
+	// VerifyInterval is how often each site's latest snapshot is restore
+	// tested (verify_interval_hours; default 168 h); 0 = never.
+	VerifyInterval time.Duration
 	// SyncInterval is how often the offsite copy runs
 	// (restic_sync_interval_hours; default 24 h), when SyncEnabled (an
 	// offsite repository is configured).
@@ -210,6 +213,9 @@ func New(d Deps) (*Scheduler, error) {
 	}
 	if s.CheckInterval < 0 {
 		s.CheckInterval = 0
+	}
+	if s.VerifyInterval < 0 {
+		s.VerifyInterval = 0
 	}
 	if s.RecoverEvery <= 0 {
 		s.RecoverEvery = DefaultRecoverEvery
@@ -439,7 +445,7 @@ func (s *Scheduler) planTick(ctx context.Context, now time.Time, res *TickResult
 	in := plan.Input{
 		Now: now,
 		Settings: plan.Settings{ScanInterval: s.set.ScanInterval, RetentionInterval: s.set.RetentionInterval,
-			SyncInterval: s.set.SyncInterval, SyncEnabled: s.set.SyncEnabled, CheckInterval: s.set.CheckInterval},
+			SyncInterval: s.set.SyncInterval, SyncEnabled: s.set.SyncEnabled, CheckInterval: s.set.CheckInterval, VerifyInterval: s.set.VerifyInterval},
 		Sites:     make([]string, len(sites)),
 		Schedules: make([]store.Schedule, 0, len(s.cache)),
 	}

@@ -73,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	m.historyDeleted.WithLabelValues("jobs")
 	m.historyDeleted.WithLabelValues("events")
-	for _, t := range []domain.JobType{domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobCheck} {
+	for _, t := range []domain.JobType{domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobCheck, domain.JobVerify} {
 		m.queued.WithLabelValues(string(t))
 	}
 	if reg == nil {

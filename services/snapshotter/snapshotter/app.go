@@ -17,6 +17,7 @@ import (
 
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -56,6 +57,16 @@ type Settings struct {
 	// one repository's check (0: the job's own limit only).
 	CheckSubset string
 	CheckLimit  time.Duration
+	// VerifyRoot is the private folder (under data_dir) verify jobs
+	// restore into; VerifyLimit bounds one verify job (0: the job's own).
+	VerifyRoot  string
+	VerifyLimit time.Duration
+	// SQLiteBin is the sqlite3 binary verify checks databases with; ""
+	// means sqlite3 on PATH.
+	SQLiteBin string
+	// VerifyHeadroom is the free space a verify's restore must leave on
+	// VerifyRoot's disk (staging_min_free_bytes / _percent).
+	VerifyHeadroom disk.Headroom
 }
 
 // Deps are the snapshotter's collaborators.
@@ -94,16 +105,20 @@ func New(d Deps) (*Snapshotter, error) {
 		StagingID: id, Worker: d.Settings.Worker,
 		Limit: d.Settings.SnapshotLimit, ProgressEvery: d.Settings.ProgressEvery,
 		Retention: d.Settings.Retention, RetentionLimit: d.Settings.RetentionLimit, Log: d.Log,
-		CheckSubset: d.Settings.CheckSubset, CheckLimit: d.Settings.CheckLimit}
+		CheckSubset: d.Settings.CheckSubset, CheckLimit: d.Settings.CheckLimit,
+		VerifyRoot: d.Settings.VerifyRoot, VerifyLimit: d.Settings.VerifyLimit, SQLiteBin: d.Settings.SQLiteBin,
+		VerifyHeadroom: d.Settings.VerifyHeadroom}
 	if d.Settings.Offsite.Repository != "" {
 		s.Offsite = guard.Track(d.Settings.Offsite, d.Settings.Repo)
 	}
 	if d.Store != nil {
 		s.Checks = d.Store
+		s.Targets = d.Store
 	}
 	if d.Registry != nil {
 		s.Metrics = observe.NewSnapshotMetrics(d.Registry)
 		s.CheckMetrics = NewCheckMetrics(d.Registry)
+		s.VerifyMetrics = observe.NewVerifyMetrics(d.Registry)
 	}
 	return s, nil
 }
@@ -115,6 +130,9 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		if s.Metrics == nil {
 			s.Metrics = observe.NewSnapshotMetrics(d.Registry)
 		}
+		if s.VerifyMetrics == nil {
+			s.VerifyMetrics = observe.NewVerifyMetrics(d.Registry)
+		}
 		seedLastSuccess(ctx, d)
 		if s.CheckMetrics == nil {
 			s.CheckMetrics = NewCheckMetrics(d.Registry)
@@ -125,6 +143,7 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 			}
 		}
 	}
+	s.cleanVerifyRoot()
 	// Before the first job: open (or initialise, once across every
 	// process) the repository and clear what a crash left; then keep
 	// clearing dead processes' locks every heartbeat.
@@ -179,9 +198,18 @@ type Snapshotter struct {
 	// Retention and RetentionLimit: see Settings.
 	Retention      config.RetentionPolicy
 	RetentionLimit time.Duration
+	// VerifyRoot, VerifyLimit, SQLiteBin: see Settings. Targets lists a
+	// site's targets, for verify's SQLite checks.
+	VerifyRoot     string
+	VerifyLimit    time.Duration
+	SQLiteBin      string
+	VerifyHeadroom disk.Headroom
+	Targets        TargetLister
 	Now            func() time.Time
 	// Metrics count the data added; nil records nothing.
 	Metrics *observe.SnapshotMetrics
+	// VerifyMetrics are the verify gauges; nil records nothing.
+	VerifyMetrics *observe.VerifyMetrics
 
 	// Offsite, CheckSubset, CheckLimit: see Settings. Checks keeps the
 	// check's state; CheckMetrics are its gauges (nil: none).
@@ -219,6 +247,8 @@ func (s *Snapshotter) Pick(job domain.Job) (jobrun.Work, error) {
 		return s.applyRetention, nil
 	case domain.JobCheck:
 		return s.runCheck, nil
+	case domain.JobVerify:
+		return s.verify, nil
 	}
 	return nil, fmt.Errorf("snapshotter: job type %q is not supported by this version", job.Type)
 }
@@ -454,7 +484,7 @@ func (s *Snapshotter) putHealth(ctx context.Context, job domain.Job, h domain.He
 	if msg == "" {
 		msg = "backup succeeded"
 	}
-	st.Health = domain.HealthState{Status: h, Message: msg, UpdatedAt: at}
+	st.SetHealth(domain.HealthState{Status: h, Message: msg, UpdatedAt: at})
 	st.LastScanAt = &at
 	st.LastJobID = job.ID
 	if snapshotted && h == domain.HealthSuccess {
@@ -484,9 +514,14 @@ func seedLastSuccess(ctx context.Context, d Deps) {
 		return
 	}
 	sites := observe.NewSiteMetrics(d.Registry)
+	verify := observe.NewVerifyMetrics(d.Registry)
 	for uuid, st := range all {
 		if st.LastSuccessAt != nil {
 			sites.SeedLastSuccess(uuid, *st.LastSuccessAt)
+		}
+		if v := st.LastVerify; v != nil {
+			ok := v.Status == domain.HealthSuccess
+			verify.Seed(uuid, st.LastVerifiedAt, &v.At, &ok)
 		}
 	}
 }

@@ -18,7 +18,7 @@ const Usage = `client commands (talk to the REST API; satoru <command> --help fo
   sites add|list|show|rm        register, list, show, remove sites
   sites policy <site> [...]     pause/resume, own schedule, retention, windows
   targets add|list|rm <site>    a site's directories and SQLite databases
-  run <site> preflight|backup|retention [--wait] [--timeout D] [--force]
+  run <site> preflight|backup|retention|verify [--wait] [--timeout D] [--force]
   jobs list|show|logs|cancel    jobs and their step events (logs --follow is live)
   snapshots <site>              a site's restic snapshots
   snapshots diff <id> <against> what changed from snapshot <against> to <id>
@@ -53,7 +53,7 @@ const targetsHelp = `usage:
 ` + commonHelp
 
 const runHelp = `usage:
-  satoru run <site> preflight|backup|retention [--wait] [--timeout D] [--force]
+  satoru run <site> preflight|backup|retention|verify [--wait] [--timeout D] [--force]
       --force     start it even inside one of the site's maintenance windows
                   (refused there otherwise); a paused site's jobs run anyway
                   and are marked as started by hand

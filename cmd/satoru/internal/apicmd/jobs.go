@@ -19,7 +19,7 @@ import (
 )
 
 // runTypes are the job types `satoru run` queues.
-var runTypes = []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRetention)}
+var runTypes = []string{string(domain.JobPreflight), string(domain.JobBackup), string(domain.JobRetention), string(domain.JobVerify)}
 
 // waitFlags are --wait and --timeout.
 type waitFlags struct {

@@ -163,6 +163,8 @@ func writeSiteDetail(w io.Writer, d client.SiteDetail, now time.Time) error {
 		{"last preflight", stampPtr(st.LastPreflightAt)},
 		{"last scan", stampPtr(st.LastScanAt)},
 		{"last retention", stampPtr(st.LastRetentionAt)},
+		{"last verified", stampPtr(st.LastVerifiedAt)},
+		{"last verify", verifyLine(st.LastVerify, now)},
 		{"last job", orDash(st.LastJobID)},
 		{"created", stamp(d.CreatedAt)},
 	} {

@@ -31,6 +31,7 @@ import (
 	"github.com/satoru/satoru/shared/bus"
 	"github.com/satoru/satoru/shared/config"
 	"github.com/satoru/satoru/shared/conns"
+	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/embedded"
 	"github.com/satoru/satoru/shared/events"
@@ -287,7 +288,10 @@ func SnapshotterSettings(cfg config.Config, repo restic.Repo) snapshotter.Settin
 		RetentionLimit: cfg.JobTimeoutRetention,
 		CheckSubset:    cfg.ResticCheckSubset,
 		// A check reads data like a sync copies it: the sync's limit.
-		CheckLimit: cfg.JobTimeoutSync,
+		CheckLimit:     cfg.JobTimeoutSync,
+		VerifyRoot:     filepath.Join(cfg.DataDir, "verify"),
+		VerifyLimit:    cfg.JobTimeoutSnapshot,
+		VerifyHeadroom: disk.Headroom{MinFreeBytes: cfg.StagingMinFreeBytes, MinFreePercent: cfg.StagingMinFreePercent},
 	}
 }
 
@@ -298,6 +302,7 @@ func SchedulerSettings(cfg config.Config) scheduler.Settings {
 		Tick:              cfg.SchedulerTick,
 		ScanInterval:      cfg.SiteScanInterval,
 		RetentionInterval: cfg.RetentionInterval,
+		VerifyInterval:    cfg.VerifyInterval,
 		SyncInterval:      cfg.ResticSyncInterval,
 		SyncEnabled:       cfg.ResticB2Repository != "",
 		CheckInterval:     cfg.ResticCheckInterval,

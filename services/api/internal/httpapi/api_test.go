@@ -599,7 +599,7 @@ func TestCreateJob(t *testing.T) {
 		code, msg        string
 	}{
 		{"unsupported", "id-1", `{"type":"restore"}`, 400, CodeInvalidArgument, `type: restore jobs are created with POST /api/v1/sites/{site_uuid}/restores`},
-		{"nonsense", "id-1", `{"type":"x"}`, 400, CodeInvalidArgument, `type: unsupported job type "x" (supported: preflight, backup, retention)`},
+		{"nonsense", "id-1", `{"type":"x"}`, 400, CodeInvalidArgument, `type: unsupported job type "x" (supported: preflight, backup, retention, verify)`},
 		{"missing", "id-1", `{}`, 400, CodeInvalidArgument, "type: required"},
 		{"unknown field", "id-1", `{"type":"preflight","site_uuid":"id-1"}`, 400, CodeInvalidArgument, `unknown field "site_uuid"`},
 		{"empty body", "id-1", ``, 400, CodeInvalidArgument, "request body is empty"},

@@ -410,7 +410,7 @@ func ParseJobQuery(q map[string][]string) (JobQuery, *Error) {
 
 func validJobType(t domain.JobType) bool {
 	switch t {
-	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore, domain.JobCheck:
+	case domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobResticSync, domain.JobRestore, domain.JobCheck, domain.JobVerify:
 		return true
 	}
 	return false

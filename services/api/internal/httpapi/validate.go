@@ -53,7 +53,7 @@ const (
 )
 
 // SupportedJobTypes are the job types the API accepts in this phase.
-var SupportedJobTypes = []domain.JobType{domain.JobPreflight, domain.JobBackup, domain.JobRetention}
+var SupportedJobTypes = []domain.JobType{domain.JobPreflight, domain.JobBackup, domain.JobRetention, domain.JobVerify}
 
 // ApplySite returns base with the given fields of in set.
 func ApplySite(base domain.Site, in SiteInput) domain.Site {

@@ -24,6 +24,9 @@ type Settings struct {
 	// CheckInterval is how often the repository is checked (restic
 	// check); 0 = never.
 	CheckInterval time.Duration
+	// VerifyInterval is how often each site's latest snapshot is restore
+	// tested (a verify job); 0 = never.
+	VerifyInterval time.Duration
 }
 
 // SyncKey is the key the sync schedule's offset is hashed from.
@@ -31,6 +34,9 @@ const SyncKey = store.ScheduleSync
 
 // CheckKey is the key the check schedule's offset is hashed from.
 const CheckKey = store.ScheduleCheck
+
+// VerifyKey is the key a site's verify schedule's offset is hashed from.
+func VerifyKey(site string) string { return store.ScheduleVerify + ":" + site }
 
 // Input is everything a plan depends on.
 type Input struct {
@@ -126,6 +132,10 @@ type Output struct {
 //     one is not due before B + RetentionInterval: measured on the backup
 //     slots, so with equal intervals every backup is followed by one
 //     retention and the time of day does not drift.
+//   - Verify (VerifyInterval > 0): "verify:<site>" has slots every
+//     VerifyInterval at the offset of VerifyKey(site), like a backup; it
+//     queues the site's restore test (after the site's backup and
+//     retention when they are due at once).
 //   - Sync (SyncEnabled): "sync" has slots every SyncInterval at the
 //     offset of SyncKey; it is a repository job (site "").
 //   - Check (CheckInterval > 0): "check" has slots every CheckInterval
@@ -204,6 +214,13 @@ func Plan(in Input) Output {
 		}
 		cur[id] = r
 	}
+	if st.VerifyInterval > 0 {
+		for _, site := range sites {
+			// Its own offset key, so a site's verify does not fall on
+			// its backup's slot.
+			periodic(store.ScheduleVerify, site, VerifyKey(site), st.VerifyInterval)
+		}
+	}
 	if st.SyncEnabled {
 		periodic(store.ScheduleSync, "", SyncKey, st.SyncInterval)
 	}
@@ -234,6 +251,11 @@ func Plan(in Input) Output {
 			r := cur[store.ScheduleID(store.ScheduleRetention, site)]
 			if RetentionDue(now, r, b) {
 				cands = append(cands, cand{store.ScheduleRetention, site, *b.LastDueAt, r})
+			}
+		}
+		if st.VerifyInterval > 0 {
+			if v := cur[store.ScheduleID(store.ScheduleVerify, site)]; !v.NextRunAt.After(now) {
+				cands = append(cands, cand{store.ScheduleVerify, site, v.NextRunAt, v})
 			}
 		}
 	}
@@ -316,6 +338,8 @@ func JobType(kind string) domain.JobType {
 		return domain.JobResticSync
 	case store.ScheduleCheck:
 		return domain.JobCheck
+	case store.ScheduleVerify:
+		return domain.JobVerify
 	}
 	return domain.JobBackup
 }
@@ -335,6 +359,8 @@ func makeRun(kind, site string, due time.Time, sc store.Schedule, j domain.Job, 
 		next.NextRunAt = Next(now, due, st.SyncInterval, Offset(SyncKey, st.SyncInterval))
 	case store.ScheduleCheck:
 		next.NextRunAt = Next(now, due, st.CheckInterval, Offset(CheckKey, st.CheckInterval))
+	case store.ScheduleVerify:
+		next.NextRunAt = Next(now, due, st.VerifyInterval, Offset(VerifyKey(site), st.VerifyInterval))
 	default:
 		if pol.Cron != nil {
 			next.NextRunAt = CronNext(pol.Cron, now, due)

@@ -504,6 +504,7 @@ function sitesCard(sites, jobByID, nextBackup, haveSchedules) {
       h('td', null, h('a', { href: '#/sites/' + enc(s.site_uuid), class: 'site-link' }, s.name)),
       h('td', null, badge(st.health && st.health.status, { title: (st.health && st.health.message) || '' }), pausedBadge(s)),
       h('td', null, when(st.last_success_at)),
+      h('td', { 'data-testid': 'site-verified' }, verifyCell(st)),
       h('td', null, st.last_job_id
         ? [jobLink(st.last_job_id, last ? last.type : shortID(st.last_job_id)), ' ', last ? badge(last.status) : null]
         : '—'),
@@ -511,7 +512,16 @@ function sitesCard(sites, jobByID, nextBackup, haveSchedules) {
         : !haveSchedules ? h('span', { class: 'muted' }, 'unavailable')
         : nextBackup.has(s.site_uuid) ? when(nextBackup.get(s.site_uuid)) : h('span', { class: 'muted' }, 'not scheduled yet')));
   });
-  return section('Sites', table(['Site', 'Health', 'Last success', 'Last job', 'Next backup'], rows, { id: 'sites-table' }));
+  return section('Sites', table(['Site', 'Health', 'Last success', 'Verified', 'Last job', 'Next backup'], rows, { id: 'sites-table' }));
+}
+
+// verifyCell is a site's last restore test: when it last verified, and
+// a failed badge (with the reason as its title) when the last one failed.
+function verifyCell(st) {
+  const v = st.last_verify;
+  if (!v) return h('span', { class: 'muted' }, 'never');
+  if (v.status === 'failed') return [badge('failed', { title: v.error || '' }), ' ', when(v.at)];
+  return when(st.last_verified_at || v.at);
 }
 
 function syncCard(sync) {
@@ -634,7 +644,7 @@ async function sitePage(view, signal, uuid) {
       h('h1', null, site.name, ' ', badge(health.status, { id: 'site-health' }), pausedBadge(site)),
       health.message ? h('p', { class: 'health-message' }, health.message) : null,
       h('div', { class: 'actions' },
-        ['preflight', 'backup', 'retention'].filter(() => can('operator')).map((type) => h('button', {
+        ['preflight', 'backup', 'retention', 'verify'].filter(() => can('operator')).map((type) => h('button', {
           type: 'button', id: 'run-' + type,
           onclick: (ev) => action(ev.currentTarget, async () => {
             const res = await startSiteJob(uuid, type, signal);
@@ -655,8 +665,10 @@ async function sitePage(view, signal, uuid) {
           ['Last scan', when(st.last_scan_at)],
           ['Last preflight', when(st.last_preflight_at)],
           ['Last retention', when(st.last_retention_at)],
+          ['Last verified', when(st.last_verified_at)],
           ['Last job', jobLink(st.last_job_id)],
         ]))),
+      verifyCard(uuid, st.last_verify),
       keyCard,
       policyCard(site, signal, load),
       targetsCard(site.targets || []),
@@ -672,6 +684,20 @@ async function sitePage(view, signal, uuid) {
     statusOf.set(se.job_id, se.status);
     reload();
   });
+}
+
+// verifyCard is the site's last restore test (verify job) in detail.
+function verifyCard(uuid, v) {
+  if (!v) return section('Restore test', empty('Not verified yet. "Run verify" restores the latest snapshot into a temporary folder and checks it.'));
+  return section('Restore test', h('div', { id: 'site-verify', 'data-status': v.status }, dl([
+    ['Status', badge(v.status, { id: 'verify-status' })],
+    ['At', when(v.at)],
+    ['Job', jobLink(v.job_id)],
+    ['Snapshot', v.snapshot_id ? h('a', { class: 'mono', href: snapshotHref(uuid, v.snapshot_id) }, shortID(v.snapshot_id)) : '—'],
+    ['Files', fmtNum(v.files)],
+    ['Bytes', fmtBytes(v.bytes)],
+    v.error ? ['Error', h('span', { class: 'error-text', id: 'verify-error' }, v.error)] : null,
+  ])));
 }
 
 function targetsCard(targets) {
