@@ -113,6 +113,15 @@ type Executor struct {
 	// finished. A crash in between leaves the request unacked: it is
 	// delivered again and the job starts over from its first step.
 	Local map[string]func(domain.Job) (Work, error)
+	// Hold, when set, may keep a queued job from starting until a time
+	// (a maintenance window of its site, shared/policy.HoldFor): the
+	// request is handed back and the job stays queued. Steps a job has
+	// already started go on.
+	Hold func(ctx context.Context, job domain.Job) (until time.Time, why string, err error)
+	// HoldRecheck is how long a held job waits before Hold is asked
+	// again, at most (a window may be shortened or removed); 0 means a
+	// minute.
+	HoldRecheck time.Duration
 }
 
 func (x *Executor) now() time.Time {
@@ -245,6 +254,9 @@ func (x *Executor) gate(ctx context.Context, r *stepRun, pick func(domain.Job) (
 	if r.newAttempt && x.MaxAttempts > 0 && r.job.Attempts >= x.MaxAttempts {
 		return nil, true, fail(fmt.Sprintf("worker lost: %d attempts did not finish", r.job.Attempts))
 	}
+	if held, err := x.held(ctx, r); held || err != nil {
+		return nil, true, err
+	}
 	if work, err = pick(r.job); err != nil {
 		return nil, true, fail(err.Error())
 	}
@@ -254,6 +266,31 @@ func (x *Executor) gate(ctx context.Context, r *stepRun, pick func(domain.Job) (
 		}
 	}
 	return work, false, nil
+}
+
+// held asks Hold about a job that has not started yet; a held job's
+// request comes back when the hold ends, or at the latest after
+// HoldRecheck.
+func (x *Executor) held(ctx context.Context, r *stepRun) (bool, error) {
+	if x.Hold == nil || r.continuation || r.job.Status != domain.StatusQueued {
+		return false, nil
+	}
+	until, why, err := x.Hold(ctx, r.job)
+	if err != nil {
+		x.release(r.lease, r.log)
+		return true, bus.RetryAfter(2*time.Second, err)
+	}
+	if until.IsZero() {
+		return false, nil
+	}
+	recheck := x.HoldRecheck
+	if recheck <= 0 {
+		recheck = time.Minute
+	}
+	delay := max(min(until.Sub(x.now()), recheck), time.Second)
+	x.release(r.lease, r.log)
+	r.log.Info("job held: it stays queued", "why", why, "recheck_in", delay)
+	return true, bus.RetryAfter(delay, errors.New(why))
 }
 
 // start marks the job running under this worker: a first step starts

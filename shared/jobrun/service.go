@@ -50,6 +50,8 @@ type Service struct {
 	// PartitionsChanged, when set, is told the node's partitions after
 	// each change.
 	PartitionsChanged func(parts []int)
+	// Hold: see Executor.Hold.
+	Hold func(ctx context.Context, job domain.Job) (time.Time, string, error)
 }
 
 // Run consumes the service's job requests until ctx ends.
@@ -78,6 +80,7 @@ func (s Service) Run(ctx context.Context) error {
 		Notify:      s.Notify,
 		Staging:     s.Staging,
 		Local:       s.Local,
+		Hold:        s.Hold,
 	}
 	r := &bus.Runner{
 		Consumer: fetcher,

@@ -21,6 +21,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
@@ -107,6 +108,11 @@ func Run(ctx context.Context, d Deps) error {
 		}()
 		defer func() { stop(); <-swept }()
 	}
+	// A job queued before a maintenance window opened waits it out.
+	var hold func(context.Context, domain.Job) (time.Time, string, error)
+	if d.Store != nil {
+		hold = policy.HoldFor(d.Store, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, time.Now)
+	}
 	return jobrun.Service{
 		Name:        domain.ServicePuller,
 		Consumer:    events.ConsumerPuller,
@@ -129,6 +135,7 @@ func Run(ctx context.Context, d Deps) error {
 		// Each worker node takes only its own sites (shared/affinity).
 		Partitioned:       true,
 		PartitionsChanged: partitionsGauge(d.Registry),
+		Hold:              hold,
 	}.Run(ctx)
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/observe"
+	"github.com/satoru/satoru/shared/policy"
 	"github.com/satoru/satoru/shared/remote"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/restic"
@@ -155,6 +156,11 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		s.watchLocks(lctx, d.Settings.Heartbeat)
 	}()
 	defer func() { stop(); <-locksDone }()
+	// A job queued before a maintenance window opened waits it out.
+	var hold func(context.Context, domain.Job) (time.Time, string, error)
+	if d.Store != nil {
+		hold = policy.HoldFor(d.Store, func(err error) bool { return errors.Is(err, store.ErrNotFound) }, time.Now)
+	}
 	return jobrun.Service{
 		Name:        domain.ServiceSnapshotter,
 		Consumer:    events.ConsumerSnapshotter,
@@ -173,6 +179,7 @@ func Serve(ctx context.Context, d Deps, s *Snapshotter) error {
 		Pick:        s.Pick,
 		Notify:      d.Notify,
 		Staging:     s.StagingID,
+		Hold:        hold,
 	}.Run(ctx)
 }
 

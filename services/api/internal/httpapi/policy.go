@@ -170,7 +170,7 @@ func (s *server) manualJobPolicy(site domain.Site, force bool) (string, *Error) 
 				"site %q is in maintenance window %s until %s; no job starts then. Send \"force\": true to start it anyway",
 				site.Name, w.Label(), end.UTC().Format(time.RFC3339))}
 		}
-		notes = append(notes, fmt.Sprintf("forced inside maintenance window %s", w.Label()))
+		notes = append(notes, fmt.Sprintf("%s %s", policy.NoteForcedWindow, w.Label()))
 	}
 	return strings.Join(notes, "; "), nil
 }
