@@ -121,8 +121,14 @@ func TestHealthListsWorkerNodes(t *testing.T) {
 	idA := a.StagingID
 	backup(sites[0], idA)
 	backup(sites[1], idA)
+	// The job document is final a moment before the counter moves.
+	want := `satoru_jobs_finished_total{node="` + idA + `",status="success",type="backup"} 2`
 	body := scrape(t, a)
-	if want := `satoru_jobs_finished_total{node="` + idA + `",status="success",type="backup"} 2`; !strings.Contains(string(body), want+"\n") {
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(string(body), want+"\n") && time.Now().Before(deadline); {
+		time.Sleep(200 * time.Millisecond)
+		body = scrape(t, a)
+	}
+	if !strings.Contains(string(body), want+"\n") {
 		t.Errorf("worker A's metrics lack %s:\n%s", want, grepLines(string(body), "satoru_jobs_finished_total"))
 	}
 	stopA()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/repoguard"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -273,7 +276,8 @@ func TestRepositoryOnS3(t *testing.T) {
 
 // Two workers (own staging each) joined to a hub share one repository in
 // an S3 bucket: both initialise it at start (once, under the init lease),
-// then back up one site each at the same time, and the API on the hub,
+// then back up one site each (one in each one's partitions) at the same
+// time, and the API on the hub,
 // which reads the same bucket, lists both snapshots.
 func TestWorkersShareAnS3Repository(t *testing.T) {
 	const keyID, secret = "AKIASATOREPO0002", "shared-s3-secret-7d41"
@@ -289,19 +293,40 @@ func TestWorkersShareAnS3Repository(t *testing.T) {
 	dir := t.TempDir()
 	hub, _ := startNode(t, loadConfig(t, hubEnv(dir, shared...)), Roles{API: true})
 	c := newClient(t, hub)
+	var nodes []string
 	for _, name := range []string{"w1", "w2"} {
 		env := append(append(joinEnv(hub), shared...), "SATORU_JOB_WORKER_CONCURRENCY=1", "SATORU_INSTANCE_NAME="+name)
-		startNode(t, loadConfig(t, testEnv(filepath.Join(dir, name), env...)), Worker)
+		w, _ := startNode(t, loadConfig(t, testEnv(filepath.Join(dir, name), env...)), Worker)
+		nodes = append(nodes, w.StagingID)
 	}
+	// Each site goes to the worker that owns its partition (site
+	// affinity): register sites until each worker owns one, and wait
+	// until the two hold their shares of the partitions.
 	var sites, ids []string
-	for _, name := range []string{"fleet-a", "fleet-b"} {
+	owners := map[string]bool{}
+	for i := 0; len(sites) < 2; i++ {
+		if i == 16 {
+			t.Fatalf("16 sites and no one per worker: %v", owners)
+		}
+		name := fmt.Sprintf("fleet-%d", i)
 		src := filepath.Join(edge.Dir, name)
 		mkdir(t, src)
 		if err := os.WriteFile(filepath.Join(src, "f.txt"), []byte(name+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		sites = append(sites, c.registerSite(edge, siteOpts{name: name, targets: []map[string]any{{"mode": "directory", "path": src}}}))
+		site := c.registerSite(edge, siteOpts{name: name, targets: []map[string]any{{"mode": "directory", "path": src}}})
+		if o := affinity.Owner(events.JobPartition(site), nodes); !owners[o] {
+			owners[o] = true
+			sites = append(sites, site)
+		}
 	}
+	waitNodes(t, c, "the partitions split between the workers", func(h nodesHealth) bool {
+		held := map[string]int{}
+		for _, n := range h.Nodes {
+			held[n.Node] = n.Partitions
+		}
+		return held[nodes[0]] == len(affinity.Owned(nodes[0], nodes)) && held[nodes[1]] == len(affinity.Owned(nodes[1], nodes))
+	})
 	for _, site := range sites {
 		ids = append(ids, c.startJob(site, "backup"))
 	}
