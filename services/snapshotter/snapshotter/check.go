@@ -52,24 +52,11 @@ func (s *Snapshotter) runCheck(ctx context.Context, job domain.Job, rec *jobrun.
 		// Writing now could lose last_success_at; leave the state alone.
 		return fail("read check state: " + err.Error())
 	}
-	if s.Guard != nil {
-		held, err := s.Guard.Maintenance(ctx, "check-"+job.ID, func(holder string) {
-			rec.Add(ctx, domain.JobEvent{Step: step, Message: "waiting for the repository's maintenance lease: " + holder})
-		})
-		if err != nil {
-			return fail("waiting for the repository's maintenance lease: " + err.Error())
-		}
-		defer s.Guard.Release(held)
-	}
-	release, err := s.repoLock.Exclusive(ctx, func(n int) {
-		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
-			"waiting for %d backup(s) in this process to finish before checking", n)})
-	})
-	if err != nil {
-		return fail("waiting for the repository: " + err.Error())
+	release, msg := s.holdRepo(ctx, rec, step, "check-"+job.ID, "checking")
+	if msg != "" {
+		return fail(msg)
 	}
 	defer release()
-	s.recoverRepo(ctx, rec, step, true)
 
 	started := s.now().Truncate(time.Millisecond)
 	st := prev

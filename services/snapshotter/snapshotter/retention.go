@@ -74,24 +74,11 @@ func (s *Snapshotter) applyRetention(ctx context.Context, job domain.Job, rec *j
 	// The maintenance lease first: waiting for another process's prune or
 	// offsite copy must not hold this process's backups back, which the
 	// exclusive side of the repository lock would.
-	if s.Guard != nil {
-		held, err := s.Guard.Maintenance(ctx, "retention-"+job.ID, func(holder string) {
-			rec.Add(ctx, domain.JobEvent{Step: step, Message: "waiting for the repository's maintenance lease: " + holder})
-		})
-		if err != nil {
-			return fail("waiting for the repository's maintenance lease: " + err.Error())
-		}
-		defer s.Guard.Release(held)
-	}
-	release, err := s.repoLock.Exclusive(ctx, func(n int) {
-		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
-			"waiting for %d backup(s) in this process to finish before pruning", n)})
-	})
-	if err != nil {
-		return fail("waiting for the repository: " + err.Error())
+	release, msg := s.holdRepo(ctx, rec, step, "retention-"+job.ID, "pruning")
+	if msg != "" {
+		return fail(msg)
 	}
 	defer release()
-	s.recoverRepo(ctx, rec, step, true)
 
 	rctx, cancel := jobrun.WithLimit(ctx, s.RetentionLimit)
 	defer cancel()
@@ -291,4 +278,38 @@ func (s *Snapshotter) sitePolicy(ctx context.Context, siteUUID string) (config.R
 		return keep, sourceSite, nil
 	}
 	return keep, sourceGlobal, nil
+}
+
+// holdRepo takes what a repository-wide operation (what, e.g. "pruning")
+// needs, in order: the cluster-wide maintenance lease (as holder), then
+// the exclusive side of this process's repository lock, and clears what
+// a crash left. Waits are job events. msg says what failed ("" when all
+// is held); release gives everything back.
+func (s *Snapshotter) holdRepo(ctx context.Context, rec *jobrun.Recorder, step, holder, what string) (release func(), msg string) {
+	var held []func()
+	release = func() {
+		for i := len(held) - 1; i >= 0; i-- {
+			held[i]()
+		}
+	}
+	if s.Guard != nil {
+		lease, err := s.Guard.Maintenance(ctx, holder, func(other string) {
+			rec.Add(ctx, domain.JobEvent{Step: step, Message: "waiting for the repository's maintenance lease: " + other})
+		})
+		if err != nil {
+			return release, "waiting for the repository's maintenance lease: " + err.Error()
+		}
+		held = append(held, func() { s.Guard.Release(lease) })
+	}
+	unlock, err := s.repoLock.Exclusive(ctx, func(n int) {
+		rec.Add(ctx, domain.JobEvent{Step: step, Message: fmt.Sprintf(
+			"waiting for %d backup(s) in this process to finish before %s", n, what)})
+	})
+	if err != nil {
+		release()
+		return func() {}, "waiting for the repository: " + err.Error()
+	}
+	held = append(held, unlock)
+	s.recoverRepo(ctx, rec, step, true)
+	return release, ""
 }

@@ -12,23 +12,7 @@ import (
 )
 
 func (r *runner) checkNow(args []string) error {
-	var wf waitFlags
-	fs := r.newFlags()
-	wf.register(fs)
-	if _, err := parse(fs, checkHelp, args); err != nil {
-		return err
-	}
-	if err := wf.check(checkHelp, r.cmd); err != nil {
-		return err
-	}
-	if err := r.connect(); err != nil {
-		return err
-	}
-	acc, err := r.api.CreateCheck(r.ctx)
-	if err != nil {
-		return fmt.Errorf("queue repository check: %w", err)
-	}
-	return r.queued(acc, "repository check job", wf, nil)
+	return r.queueRepoJob(args, checkHelp, "repository check", func() (client.Accepted, error) { return r.api.CreateCheck(r.ctx) })
 }
 
 func (r *runner) checkStatus(args []string) error {

@@ -13,23 +13,29 @@ import (
 )
 
 func (r *runner) syncNow(args []string) error {
+	return r.queueRepoJob(args, syncHelp, "offsite sync", func() (client.Accepted, error) { return r.api.CreateSync(r.ctx) })
+}
+
+// queueRepoJob queues a repository-level job (what, e.g. "offsite
+// sync") with create and, with --wait, follows it.
+func (r *runner) queueRepoJob(args []string, help, what string, create func() (client.Accepted, error)) error {
 	var wf waitFlags
 	fs := r.newFlags()
 	wf.register(fs)
-	if _, err := parse(fs, syncHelp, args); err != nil {
+	if _, err := parse(fs, help, args); err != nil {
 		return err
 	}
-	if err := wf.check(syncHelp, r.cmd); err != nil {
+	if err := wf.check(help, r.cmd); err != nil {
 		return err
 	}
 	if err := r.connect(); err != nil {
 		return err
 	}
-	acc, err := r.api.CreateSync(r.ctx)
+	acc, err := create()
 	if err != nil {
-		return fmt.Errorf("queue offsite sync: %w", err)
+		return fmt.Errorf("queue %s: %w", what, err)
 	}
-	return r.queued(acc, "offsite sync job", wf, nil)
+	return r.queued(acc, what+" job", wf, nil)
 }
 
 func (r *runner) syncStatus(args []string) error {

@@ -17,7 +17,7 @@ func TestClientCommandsAreDispatched(t *testing.T) {
 		stdout string
 		stderr string
 	}{
-		{name: "usage lists the client commands", args: []string{"help"}, code: 0, stdout: "run <site> preflight|backup|retention [--wait]"},
+		{name: "usage lists the client commands", args: []string{"help"}, code: 0, stdout: "run <site> preflight|backup|retention|verify [--wait]"},
 		{name: "sites reaches apicmd", args: []string{"sites"}, code: 2, stderr: "satoru sites: missing subcommand"},
 		{name: "health without a token", args: []string{"health"}, code: 1, stderr: "satoru health: no API token"},
 		{name: "usage lists worker", args: []string{"help"}, code: 0, stdout: "worker    run a worker node"},
