@@ -417,13 +417,16 @@ func (n nodeHealth) String() string {
 	return fmt.Sprintf("%s %s partitions %s sites_assigned %s", n.Node, n.Status, show(n.Partitions), show(n.SitesAssigned))
 }
 
-func (hn *hostNet) healthNodes() []nodeHealth {
-	hn.t.Helper()
+func (hn *hostNet) healthNodes() []nodeHealth { return healthNodes(hn.t, hn.api) }
+
+// healthNodes is the nodes of GET /api/v1/health.
+func healthNodes(t *testing.T, a *api) []nodeHealth {
+	t.Helper()
 	var out struct {
 		Nodes []nodeHealth `json:"nodes"`
 	}
-	if code := hn.api.Do("GET", "/api/v1/health", nil, &out); code != 200 {
-		hn.t.Fatalf("GET /api/v1/health: status %d", code)
+	if code := a.Do("GET", "/api/v1/health", nil, &out); code != 200 {
+		t.Fatalf("GET /api/v1/health: status %d", code)
 	}
 	return out.Nodes
 }
@@ -434,14 +437,21 @@ func (hn *hostNet) healthNodes() []nodeHealth {
 // sites will keep while these nodes live. Backups posted before that
 // may land on a node that is about to hand their partition on.
 func (hn *hostNet) waitSettled(within time.Duration) {
-	t := hn.t
-	t.Helper()
+	hn.t.Helper()
 	var ids []string
 	for _, n := range hn.nodes {
 		if !n.dead {
 			ids = append(ids, n.staging)
 		}
 	}
+	waitSettled(hn.t, hn.api, ids, within)
+}
+
+// waitSettled polls GET /api/v1/health until the puller nodes ids (staging
+// ids) hold exactly their rendezvous shares of the partitions among them
+// and no other node holds any.
+func waitSettled(t *testing.T, a *api, ids []string, within time.Duration) {
+	t.Helper()
 	want := map[string]int{}
 	for _, id := range ids {
 		want[id] = len(affinity.Owned(id, ids))
@@ -449,7 +459,7 @@ func (hn *hostNet) waitSettled(within time.Duration) {
 	deadline := time.Now().Add(within)
 	var last []nodeHealth
 	for time.Now().Before(deadline) {
-		last = hn.healthNodes()
+		last = healthNodes(t, a)
 		got := map[string]int{}
 		for _, e := range last {
 			if e.Partitions != nil && *e.Partitions > 0 {

@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/domain"
+	"github.com/satoru/satoru/shared/events"
 	"github.com/satoru/satoru/shared/staging"
 	"github.com/satoru/satoru/shared/testkit"
 )
@@ -379,13 +381,25 @@ func foreignStaging(t *testing.T) {
 	writeRound(t, sites, 1)
 	c.checkRound(a, sites, backupAll(t, a, sites), 1, 2*time.Minute)
 
+	// puller-b is a worker node of its own: it takes the sites of the
+	// partitions it wins (site affinity). Its staging id is chosen so
+	// that it wins some of these sites, and the batches start once the
+	// partitions have settled.
+	upStaging := ""
+	for id := range c.stagings {
+		upStaging = id
+	}
+	pullerStaging := stagingWinning(t, upStaging, sites, 2)
+	pbRoot := newLayout(filepath.Join(c.root, "puller-b")).Staging
+	if err := os.MkdirAll(pbRoot, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(pbRoot, staging.IDFile), []byte(pullerStaging+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	c.join("puller-b", "puller")
 	c.join("snapshotter-b", "snapshotter")
-	idOf := map[string]string{}
-	for id, root := range c.stagings {
-		idOf[root] = id
-	}
-	pullerStaging := idOf[c.procs["puller-b"].L.Staging]
+	waitSettled(t, a, []string{upStaging, pullerStaging}, time.Minute)
 	writeRound(t, sites, 2)
 	refused := 0
 	for batch := 1; batch <= 3 && refused == 0; batch++ {
@@ -441,4 +455,25 @@ func foreignStaging(t *testing.T) {
 	if refused == 0 {
 		t.Error("in 3 batches puller-b pulled no backup: the guard was not exercised")
 	}
+}
+
+// stagingWinning is a staging id that, beside the node other, owns the
+// partitions of at least n of sites (affinity.Owner), so a test can make
+// a node that is sure to take some of them.
+func stagingWinning(t *testing.T, other string, sites []nodeSite, n int) string {
+	t.Helper()
+	for i := 0; i < 1000; i++ {
+		id := fmt.Sprintf("%032x", uint64(i+1)*0x9e3779b97f4a7c15)
+		won := 0
+		for _, s := range sites {
+			if affinity.Owner(events.JobPartition(s.uuid), []string{other, id}) == id {
+				won++
+			}
+		}
+		if won >= n {
+			return id
+		}
+	}
+	t.Fatalf("no staging id wins %d of the sites beside %s", n, other)
+	return ""
 }
