@@ -35,10 +35,7 @@ var (
 
 // Targets from issue #12.
 const (
-	minEfficiency = 0.8 // throughput with N nodes >= 0.8 x N x one node
-	// cpuBoundBusy: a one-node round this busy (share of all cores) leaves
-	// no room for more nodes on the same machine.
-	cpuBoundBusy     = 0.9
+	minEfficiency    = 0.8  // throughput with N nodes >= 0.8 x N x one node
 	maxNoChangeShare = 0.01 // a no-change round moves < 1% of the bytes
 	maxStagingFactor = 1.05 // staging stays 1x per site (5% for dirs and round.txt)
 	siteFiles        = 4    // data files per site, each 1/4 of its size
@@ -77,9 +74,10 @@ const (
 //	  -timeout 60m -v ./cmd/satoru/internal/fleetbench/ [-fleet-sites 12 -fleet-site-mb 2]
 //
 // It fails when a target of issue #12 is missed: throughput with N nodes
-// under 0.8 x N x the one-node figure (unless the one-node round already
-// kept the machine's cores busy: the nodes share them, so the target is
-// reported as not judged), round 2 moving 1% or more of the
+// under 0.8 x N x the one-node figure (unless that is more than the
+// machine's cores can give at the round's measured CPU cost per site:
+// every node shares them, so the target is reported as not judged),
+// round 2 moving 1% or more of the
 // bytes, a staging factor over 1.05, or a site's staging on more than one
 // node; and (site affinity) a site pulled on different nodes in different
 // rounds, or live nodes whose `partitions` do not add up to 32 and
@@ -633,18 +631,21 @@ func report(b *testing.B, f *fleet, results []*result) {
 		b.ReportMetric(r2, fmt.Sprintf("n%d-r2-bytes%%", r.nodes))
 		b.ReportMetric(factor, fmt.Sprintf("n%d-staging-x", r.nodes))
 
+		// What the machine's cores can do at the cost per site measured in
+		// this very round: every node shares them, so when the target
+		// asks for more than that, no software could meet it here, and
+		// the target says nothing about Satoru. Said, not failed.
+		capacity := float64(runtime.NumCPU()) * 60 / perSite
+		target := minEfficiency * float64(r.nodes) * base
 		switch {
-		case r.nodes > 1 && eff < minEfficiency && results[0].rounds[0].cpuBusy >= cpuBoundBusy:
-			// Every node shares this machine's cores: when one node already
-			// keeps them busy, more nodes cannot add throughput here, and
-			// the target says nothing about Satoru. Said, not failed.
-			b.Logf("%d nodes: throughput target NOT JUDGED: %.3f x the one-node %.1f sites/min (efficiency %.3f, want >= %.1f), "+
-				"but the one-node round kept the machine's %d cores %.0f%% busy; the nodes share them (needs a machine per node)",
-				r.nodes, ratio, base, eff, minEfficiency, runtime.NumCPU(), 100*results[0].rounds[0].cpuBusy)
+		case r.nodes > 1 && eff < minEfficiency && target > capacity:
+			b.Logf("%d nodes: throughput target NOT JUDGED: %.1f sites/min, %.3f x the one-node %.1f (efficiency %.3f); the target %.1f sites/min "+
+				"is more than the %d cores shared by every node can give at %.2f CPU-s per site (%.1f sites/min): it needs a machine per node",
+				r.nodes, rate, ratio, base, eff, target, runtime.NumCPU(), perSite, capacity)
 		case r.nodes > 1 && eff < minEfficiency:
-			b.Errorf("%d nodes: throughput %.1f sites/min is %.3f x the one-node %.1f, efficiency %.3f: want >= %.1f x %d (issue #12); "+
-				"the machine's %d cores were %.0f%% busy in the one-node round and every node shares them",
-				r.nodes, rate, ratio, base, eff, minEfficiency, r.nodes, runtime.NumCPU(), 100*results[0].rounds[0].cpuBusy)
+			b.Errorf("%d nodes: throughput %.1f sites/min is %.3f x the one-node %.1f, efficiency %.3f: want >= %.1f x %d (issue #12), "+
+				"and the machine's cores could give %.1f sites/min at this round's cost per site",
+				r.nodes, rate, ratio, base, eff, minEfficiency, r.nodes, capacity)
 		}
 		if r2 >= 100*maxNoChangeShare {
 			b.Errorf("%d nodes: the no-change round moved %.3f%% of the bytes (%d of %d): want < %.0f%%",
