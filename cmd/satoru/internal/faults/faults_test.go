@@ -266,7 +266,7 @@ func killMidSnapshot(t *testing.T) {
 	uuid := sc.addSite(s)
 	id := sc.up.API().StartJob(uuid, "backup")
 	sc.killWhen(id, "mid-snapshot (restic backup running, >= 32 MiB of packs written)", func() bool {
-		return hasChild(sc.up, isRestic("backup")) && dirBytes(filepath.Join(sc.L.Repo, "data")) >= 32<<20
+		return hasChild(sc.up, isRestic("backup")) && realproc.TreeBytes(filepath.Join(sc.L.Repo, "data")) >= 32<<20
 	})
 	j := sc.recover(id, "backup killed mid-snapshot")
 	wantFiles(t, j, files)
@@ -292,7 +292,7 @@ func killMidPrune(t *testing.T) {
 	if snaps != 3 {
 		t.Fatalf("%d snapshots before the retention, want 3", snaps)
 	}
-	dataBefore := dirBytes(filepath.Join(sc.L.Repo, "data"))
+	dataBefore := realproc.TreeBytes(filepath.Join(sc.L.Repo, "data"))
 	id := a.StartJob(uuid, "retention")
 	isPrune := func(p procInfo) bool {
 		return p.Comm == "restic" && (p.HasArg("prune") || p.HasArg("--prune"))
@@ -301,7 +301,7 @@ func killMidPrune(t *testing.T) {
 		return countFiles(filepath.Join(sc.L.Repo, "snapshots")) < snaps && hasChild(sc.up, isPrune)
 	})
 	t.Logf("at the kill: %d snapshot files, %d of %d bytes of packs left", countFiles(filepath.Join(sc.L.Repo, "snapshots")),
-		dirBytes(filepath.Join(sc.L.Repo, "data")), dataBefore)
+		realproc.TreeBytes(filepath.Join(sc.L.Repo, "data")), dataBefore)
 	sc.recover(id, "retention killed mid-prune", func(j domain.Job) {
 		if j.Status != domain.StatusSuccess {
 			return // reported
@@ -311,24 +311,10 @@ func killMidPrune(t *testing.T) {
 		}
 		// One generation and the small files stay; two generations were
 		// forgotten and must be pruned, not left behind by the crash.
-		if left := dirBytes(filepath.Join(sc.L.Repo, "data")); left > dataBefore-gen-gen/2 {
+		if left := realproc.TreeBytes(filepath.Join(sc.L.Repo, "data")); left > dataBefore-gen-gen/2 {
 			t.Errorf("the repository still holds %d bytes of packs (%d before the retention): the forgotten snapshots' data was not pruned", left, dataBefore)
 		}
 	})
-}
-
-// dirBytes is dirSize without failing on a missing folder.
-func dirBytes(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }
 
 // killMidOffsiteCopy: a backup, then an offsite sync to the S3 stand-in;

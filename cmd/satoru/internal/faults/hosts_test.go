@@ -221,7 +221,7 @@ func (hn *hostNet) killNodeMidPull(ids map[string]string) (*hostNode, string, ti
 		for _, n := range hn.nodes {
 			for siteUUID := range ids {
 				dir := filepath.Join(n.root, siteUUID)
-				staged := stagedBytes(dir) + stagedBytes(filepath.Join(n.root, ".pull", siteUUID))
+				staged := realproc.TreeBytes(dir) + realproc.TreeBytes(filepath.Join(n.root, ".pull", siteUUID))
 				if staged >= 1<<20 && hasChild(n.proc, isRsyncInto(dir)) {
 					at := time.Now()
 					before := n.proc.Kill()

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
 	"github.com/satoru/satoru/shared/affinity"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/events"
@@ -325,7 +326,7 @@ func killAWorkerMidPull(t *testing.T, a *api, workers []*satoru, ids map[string]
 				dir := filepath.Join(w.L.Staging, siteUUID)
 				// rsync's temporary files grow under <staging>/.pull/<site>
 				// (--temp-dir) once the site has a copy in staging.
-				staged := stagedBytes(dir) + stagedBytes(filepath.Join(w.L.Staging, ".pull", siteUUID))
+				staged := realproc.TreeBytes(dir) + realproc.TreeBytes(filepath.Join(w.L.Staging, ".pull", siteUUID))
 				if staged >= 1<<20 && hasChild(w, isRsyncInto(dir)) {
 					before := w.Kill()
 					t.Logf("killed %s mid-pull of site %s", w.Name, siteUUID)
@@ -346,21 +347,6 @@ func killAWorkerMidPull(t *testing.T, a *api, workers []*satoru, ids map[string]
 	}
 	t.Fatal("no worker was seen pulling within 2 minutes")
 	return nil, nil
-}
-
-// stagedBytes is how many bytes a staging folder holds, rsync's
-// temporary files included.
-func stagedBytes(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }
 
 // foreignStaging: a separate `satoru puller` and `satoru snapshotter`,

@@ -1,7 +1,6 @@
 package fleetbench
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -110,7 +109,7 @@ func BenchmarkFleet(b *testing.B) {
 	if _, err := realproc.ResticBin(root); err != nil {
 		b.Fatal(err)
 	}
-	bin := satoruBinary(b, root)
+	bin := realproc.Binary(b, *satoruBinFlag, root)
 	work := b.TempDir()
 	pw := filepath.Join(work, "restic-password")
 	if err := os.WriteFile(pw, []byte(fmt.Sprintf("fleet-bench-%d\n", time.Now().UnixNano())), 0o600); err != nil {
@@ -147,31 +146,6 @@ func parseNodes(s string) ([]int, error) {
 		return nil, fmt.Errorf("-fleet-nodes %q: must hold 1, the baseline every ratio is against", s)
 	}
 	return out, nil
-}
-
-// satoruBinary is -satoru-bin, or the tree's ./cmd/satoru built into a
-// temp folder.
-func satoruBinary(b *testing.B, root string) string {
-	b.Helper()
-	if *satoruBinFlag != "" {
-		p, err := filepath.Abs(*satoruBinFlag)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := os.Stat(p); err != nil {
-			b.Fatalf("-satoru-bin: %v (make build makes bin/satoru)", err)
-		}
-		return p
-	}
-	out := filepath.Join(b.TempDir(), "satoru")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	began := time.Now()
-	if err := realproc.Build(ctx, root, out); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("built %s in %s", out, time.Since(began).Round(time.Millisecond))
-	return out
 }
 
 // fleet is the benchmark's edges and sites, shared by every node count.
@@ -296,7 +270,7 @@ func (f *fleet) writeRound(nodes, r int) {
 func (f *fleet) dataBytes() int64 {
 	var n int64
 	for _, s := range f.sites {
-		n += treeBytes(s.dir)
+		n += realproc.TreeBytes(s.dir)
 	}
 	return n
 }
@@ -406,11 +380,11 @@ func (f *fleet) run(dir string, nodes int) *result {
 	data := f.dataBytes()
 	res.siteData = data / int64(len(f.sites))
 	for _, w := range workers {
-		total := treeBytes(w.L.Staging)
+		total := realproc.TreeBytes(w.L.Staging)
 		res.stagingSum += total
 		held := 0
 		for _, u := range uuids {
-			if treeBytes(filepath.Join(w.L.Staging, u)) > 0 {
+			if realproc.TreeBytes(filepath.Join(w.L.Staging, u)) > 0 {
 				res.holders[u]++
 				held++
 			}
@@ -709,20 +683,6 @@ func checkPartitions(b *testing.B, r *result, sites int) {
 		b.Errorf("%d nodes: the live nodes hold %d partitions and %d assigned sites: want %d and %d, every site once (site affinity)",
 			r.nodes, parts, assigned, jobPartitions, sites)
 	}
-}
-
-// treeBytes is the size of the regular files under dir (0 when absent).
-func treeBytes(dir string) int64 {
-	var n int64
-	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
-		if err == nil && d.Type().IsRegular() {
-			if fi, err := d.Info(); err == nil {
-				n += fi.Size()
-			}
-		}
-		return nil
-	})
-	return n
 }
 
 // parallel runs do(0..n-1) on at most width goroutines and returns each

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/satoru/satoru/cmd/satoru/internal/realproc"
 )
 
 func TestParseNodes(t *testing.T) {
@@ -64,8 +66,8 @@ func TestChangeSiteRewritesFivePercent(t *testing.T) {
 	if changedFiles != 1 || differ < n*95/100 || differ > n {
 		t.Errorf("%d file(s) changed, %d bytes differ: want 1 file and about %d bytes", changedFiles, differ, n)
 	}
-	if treeBytes(dir) != size {
-		t.Errorf("site holds %d bytes, want %d", treeBytes(dir), size)
+	if realproc.TreeBytes(dir) != size {
+		t.Errorf("site holds %d bytes, want %d", realproc.TreeBytes(dir), size)
 	}
 }
 

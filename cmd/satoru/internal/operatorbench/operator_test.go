@@ -3,7 +3,6 @@ package operatorbench
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -102,7 +101,7 @@ func BenchmarkOperator(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	bin := satoruBinary(b, root)
+	bin := realproc.Binary(b, *satoruBinFlag, root)
 	work := b.TempDir()
 
 	// The edge first: cleanups run last-in first-out, so the nodes (and
@@ -210,31 +209,6 @@ func BenchmarkOperator(b *testing.B) {
 	for _, sc := range []*scenario{&first, &rerun, &cold, &fresh} {
 		sc.report(b)
 	}
-}
-
-// satoruBinary is -satoru-bin, or the tree's ./cmd/satoru built into a
-// temp folder.
-func satoruBinary(b *testing.B, root string) string {
-	b.Helper()
-	if *satoruBinFlag != "" {
-		p, err := filepath.Abs(*satoruBinFlag)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := os.Stat(p); err != nil {
-			b.Fatalf("-satoru-bin: %v (make build makes bin/satoru)", err)
-		}
-		return p
-	}
-	out := filepath.Join(b.TempDir(), "satoru")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	began := time.Now()
-	if err := realproc.Build(ctx, root, out); err != nil {
-		b.Fatal(err)
-	}
-	b.Logf("built %s in %s", out, time.Since(began).Round(time.Millisecond))
-	return out
 }
 
 type operatorBench struct {

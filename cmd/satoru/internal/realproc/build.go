@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"testing"
+	"time"
 )
 
 // Tags are the build tags `make build` uses.
@@ -59,3 +61,29 @@ func ResticBin(root string) (string, error) {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// Binary is the satoru binary a benchmark runs: given (its -satoru-bin
+// flag, made absolute and checked), or root's ./cmd/satoru built into a
+// temporary folder of tb.
+func Binary(tb testing.TB, given, root string) string {
+	tb.Helper()
+	if given != "" {
+		p, err := filepath.Abs(given)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		if _, err := os.Stat(p); err != nil {
+			tb.Fatalf("-satoru-bin: %v (make build makes bin/satoru)", err)
+		}
+		return p
+	}
+	out := filepath.Join(tb.TempDir(), "satoru")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	began := time.Now()
+	if err := Build(ctx, root, out); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Logf("built %s in %s", out, time.Since(began).Round(time.Millisecond))
+	return out
+}

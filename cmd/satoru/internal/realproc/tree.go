@@ -130,3 +130,18 @@ func fill(buf []byte, n int64, text bool, g *rand.ChaCha8) []byte {
 	}
 	return buf[:n]
 }
+
+// TreeBytes is the size of the regular files under dir (0 when it is
+// absent), temporary files included: what a staging folder holds.
+func TreeBytes(dir string) int64 {
+	var n int64
+	_ = filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
