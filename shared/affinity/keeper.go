@@ -2,7 +2,6 @@ package affinity
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -94,7 +93,7 @@ func (k *Keeper) release(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, releaseTimeout)
 	defer cancel()
 	from := k.Partitions()
-	if err := k.Infra.JS.DeleteConsumer(ctx, events.StreamJobs, events.NodeDurable(k.Node)); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+	if err := k.Infra.DeleteJobConsumer(ctx, events.NodeDurable(k.Node)); err != nil {
 		k.Log.Warn("job consumer not released at stop; other nodes take its partitions once this node's liveness expires", "node", k.Node, "err", err)
 		return
 	}
@@ -241,13 +240,11 @@ func (k *Keeper) consumers(ctx context.Context, live []string) (mine []int, held
 }
 
 func (k *Keeper) delete(ctx context.Context, name, why string) {
-	err := k.Infra.JS.DeleteConsumer(ctx, events.StreamJobs, name)
-	switch {
-	case err == nil:
-		k.Log.Info("deleted a job consumer; its partitions move to the live nodes", "node", k.Node, "consumer", name, "why", why)
-	case !errors.Is(err, jetstream.ErrConsumerNotFound):
+	if err := k.Infra.DeleteJobConsumer(ctx, name); err != nil {
 		k.Log.Warn("job consumer not deleted", "node", k.Node, "consumer", name, "why", why, "err", err)
+		return
 	}
+	k.Log.Info("deleted a job consumer; its partitions move to the live nodes", "node", k.Node, "consumer", name, "why", why)
 }
 
 // apply sets the node's consumer to target (deleting it when target is
@@ -255,8 +252,8 @@ func (k *Keeper) delete(ctx context.Context, name, why string) {
 func (k *Keeper) apply(ctx context.Context, from, target []int) error {
 	name := events.NodeDurable(k.Node)
 	if len(target) == 0 {
-		if err := k.Infra.JS.DeleteConsumer(ctx, events.StreamJobs, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("affinity: release every partition of %s: %w", name, err)
+		if err := k.Infra.DeleteJobConsumer(ctx, name); err != nil {
+			return fmt.Errorf("affinity: release every partition: %w", err)
 		}
 		k.set(nil, nil, from)
 		return nil
@@ -269,8 +266,8 @@ func (k *Keeper) apply(ctx context.Context, from, target []int) error {
 		// consumer reads the stream from the start. Requests this node has
 		// in flight come again too; the site lease holds them off, and a
 		// finished job's copy is dropped.
-		if err := k.Infra.JS.DeleteConsumer(ctx, events.StreamJobs, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
-			return fmt.Errorf("affinity: renew %s for partitions %v: %w", name, target, err)
+		if err := k.Infra.DeleteJobConsumer(ctx, name); err != nil {
+			return fmt.Errorf("affinity: renew the consumer for partitions %v: %w", target, err)
 		}
 	}
 	cons, err := k.Infra.NodeConsumer(ctx, name, k.Consumer.PartitionFilters(target))

@@ -2,6 +2,7 @@ package bus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -55,4 +56,13 @@ func (in *Infra) PartitionOwners(ctx context.Context) (map[int]string, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// DeleteJobConsumer deletes a consumer of the job stream; one already
+// gone is not an error.
+func (in *Infra) DeleteJobConsumer(ctx context.Context, name string) error {
+	if err := in.JS.DeleteConsumer(ctx, events.StreamJobs, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return fmt.Errorf("bus: delete consumer %s: %w", name, err)
+	}
+	return nil
 }

@@ -93,40 +93,16 @@ const checkProblemsCap = 700
 // repair advice it prints after them, then its final reason. restic's own
 // error text would keep only the end of stderr: the advice.
 func checkErrorText(stderr string) string {
+	msgs, exit := stderrMessages(stderr)
 	var problems []string
-	var exit []string
-	advice := false
-	for line := range strings.Lines(stderr) {
-		line = strings.TrimSpace(line)
-		if line == "" {
-			continue
-		}
-		var m struct {
-			MessageType string `json:"message_type"`
-			Message     string `json:"message"`
-			Error       struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		}
-		msg := line
-		if line[0] == '{' && json.Unmarshal([]byte(line), &m) == nil && m.MessageType != "" {
-			if m.MessageType == "exit_error" {
-				exit = append(exit, m.Message)
-				continue
-			}
-			msg = m.Message
-			if m.Error.Message != "" {
-				msg = m.Error.Message
-			}
-		}
+	for _, msg := range msgs {
 		msg = strings.Join(strings.Fields(msg), " ")
 		if strings.HasPrefix(msg, "The repository contains damaged pack files") {
-			advice = true
+			break // the repair advice: what follows is advice too
 		}
-		if msg == "" || advice {
-			continue
+		if msg != "" {
+			problems = append(problems, msg)
 		}
-		problems = append(problems, msg)
 	}
 	text := strings.Join(problems, "; ")
 	if len(text) > checkProblemsCap {

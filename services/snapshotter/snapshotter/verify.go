@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/satoru/satoru/shared/ctxio"
 	"github.com/satoru/satoru/shared/disk"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
@@ -389,24 +390,11 @@ func gunzip(ctx context.Context, src, dst string) error {
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(out, ctxReader{ctx, zr})
+	_, err = io.Copy(out, ctxio.Reader(ctx, zr))
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	return err
-}
-
-// ctxReader stops a copy once ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // recordVerify writes the verify's outcome into the site's status and

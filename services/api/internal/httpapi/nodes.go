@@ -65,14 +65,10 @@ type NodeInstance struct {
 // could not be read), the node records (the instances' last values,
 // kept after they stop), the site statuses and the running jobs; nodes
 // by id, instances by service then name.
-func NodesOf(live []bus.Instance, liveErr error, records []bus.Instance, statuses map[string]domain.SiteStatus, running []domain.Job, now time.Time) []NodeHealth {
-	return NodesWithPartitions(live, liveErr, records, statuses, running, nil, nil, now)
-}
-
-// NodesWithPartitions is NodesOf with each node's share of the sites:
-// owners maps a partition to the node whose consumer holds it
-// (bus.PartitionOwners), sites are the registered sites.
-func NodesWithPartitions(live []bus.Instance, liveErr error, records []bus.Instance, statuses map[string]domain.SiteStatus, running []domain.Job,
+// Each node's share of the sites comes from owners, which maps a
+// partition to the node whose consumer holds it (bus.PartitionOwners),
+// and sites, the registered sites.
+func NodesOf(live []bus.Instance, liveErr error, records []bus.Instance, statuses map[string]domain.SiteStatus, running []domain.Job,
 	owners map[int]string, sites []domain.Site, now time.Time) []NodeHealth {
 	type key struct{ service, instance string }
 	byNode := map[string]map[key]*NodeInstance{}

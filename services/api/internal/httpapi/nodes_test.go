@@ -39,7 +39,7 @@ func TestNodesOf(t *testing.T) {
 		{ID: "j3", Worker: "hub"},  // a sync on the hub: no node
 		{ID: "j4", Worker: "gone"}, // an unknown worker
 	}
-	got := httpapi.NodesOf(live, nil, records, statuses, running, now)
+	got := httpapi.NodesOf(live, nil, records, statuses, running, nil, nil, now)
 	if len(got) != 3 {
 		t.Fatalf("nodes = %+v", got)
 	}
@@ -74,7 +74,7 @@ func TestNodesOf(t *testing.T) {
 	}
 
 	// Liveness unreadable: nothing can be called gone.
-	for _, n := range httpapi.NodesOf(live, errors.New("nats down"), records, statuses, nil, now) {
+	for _, n := range httpapi.NodesOf(live, errors.New("nats down"), records, statuses, nil, nil, nil, now) {
 		if n.Status != httpapi.NodeUnknown {
 			t.Errorf("node %s = %s with liveness unreadable", n.Node, n.Status)
 		}

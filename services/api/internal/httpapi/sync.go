@@ -135,7 +135,7 @@ func (s *server) health(ctx context.Context) (HealthReport, error) {
 		if recordsErr != nil {
 			r.NodesError = recordsErr.Error()
 		}
-		r.Nodes = NodesWithPartitions(instances, livenessErr, records, snap.Statuses, running, owners, snap.Sites, now)
+		r.Nodes = NodesOf(instances, livenessErr, records, snap.Statuses, running, owners, snap.Sites, now)
 	}
 	Judge(&r)
 	return r, nil

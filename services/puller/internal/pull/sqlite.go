@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/satoru/satoru/shared/ctxio"
 	"github.com/satoru/satoru/shared/domain"
 	"github.com/satoru/satoru/shared/jobrun"
 	"github.com/satoru/satoru/shared/proc"
@@ -282,7 +283,7 @@ func gunzipFile(ctx context.Context, src, dst string) (int64, error) {
 		return 0, err
 	}
 	// Reading to the end checks the gzip's CRC and length.
-	n, err := io.Copy(out, ctxReader{ctx, zr})
+	n, err := io.Copy(out, ctxio.Reader(ctx, zr))
 	if err != nil {
 		out.Close()
 		return n, err
@@ -292,19 +293,6 @@ func gunzipFile(ctx context.Context, src, dst string) (int64, error) {
 		return n, err
 	}
 	return n, out.Close()
-}
-
-// ctxReader stops a long copy when ctx ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // maxIntegrityRows bounds the problems quoted from integrity_check.
